@@ -1,0 +1,137 @@
+"""Shared fixtures. Integration tests drive the real Docker engine and kernel.
+
+Every test runs against its own state directory, so its VMs carry their own realm
+label and a production `cvm netd` on the same host never touches them (nor they it).
+Whatever a test made -- containers, interfaces, namespaces, directories -- is removed
+afterwards, on failure too.
+"""
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+CVM = os.path.join(os.path.dirname(sys.executable), "cvm")
+BUSYBOX = "cvm/busybox:latest"
+DEBIAN = "cvm/debian12:latest"
+
+
+def engine_answers():
+    import docker
+    try:
+        docker.APIClient(version="auto", timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def engine():
+    if not engine_answers():
+        pytest.fail("no Docker engine answers; `./run tests` starts one")
+    from cvm.engine import Engine
+    return Engine()
+
+
+@pytest.fixture(scope="session")
+def images(engine):
+    """The images integration tests boot: built locally, never pulled."""
+    from cvm import api, images
+    images.ensure(["busybox", "debian12"], ctx=api.Context())
+    return {"busybox": BUSYBOX, "debian": DEBIAN}
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    path = tmp_path / "state"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def ctx(state_dir, engine):
+    from cvm.api import Context
+    context = Context(state_root=state_dir)
+    yield context
+    remove_realm(context)
+
+
+def remove_realm(context):
+    """Remove every container of a test realm and unwire its VMs."""
+    with contextlib.suppress(Exception):
+        from cvm import api
+        for vm in api.ls(ctx=context):
+            with contextlib.suppress(Exception):
+                vm.remove(force=True)
+    for container in context.engine.vm_containers(context.realm):
+        with contextlib.suppress(Exception):
+            context.engine.remove(container["Id"], force=True)
+
+
+@pytest.fixture
+def name():
+    """A fresh VM name (short: host interface names derive from it)."""
+    return "t" + secrets.token_hex(4)
+
+
+class CvmRunner:
+    """Runs the real `cvm` command against the test's state directory."""
+
+    def __init__(self, state_dir):
+        self.env = dict(os.environ, CVM_STATE_DIR=state_dir)
+
+    def __call__(self, *args, check=False, timeout=120, env=None, input=None):
+        result = subprocess.run([CVM] + [str(a) for a in args], capture_output=True, text=True,
+                                timeout=timeout, env=dict(self.env, **(env or {})), input=input)
+        if check and result.returncode != 0:
+            raise AssertionError("cvm %s failed (%d): %s%s" % (
+                " ".join(map(str, args)), result.returncode, result.stdout, result.stderr))
+        return result
+
+    def popen(self, *args, **kwargs):
+        return subprocess.Popen([CVM] + [str(a) for a in args], env=self.env, **kwargs)
+
+
+@pytest.fixture
+def cvm(state_dir, ctx):
+    return CvmRunner(state_dir)
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out after %.0fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def residue(context, name, dirs=()):
+    """What a VM left behind: containers, state, directories. Empty means clean."""
+    left = []
+    for container in context.engine.vm_containers(context.realm):
+        left.append("container %s" % container["Names"])
+    info = context.engine.inspect(name)
+    if info is not None:
+        left.append("container named %s" % name)
+    if context.store.read_vm(name) is not None:
+        left.append("state entry %s" % name)
+    for directory in dirs:
+        if os.path.exists(directory):
+            left.append("directory %s" % directory)
+    return left
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A host directory for volume tests that is removed even if a test fails."""
+    path = tmp_path / "scratch"
+    yield str(path)
+    shutil.rmtree(str(path), ignore_errors=True)

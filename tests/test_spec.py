@@ -1,0 +1,207 @@
+"""The VM spec: parsing, validation and its error messages. No engine needed."""
+
+import pytest
+
+from cvm.errors import SpecError
+from cvm.sizes import format_size, parse_cpu_list, parse_size
+from cvm.spec import HostFacts, load_file, merge, parse_spec, stable_mac
+
+HOST = HostFacts(cpus=[0, 1, 2, 3], memory_bytes=8 << 30)
+
+
+def spec(**fields):
+    raw = {"name": "web1", "image": "cvm/debian12"}
+    raw.update(fields)
+    return parse_spec(raw, host=HOST)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("512m", 512 << 20), ("4g", 4 << 30), ("1.5g", int(1.5 * (1 << 30))), ("100", 100),
+    ("64k", 64 << 10), ("2G", 2 << 30), ("512MiB", 512 << 20), ("1t", 1 << 40), (1024, 1024),
+])
+def test_sizes_parse(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("nbytes,text", [(512 << 20, "512m"), (4 << 30, "4g"), (1536 << 20, "1536m"),
+                                         (100, "100b")])
+def test_sizes_format_round_trip(nbytes, text):
+    assert format_size(nbytes) == text
+    assert parse_size(format_size(nbytes)) == nbytes
+
+
+def test_cpu_list():
+    assert parse_cpu_list("0-2,4") == [0, 1, 2, 4]
+    with pytest.raises(ValueError):
+        parse_cpu_list("2-1")
+
+
+def test_defaults_are_vm_like():
+    vm = spec()
+    assert vm.hostname is None and vm.effective_hostname == "web1"
+    assert vm.swap == 0 and vm.pids == 4096 and vm.restart == "unless-stopped"
+    assert vm.init == "auto"
+    assert vm.to_dict() == {"name": "web1", "image": "cvm/debian12"}
+
+
+def test_round_trip_through_stored_form():
+    vm = spec(cpus=1.5, memory="1.5g", cpuset="0-1", volumes=["/srv/a:/data:ro"],
+              env={"A": "1"}, dns=["198.51.100.53"], search=["example.com"],
+              nics=[{"mode": "bridge", "link": "br0", "ip": "198.51.100.10/24",
+                     "gw": "198.51.100.1"}])
+    again = parse_spec(vm.to_dict(), host=HOST)
+    assert again == vm
+    assert again.nics[0].mac == vm.nics[0].mac
+
+
+# Each bad input names its field and says what is accepted.
+BAD = [
+    ({"name": ""}, "name: is required"),
+    ({"name": "Web_1"}, "name: 'Web_1' is not a DNS label"),
+    ({"name": "-web"}, "name: '-web' is not a DNS label"),
+    ({"name": "averyverylongname"}, "name: 'averyverylongname' is 17 characters; at most 12"),
+    ({"image": ""}, "image: is required"),
+    ({"hostname": "bad_host"}, "hostname: 'bad_host' is not a valid hostname"),
+    ({"hostname": "a" * 64}, "is not a valid hostname"),
+    ({"cpus": "0"}, "cpus: 0 must be above 0"),
+    ({"cpus": "-1"}, "cpus: -1 must be above 0"),
+    ({"cpus": "abc"}, "cpus: 'abc' is not a number of CPUs"),
+    ({"cpus": "0.001"}, "cpus: 0.001 is below Docker's minimum of 0.01"),
+    ({"cpus": "5"}, "cpus: 5 is more than the host's 4 CPUs"),
+    ({"cpuset": "7"}, "cpuset: CPU 7 does not exist on this host (it has 0-3)"),
+    ({"cpuset": "0-x"}, "cpuset: '0-x' is not a CPU list"),
+    ({"cpuset": "0", "cpus": "2"}, "cpus: 2.0 is more than the 1 CPUs of cpuset 0"),
+    ({"memory": "12x"}, "memory: '12x' is not a size"),
+    ({"memory": "0"}, "memory: must be above 0"),
+    ({"memory": "1m"}, "memory: 1m is below Docker's minimum of 6m"),
+    ({"memory": "64g"}, "memory: 64g is more than the host's 8g of RAM"),
+    ({"swap": "1g"}, "swap: swap needs a memory limit"),
+    ({"pids": "0"}, "pids: 0 is out of range"),
+    ({"pids": "many"}, "pids: 'many' is not an integer"),
+    ({"cpu_shares": "1"}, "cpu_shares: 1 is out of range"),
+    ({"blkio_weight": "5"}, "blkio_weight: 5 is out of range"),
+    ({"device_read_bps": ["/dev/nonexistent-disk:10m"]},
+     "device_read_bps[0]: device /dev/nonexistent-disk does not exist"),
+    ({"device_write_iops": ["sda:100"]}, "device_write_iops[0]: 'sda' is not a device path"),
+    ({"volumes": ["rel/path:/data"]}, "volumes[0]: host path 'rel/path' is not absolute"),
+    ({"volumes": ["/srv:data"]}, "volumes[0]: guest path 'data' is not absolute"),
+    ({"volumes": ["/srv:/data:rx"]}, "volumes[0]: '/srv:/data:rx' is not HOST:GUEST[:ro]"),
+    ({"volumes": ["/srv/../etc:/data"]}, "must not contain . or .. parts"),
+    ({"volumes": ["/a:/data", "/b:/data"]}, "volumes[1]: guest path /data is mounted twice"),
+    ({"init": "upstart"}, "init: 'upstart' is not an init mode"),
+    ({"command": "sleep 1"}, "command: a command replaces init; it needs init: none"),
+    ({"env": {"1BAD": "x"}}, "env.1BAD: is not a valid variable name"),
+    ({"env": {"CVM_IP": "x"}}, "env.CVM_IP: CVM_ variables are set by cvm itself"),
+    ({"labels": {"io.cvm.vm": "x"}}, "labels.io.cvm.vm: labels starting with io.cvm."),
+    ({"restart": "sometimes"}, "restart: 'sometimes' is not a restart policy"),
+    ({"dns": ["not-an-ip"]}, "dns[0]: 'not-an-ip' is not an IP address"),
+    ({"search": ["bad_domain"]}, "search[0]: 'bad_domain' is not a domain name"),
+    ({"ssh_keys": ["hello"]}, "ssh_keys[0]: 'hello' is not an OpenSSH public key"),
+    ({"memroy": "1g"}, "memroy: unknown key (did you mean 'memory'?)"),
+]
+
+
+@pytest.mark.parametrize("fields,message", BAD, ids=[m.split(":")[0] + "-" + str(i)
+                                                      for i, (_, m) in enumerate(BAD)])
+def test_bad_input_names_field_and_problem(fields, message):
+    with pytest.raises(SpecError) as excinfo:
+        spec(**fields)
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+
+
+BAD_NICS = [
+    ({"mode": "tunnel", "link": "br0"}, "nics[0].mode: 'tunnel' is not a NIC mode"),
+    ({"mode": "bridge"}, "nics[0].link: mode bridge needs link="),
+    ({"mode": "bridge", "link": "br0", "ip": "198.51.100.300/24"},
+     "nics[0].ip: '198.51.100.300/24' is not a valid IPv4 CIDR"),
+    ({"mode": "bridge", "link": "br0", "ip": "198.51.100.10"}, "has no prefix length"),
+    ({"mode": "bridge", "link": "br0", "ip": "198.51.100.0/24"}, "is the network address"),
+    ({"mode": "bridge", "link": "br0", "ip": "2001:db8::5/64"}, "is an IPv6 address"),
+    ({"mode": "bridge", "link": "br0", "ip": "198.51.100.10/24", "gw": "203.0.113.1"},
+     "nics[0].gw: gateway 203.0.113.1 is outside the NIC's subnet 198.51.100.0/24"),
+    ({"mode": "bridge", "link": "br0", "ip6": "2001:db8::5/64", "gw": "198.51.100.1"},
+     "nics[0].gw: an IPv4 gateway needs an IPv4 address on the NIC"),
+    ({"mode": "bridge", "link": "br0", "ip": "198.51.100.10/24", "gw": "2001:db8::1"},
+     "nics[0].gw: 2001:db8::1 is IPv6"),
+    ({"mode": "macvlan", "link": "eth9", "vlan": "5000"}, "nics[0].vlan: 5000 is out of range"),
+    ({"mode": "macvlan", "link": "eth9", "vlan": "0"}, "nics[0].vlan: 0 is out of range"),
+    ({"mode": "bridge", "link": "br0", "mtu": "70000"}, "nics[0].mtu: 70000 is out of range"),
+    ({"mode": "bridge", "link": "br0", "mac": "01:00:5e:00:00:01"}, "is a multicast MAC"),
+    ({"mode": "bridge", "link": "br0", "mac": "zz:00"}, "is not a MAC address"),
+    ({"mode": "ipvlan", "link": "eth9", "mac": "02:00:00:00:00:01"}, "share the parent's MAC"),
+    ({"mode": "routed", "ip": "198.51.100.10/32", "gw": "198.51.100.1"},
+     "mode routed sets the gateway itself"),
+    ({"mode": "routed"}, "mode routed needs ip= or ip6="),
+    ({"mode": "bridge", "link": "br0", "vf": "1"}, "nics[0].vf: does not apply to mode bridge"),
+    ({"mode": "bridge", "link": "br0", "colour": "red"}, "nics[0].colour: unknown NIC option"),
+    ({"mode": "sriov", "link": "pf0", "qos": "3"}, "qos is the VLAN priority; it needs vlan="),
+    ({"mode": "bridge", "link": "br0", "name": "this-name-is-too-long"}, "not a valid interface"),
+    ({"mode": "bridge", "link": "br0", "ip": "198.51.100.10/24",
+      "routes": ["203.0.113.0/24 via 192.0.2.1"]}, "next hop 192.0.2.1 is outside"),
+]
+
+
+@pytest.mark.parametrize("nic,message", BAD_NICS, ids=[str(i) for i in range(len(BAD_NICS))])
+def test_bad_nics(nic, message):
+    with pytest.raises(SpecError) as excinfo:
+        spec(nics=[nic])
+    assert message in str(excinfo.value)
+
+
+def test_nics_together():
+    nic = {"mode": "bridge", "link": "br0", "ip": "198.51.100.10/24"}
+    with pytest.raises(SpecError, match="nics.1..name: interface name eth0 is already used"):
+        spec(nics=[nic, dict(nic, name="eth0", ip="198.51.100.11/24")])
+    with pytest.raises(SpecError, match="address 198.51.100.10 is already used by nics.0."):
+        spec(nics=[nic, dict(nic)])
+    with pytest.raises(SpecError, match="at most 8"):
+        spec(nics=[dict(nic, ip="198.51.100.%d/24" % (10 + i)) for i in range(9)])
+
+
+def test_nic_text_form_and_stable_mac():
+    vm = spec(nics=["mode=bridge,link=br0,ip=198.51.100.10/24,gw=198.51.100.1,hairpin=on"])
+    nic = vm.nics[0]
+    assert (nic.mode, nic.link, nic.name, nic.hairpin) == ("bridge", "br0", "eth0", True)
+    assert nic.mac == stable_mac("web1", 0, "198.51.100.10/24")
+    first = int(nic.mac[:2], 16)
+    assert first & 2 and not first & 1  # locally administered, unicast
+    assert spec(nics=["mode=bridge,link=br0,ip=198.51.100.11/24"]).nics[0].mac != nic.mac
+
+
+def test_merge_flags_override_file():
+    merged = merge({"name": "a", "memory": "1g", "dns": ["198.51.100.1"]},
+                   {"memory": "2g", "dns": [], "cpus": None})
+    assert merged == {"name": "a", "memory": "2g", "dns": ["198.51.100.1"]}
+
+
+def test_load_file_forms(tmp_path):
+    single = tmp_path / "one.yml"
+    single.write_text("name: web1\nimage: cvm/debian12\n")
+    assert load_file(str(single)) == [(str(single), {"name": "web1", "image": "cvm/debian12"})]
+    many = tmp_path / "many.yml"
+    many.write_text("defaults:\n  image: cvm/debian12\n  memory: 1g\n"
+                    "vms:\n  - name: a\n  - name: b\n    memory: 2g\n")
+    entries = load_file(str(many))
+    assert [e[1] for e in entries] == [{"image": "cvm/debian12", "memory": "1g", "name": "a"},
+                                       {"image": "cvm/debian12", "memory": "2g", "name": "b"}]
+    assert entries[1][0].endswith("vms[1]")
+
+
+def test_load_file_errors(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: web1\nimage: [unclosed\nmemory: 1g\n")
+    with pytest.raises(SpecError, match=r"bad.yml: malformed YAML at line \d+, column \d+"):
+        load_file(str(bad))
+    with pytest.raises(SpecError, match="missing.yml: No such file"):
+        load_file(str(tmp_path / "missing.yml"))
+    top = tmp_path / "top.yml"
+    top.write_text("vms: []\nvsm: []\n")
+    with pytest.raises(SpecError, match="vsm: unknown top-level key"):
+        load_file(str(top))
+    unknown = tmp_path / "unknown.yml"
+    unknown.write_text("vms:\n  - name: a\n    image: x\n    cpuz: 2\n")
+    where, raw = load_file(str(unknown))[0]
+    with pytest.raises(SpecError, match=r"unknown.yml: vms\[0\].cpuz: unknown key \(did you mean "
+                                        r"'cpus'\?\)"):
+        parse_spec(raw, where=where, host=HOST)

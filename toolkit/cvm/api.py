@@ -1,0 +1,467 @@
+"""The VM lifecycle: the Python API under the CLI.
+
+Data flows one way: spec -> validated -> engine creates the container (--net=none)
+-> net wires its NICs from the host -> state records the spec -> the network
+daemon re-applies it on every start.
+
+    import cvm
+    vm = cvm.create(cvm.parse_spec({"name": "web1", "image": "cvm/debian12", "memory": "1g"}))
+    vm.exec(["hostname"])        # -> (0, b"web1\\n", b"")
+    cvm.get("web1").resize(memory="2g")
+"""
+
+import contextlib
+import os
+import time
+
+from . import ns
+from .engine import READY_FILE, WAIT_SCRIPT, WAIT_SCRIPT_TEXT, Engine, cgroup_version
+from .errors import Conflict, CvmError, NotFound, SpecError
+from .spec import VMSpec, parse_spec
+from .state import Store
+
+SYSTEMD_INITS = ("/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd",
+                 "/usr/sbin/init")
+COMPAT_MIN_SYSTEMD = 230  # older systemd cannot boot on a cgroup v2 host
+
+
+class Context:
+    """What one cvm invocation works against: a state store and an engine."""
+
+    def __init__(self, state_root=None, docker_url=None):
+        self.store = Store(state_root)
+        self.engine = Engine(docker_url)
+
+    @property
+    def realm(self):
+        return self.store.realm
+
+
+_default_context = None
+
+
+def default_context():
+    global _default_context
+    if _default_context is None:
+        _default_context = Context()
+    return _default_context
+
+
+def _net():
+    from . import net  # deferred: pyroute2 costs ~150 ms and only wiring needs it
+    return net
+
+
+# ---------------------------------------------------------------- init mode
+
+
+def resolve_init(spec, image_attrs, cgroup_version):
+    """(mode, argv of PID 1 or None, why) for the spec's init on this image and host."""
+    labels = (image_attrs.get("Config") or {}).get("Labels") or {}
+    cmd = (image_attrs.get("Config") or {}).get("Cmd") or []
+    systemd_version = labels.get("io.cvm.systemd-version")
+    init_argv = labels.get("io.cvm.init")
+    init_argv = init_argv.split() if init_argv else (
+        cmd if cmd and cmd[0] in SYSTEMD_INITS else ["/sbin/init"])
+    compat_argv = (labels.get("io.cvm.compat-init") or "/usr/bin/systemctl init").split()
+    if spec.init == "none":
+        return "none", None, "init: none was asked for"
+    if spec.init == "systemd":
+        return "systemd", init_argv, "init: systemd was asked for"
+    if spec.init == "compat":
+        return "compat", compat_argv, "init: compat was asked for"
+    # auto
+    if systemd_version:
+        if cgroup_version == 2 and int(systemd_version) < COMPAT_MIN_SYSTEMD:
+            return "compat", compat_argv, (
+                "the image's systemd %s is older than %d and this host is cgroup v2"
+                % (systemd_version, COMPAT_MIN_SYSTEMD))
+        return "systemd", init_argv, "the image has systemd %s" % systemd_version
+    if labels.get("io.cvm.init-mode") in ("systemd", "compat", "none"):
+        mode = labels["io.cvm.init-mode"]
+        return mode, {"systemd": init_argv, "compat": compat_argv}.get(mode), \
+            "the image's io.cvm.init-mode label"
+    if cmd and cmd[0] in SYSTEMD_INITS:
+        return "systemd", list(cmd), "the image's command is an init (%s)" % cmd[0]
+    return "none", None, "the image has no init (command %s)" % (" ".join(cmd) or "none")
+
+
+# ---------------------------------------------------------------- VM objects
+
+
+class VM:
+    """One VM: its stored record (what was asked) and its container (what exists)."""
+
+    def __init__(self, ctx, name, record, status=None):
+        self.ctx = ctx
+        self.name = name
+        self.record = record
+        self._status = status  # from a list call; saves an inspect per VM in `ls`
+        self._container = None
+
+    def __repr__(self):
+        return "<VM %s %s>" % (self.name, self.status)
+
+    @property
+    def spec(self):
+        return parse_spec(self.record["spec"])
+
+    @property
+    def container_id(self):
+        return self.record.get("container_id")
+
+    @property
+    def container(self):
+        """Docker's full view (inspect), fetched once; None if the container is gone."""
+        if self._container is None and self.container_id:
+            self._container = self.ctx.engine.inspect(self.container_id) or {}
+        return self._container or None
+
+    def refresh(self):
+        self.record = self.ctx.store.read_vm(self.name) or self.record
+        self._container = self._status = None
+        return self
+
+    @property
+    def status(self):
+        """creating, missing, or Docker's status: created, running, restarting, exited..."""
+        if self.record.get("phase") == "creating":
+            return "creating"
+        if self._status is None:
+            container = self.container
+            self._status = container["State"]["Status"] if container else "missing"
+        return self._status
+
+    @property
+    def running(self):
+        return self.status == "running"
+
+    @property
+    def pid(self):
+        """Host PID of the VM's init; NotFound when it is not running."""
+        if self.container_id:
+            return ns.init_pid(self.container_id)
+        raise NotFound("VM %s has no container" % self.name)
+
+    def cgroup(self):
+        from .cgroups import Cgroup, CgroupError
+        try:
+            return Cgroup.of_container(self.container_id)
+        except CgroupError:
+            raise NotFound("VM %s is not running" % self.name) from None
+
+    # ---------------------------------------------------------- lifecycle
+
+    def start(self):
+        with self.ctx.store.vm_lock(self.name):
+            self.record = self.ctx.store.write_vm(self.name, dict(self.record, desired="running"))
+        if not self.running:
+            self.ctx.engine.start(self.container_id)
+        self._container = self._status = None
+        self.wire()
+        return self
+
+    def wire(self):
+        """Make the running VM's network match its spec, then release its init.
+
+        Idempotent: `cvm start`, the create path and the network daemon may all call it
+        for the same start; the per-VM lock serialises them and the second finds it done.
+        """
+        spec = self.spec
+        pid = self.pid
+        with self.ctx.store.vm_lock(self.name):
+            if spec.nics:
+                _net().wire_vm(self.ctx, self.name, spec, pid)
+            if self.record.get("init") in ("systemd", "compat"):
+                if cgroup_version() == 2 and self.record.get("init") == "systemd":
+                    ns.make_cgroup_writable(pid)
+                ns.write_file(pid, READY_FILE, b"ready\n")
+        return self
+
+    def stop(self, timeout=None):
+        with self.ctx.store.vm_lock(self.name):
+            self.record = self.ctx.store.write_vm(self.name, dict(self.record, desired="stopped"))
+        if self.container_id and self.status in ("running", "restarting", "paused"):
+            self.ctx.engine.stop(self.container_id, timeout=timeout)
+        self._container = self._status = None
+        return self
+
+    def restart(self, timeout=None):
+        self.ctx.engine.restart(self.container_id, timeout=timeout)
+        self._container = self._status = None
+        self.wire()
+        return self
+
+    def remove(self, force=False):
+        """Remove the VM: its wiring, its container and its state (not its volumes' data)."""
+        if self.status in ("running", "restarting", "paused") and not force:
+            raise Conflict("VM %s is running; stop it first or use -f" % self.name)
+        _remove(self.ctx, self.name, self.record)
+
+    def resize(self, cpus=None, memory=None, pids=None, cpuset=None, cpu_shares=None):
+        """Change limits live. Swap stays off (memory+swap = memory) unless the spec has swap."""
+        changes = {k: v for k, v in (("cpus", cpus), ("memory", memory), ("pids", pids),
+                                     ("cpuset", cpuset), ("cpu_shares", cpu_shares))
+                   if v is not None}
+        if not changes:
+            raise SpecError(None, "nothing to resize; give --cpus, --memory, --pids, --cpuset "
+                            "or --cpu-shares")
+        raw = dict(self.record["spec"])
+        raw.update(changes)
+        new_spec = parse_spec(raw)
+        with self.ctx.store.vm_lock(self.name):
+            if self.container_id and self.status != "missing":
+                self.ctx.engine.update(self.container_id, new_spec)
+            self.record = self.ctx.store.write_vm(self.name, dict(self.record,
+                                                                  spec=new_spec.to_dict()))
+        self._container = self._status = None
+        return self
+
+    def exec(self, argv, input=None, timeout=None):
+        """Run a command inside the VM: (exit code, stdout bytes, stderr bytes)."""
+        return ns.run(self.pid, self.cgroup(), argv, input=input, timeout=timeout)
+
+    # ---------------------------------------------------------- views
+
+    def addresses(self):
+        return [str(a) for nic in self.spec.nics for a in nic.addresses()]
+
+    def uptime_seconds(self):
+        container = self.container
+        if not container or not container["State"].get("Running"):
+            return None
+        return _age(container["State"].get("StartedAt"))
+
+    def to_dict(self):
+        container = self.container or {}
+        state = container.get("State", {})
+        return {
+            "name": self.name,
+            "status": self.status,
+            "desired": self.record.get("desired", "running"),
+            "container_id": self.container_id,
+            "pid": state.get("Pid") or None,
+            "started_at": state.get("StartedAt"),
+            "exit_code": state.get("ExitCode"),
+            "uptime_seconds": self.uptime_seconds(),
+            "init": self.record.get("init"),
+            "init_reason": self.record.get("init_reason"),
+            "addresses": self.addresses(),
+            "spec": self.record["spec"],
+        }
+
+
+def _age(started_at):
+    if not started_at or started_at.startswith("0001"):
+        return None
+    import datetime
+    text = started_at.rstrip("Z")
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = "%s.%s" % (head, frac[:6])
+    started = datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, time.time() - started.timestamp())
+
+
+# ---------------------------------------------------------------- module API
+
+
+def get(name, ctx=None):
+    ctx = ctx or default_context()
+    record = ctx.store.read_vm(name)
+    if record is None:
+        raise NotFound("no VM named %r (see `cvm ls`)" % name)
+    return VM(ctx, name, record)
+
+
+def ls(ctx=None):
+    """Every VM of this store, with Docker's view fetched in one list call."""
+    ctx = ctx or default_context()
+    records = ctx.store.vm_records()
+    if not records:
+        return []
+    states = {c["Id"]: c["State"] for c in ctx.engine.vm_containers(ctx.realm)}
+    return [VM(ctx, name, record, states.get(record.get("container_id"), "missing"))
+            for name, record in records.items()]
+
+
+def create(spec, start=True, ctx=None):
+    """Create (and by default start) a VM from a validated spec. All or nothing."""
+    ctx = ctx or default_context()
+    ns.require_root("cvm create")
+    if not isinstance(spec, VMSpec):
+        spec = parse_spec(spec)
+    net = _net() if spec.nics else None
+    if net:
+        net.check_host(spec)
+    image = ctx.engine.image(spec.image)
+    init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
+    with ctx.store.lock():
+        if ctx.store.read_vm(spec.name) is not None:
+            raise Conflict("name: a VM named %r already exists" % spec.name)
+        if ctx.engine.inspect(spec.name) is not None:
+            raise Conflict("name: a container named %r already exists (not a cvm VM of this "
+                           "host's state); pick another name" % spec.name)
+        if net:
+            spec = net.claim_addresses(ctx, spec)
+        record = ctx.store.write_vm(spec.name, {
+            "spec": spec.to_dict(), "phase": "creating", "container_id": None,
+            "desired": "running" if start else "stopped", "created_dirs": [],
+            "init": init_mode, "init_reason": init_reason})
+    try:
+        record["created_dirs"] = _make_volume_dirs(spec)
+        record = ctx.store.write_vm(spec.name, record)
+        record["container_id"] = ctx.engine.create(spec, ctx.realm, ctx.store.root, init_mode,
+                                                   init_argv)
+        record = ctx.store.write_vm(spec.name, record)
+        files = _guest_files(spec, init_mode)
+        if files:
+            ctx.engine.put_files(record["container_id"], files)
+        vm = VM(ctx, spec.name, record)
+        if start:
+            ctx.engine.start(record["container_id"])
+            vm.wire()
+        record["phase"] = "ready"
+        return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _remove(ctx, spec.name, ctx.store.read_vm(spec.name) or record)
+        raise
+
+
+def _remove(ctx, name, record):
+    """Undo everything a VM has on the host. Safe on half-created VMs."""
+    container_id = record.get("container_id")
+    info = ctx.engine.inspect(container_id or name)
+    if info is not None and info["Config"]["Labels"].get("io.cvm.realm") != ctx.realm:
+        info = None  # a same-named container that is not ours: never touch it
+    spec = None
+    with contextlib.suppress(CvmError):
+        spec = parse_spec(record["spec"])
+    if spec is not None and spec.nics:
+        pid = (info or {}).get("State", {}).get("Pid") or None
+        _net().unwire_vm(ctx, name, spec, pid)
+    if info is not None:
+        ctx.engine.remove(info["Id"], force=True)
+    if record.get("phase") != "ready":
+        for directory in reversed(record.get("created_dirs", [])):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # only if still empty: never delete data
+    ctx.store.delete_vm(name)
+
+
+def _make_volume_dirs(spec):
+    """Create missing host directories of volumes; return those made (for rollback)."""
+    made = []
+    try:
+        for volume in spec.volumes:
+            missing = []
+            path = volume.host
+            while not os.path.exists(path):
+                missing.append(path)
+                path = os.path.dirname(path)
+            if missing and not os.path.isdir(path):
+                raise SpecError("volumes", "%s is not a directory" % path)
+            for directory in reversed(missing):
+                os.mkdir(directory, 0o755)
+                made.append(directory)
+    except OSError as exc:
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        raise SpecError("volumes", "cannot create %s: %s" % (exc.filename, exc.strerror)) \
+            from None
+    return made
+
+
+def _guest_files(spec, init_mode):
+    from .engine import network_env
+    files = {}
+    if init_mode in ("systemd", "compat"):
+        files[WAIT_SCRIPT] = (WAIT_SCRIPT_TEXT.encode(), 0o755)
+    if spec.ssh_keys:
+        files["/root/.ssh/authorized_keys"] = (("\n".join(spec.ssh_keys) + "\n").encode(), 0o600)
+    env = network_env(spec)
+    if env:
+        files["/etc/cvm/network.env"] = ("".join(
+            "%s=%s\n" % (k, v) for k, v in sorted(env.items())).encode(), 0o644)
+    return files
+
+
+# ---------------------------------------------------------------- apply
+
+
+LIVE = VMSpec.LIVE_FIELDS
+
+
+class PlanItem:
+    def __init__(self, name, action, changes=None, recreate_fields=None, spec=None):
+        self.name = name
+        self.action = action  # create | change | recreate | unchanged | blocked
+        self.changes = changes or {}  # field -> (old, new)
+        self.recreate_fields = recreate_fields or []
+        self.spec = spec
+
+    def to_dict(self):
+        return {"name": self.name, "action": self.action,
+                "changes": {k: {"old": o, "new": n} for k, (o, n) in self.changes.items()},
+                "recreate_fields": self.recreate_fields}
+
+
+def plan(specs, recreate=False, ctx=None):
+    ctx = ctx or default_context()
+    items = []
+    for spec in specs:
+        record = ctx.store.read_vm(spec.name)
+        if record is None:
+            items.append(PlanItem(spec.name, "create", spec=spec))
+            continue
+        old = record["spec"]
+        new = spec.to_dict()
+        changes = {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+                   if old.get(key) != new.get(key)}
+        if not changes:
+            items.append(PlanItem(spec.name, "unchanged", spec=spec))
+            continue
+        needs_recreate = [k for k in changes if k not in LIVE and k != "nics"]
+        if needs_recreate:
+            items.append(PlanItem(spec.name, "recreate" if recreate else "blocked", changes,
+                                  needs_recreate, spec))
+        else:
+            items.append(PlanItem(spec.name, "change", changes, spec=spec))
+    return items
+
+
+def apply(specs, dry_run=False, recreate=False, ctx=None, progress=None):
+    """Make the VMs match `specs`. Returns the plan items, each with what was done."""
+    ctx = ctx or default_context()
+    names = [s.name for s in specs]
+    duplicates = sorted(set(n for n in names if names.count(n) > 1))
+    if duplicates:
+        raise SpecError("name", "VM %s is declared twice" % duplicates[0])
+    items = plan(specs, recreate, ctx)
+    if dry_run:
+        return items
+    for item in items:
+        if progress:
+            progress(item)
+        if item.action == "create":
+            create(item.spec, ctx=ctx)
+        elif item.action == "change":
+            _apply_live(ctx, item)
+        elif item.action == "recreate":
+            vm = get(item.name, ctx)
+            vm.remove(force=True)
+            create(item.spec, ctx=ctx)
+    return items
+
+
+def _apply_live(ctx, item):
+    vm = get(item.name, ctx)
+    old_spec = vm.spec
+    with ctx.store.vm_lock(item.name):
+        if vm.container_id and vm.status != "missing":
+            ctx.engine.update(vm.container_id, item.spec)
+        vm.record = ctx.store.write_vm(item.name, dict(vm.record, spec=item.spec.to_dict()))
+    if "nics" in item.changes:
+        _net().reconcile_nics(ctx, item.name, old_spec, item.spec, vm)

@@ -1,0 +1,451 @@
+"""Find and read a process's cgroups, v1 and v2, in every layout.
+
+Standard library only and Python 3.6-compatible: this module is copied into VMs
+together with procview, and the host-side tools and the monitor use it too.
+
+Layouts handled: host view (cgroupfs under /sys/fs/cgroup), a private cgroup
+namespace (v2 default), Docker's per-container read-only bind of each v1
+controller, the host's whole tree bind-mounted into a VM, hybrid hosts, nested
+paths. The rule is the same for all: the files of a cgroup path P of hierarchy H
+live at mountpoint(H) + (P relative to the mount's root), both read from
+/proc/<pid>/mountinfo and /proc/<pid>/cgroup.
+"""
+
+import os
+
+UNLIMITED = 1 << 62  # anything at or above this is "no limit" (v1 prints 9223372036854771712)
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio")
+
+
+class CgroupError(Exception):
+    """A cgroup file or directory is missing or unreadable."""
+
+
+def read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError) as exc:
+        raise CgroupError("cannot read %s: %s" % (path, exc.strerror or exc))
+
+
+def read_int(path, default=None):
+    """An integer file; 'max' and v1's huge sentinels mean unlimited (None)."""
+    try:
+        text = read_text(path).strip()
+    except CgroupError:
+        if default is not None:
+            return default
+        raise
+    if text == "max" or text == "":
+        return None
+    value = int(text.split()[0])
+    return None if value >= UNLIMITED else value
+
+
+def read_keyed(path):
+    """'key value' lines (memory.stat, cpu.stat) -> dict of ints."""
+    result = {}
+    for line in read_text(path).splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                result[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return result
+
+
+def _unescape(path):
+    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
+        .replace("\\134", "\\")
+
+
+def cgroup_mounts(proc="/proc", pid="self"):
+    """{hierarchy_key: [(mount_root, mount_point), ...]} from mountinfo.
+
+    The key is 'unified' for cgroup2, else the controller list ('cpu', 'cpu,cpuacct',
+    'name=systemd'). A hierarchy can be mounted several times (Docker binds
+    name=systemd over its own read-only mount); the last mount wins, as in the kernel.
+    """
+    mounts = {}
+    for line in read_text("%s/%s/mountinfo" % (proc, pid)).splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        rfields = right.split()
+        if len(fields) < 5 or not rfields:
+            continue
+        fstype = rfields[0]
+        root, mount_point = _unescape(fields[3]), _unescape(fields[4])
+        if fstype == "cgroup2":
+            key = "unified"
+        elif fstype == "cgroup":
+            options = rfields[2].split(",") if len(rfields) > 2 else []
+            wanted = [o for o in options if o in V1_CONTROLLERS or o.startswith("name=")
+                      or o in ("devices", "freezer", "net_cls", "net_prio", "perf_event",
+                               "hugetlb", "rdma", "misc")]
+            key = ",".join(sorted(wanted))
+        else:
+            continue
+        mounts.setdefault(key, []).append((root, mount_point))
+    return mounts
+
+
+def process_cgroups(pid, proc="/proc"):
+    """{hierarchy_key: path} from /proc/<pid>/cgroup, keys as in cgroup_mounts()."""
+    paths = {}
+    for line in read_text("%s/%s/cgroup" % (proc, pid)).splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            paths["unified"] = path
+        else:
+            paths[",".join(sorted(controllers.split(",")))] = path
+    return paths
+
+
+def _resolve(mounts, key, path):
+    """The directory holding cgroup `path` of hierarchy `key`, or None."""
+    for root, mount_point in reversed(mounts.get(key, [])):
+        if root == "/":
+            relative = path
+        elif path == root or path.startswith(root.rstrip("/") + "/"):
+            relative = path[len(root.rstrip("/")):]
+        else:
+            # A bind of a subtree we are not in: with a private cgroup namespace the
+            # process's own path reads '/' and the mount root is where it lives.
+            continue
+        candidate = os.path.join(mount_point, relative.lstrip("/"))
+        if os.path.isdir(candidate):
+            return candidate
+    # Private cgroup namespace: /proc/<pid>/cgroup is relative to the namespace root,
+    # which is the root of a mount made inside it.
+    for root, mount_point in reversed(mounts.get(key, [])):
+        candidate = os.path.join(mount_point, path.lstrip("/"))
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+class Cgroup(object):
+    """The cgroup of one VM (or of the host root): controller -> directory, and readers.
+
+    Readers return plain numbers; limits return None for "unlimited". `version` is 1 or 2.
+    """
+
+    def __init__(self, dirs, version):
+        self.dirs = dirs  # {'memory': '/sys/fs/cgroup/memory/docker/<id>', ...} or {'unified': ...}
+        self.version = version
+
+    def __repr__(self):
+        return "Cgroup(v%d, %r)" % (self.version, self.dirs)
+
+    # ---------------------------------------------------------- finding
+
+    @classmethod
+    def of_pid(cls, pid="self", proc="/proc", mounts_pid="self"):
+        """The cgroup of process `pid`, resolved through the mounts visible to `mounts_pid`."""
+        mounts = cgroup_mounts(proc, mounts_pid)
+        paths = process_cgroups(pid, proc)
+        return cls._from_paths(mounts, paths)
+
+    @classmethod
+    def _from_paths(cls, mounts, paths):
+        dirs = {}
+        for key, path in paths.items():
+            if key == "unified":
+                continue
+            directory = _resolve(mounts, key, path)
+            if directory is None:
+                continue
+            for controller in key.split(","):
+                dirs[controller] = directory
+        if any(c in dirs for c in ("memory", "cpu", "cpuacct", "pids")):
+            if "unified" in paths:
+                unified = _resolve(mounts, "unified", paths["unified"])
+                if unified:
+                    dirs["unified"] = unified
+            return cls(dirs, 1)
+        if "unified" in paths:
+            directory = _resolve(mounts, "unified", paths["unified"])
+            if directory is not None:
+                return cls({"unified": directory}, 2)
+        raise CgroupError("no cgroup hierarchy of this process is mounted (see /proc/self/"
+                          "mountinfo); mount /sys/fs/cgroup")
+
+    @classmethod
+    def of_container(cls, container_id, proc="/proc"):
+        """A container's cgroup seen from the host, found from the cgroup of any of its
+        processes is not possible when it is stopped; so look in the layouts Docker uses."""
+        mounts = cgroup_mounts(proc, "self")
+        candidates = ("/docker/%s" % container_id,
+                      "/system.slice/docker-%s.scope" % container_id)
+        keys = [k for k in mounts if k != "unified"]
+        v1_keys = [k for k in keys if not k.startswith("name=")]
+        for path in candidates:
+            if v1_keys:
+                paths = {k: path for k in keys}
+                paths["unified"] = path
+                try:
+                    cgroup = cls._from_paths(mounts, paths)
+                except CgroupError:
+                    continue
+                if "memory" in cgroup.dirs or "pids" in cgroup.dirs:
+                    return cgroup
+            elif "unified" in mounts:
+                directory = _resolve(mounts, "unified", path)
+                if directory:
+                    return cls({"unified": directory}, 2)
+        raise CgroupError("no cgroup found for container %s (is it running?)" % container_id[:12])
+
+    @classmethod
+    def at(cls, root, version):
+        """A cgroup at known directories (fixtures and tests). For v1, `root` maps
+        controller -> directory; for v2 it is the unified directory."""
+        if version == 2:
+            return cls({"unified": root}, 2)
+        return cls(dict(root), 1)
+
+    def path(self, controller, name):
+        if self.version == 2:
+            return os.path.join(self.dirs["unified"], name)
+        directory = self.dirs.get(controller)
+        if directory is None:
+            raise CgroupError("the %s controller is not mounted" % controller)
+        return os.path.join(directory, name)
+
+    def parent(self):
+        """The parent cgroup, or None at the top of what is visible."""
+        parents = {}
+        for controller, directory in self.dirs.items():
+            up = os.path.dirname(directory.rstrip("/"))
+            if not os.path.exists(os.path.join(up, "cgroup.procs")):
+                return None
+            parents[controller] = up
+        return Cgroup(parents, self.version)
+
+    def lineage(self):
+        """This cgroup and its visible ancestors, nearest first."""
+        node = self
+        while node is not None:
+            yield node
+            node = node.parent()
+
+    # ---------------------------------------------------------- processes
+
+    def pids(self, recursive=True):
+        """PIDs (as seen by whoever reads the file) of every process in the cgroup."""
+        if self.version == 2:
+            top = self.dirs["unified"]
+        else:
+            top = self.dirs.get("pids") or self.dirs.get("memory") or self.dirs.get("cpu")
+        result = []
+        for directory, _, _ in (os.walk(top) if recursive else [(top, None, None)]):
+            try:
+                text = read_text(os.path.join(directory, "cgroup.procs"))
+            except CgroupError:
+                continue
+            result.extend(int(p) for p in text.split())
+        return result
+
+    # ---------------------------------------------------------- memory
+
+    def memory_limit(self):
+        """Smallest memory limit on this cgroup and its ancestors, None if none."""
+        limits = []
+        for node in self.lineage():
+            if self.version == 2:
+                limits.append(read_int(node.path("memory", "memory.max"), default=-1))
+            else:
+                limits.append(read_int(node.path("memory", "memory.limit_in_bytes"),
+                                       default=-1))
+        limits = [l for l in limits if l is not None and l >= 0]
+        return min(limits) if limits else None
+
+    def swap_limit(self):
+        """Swap the VM may use on top of memory, None if unlimited; 0 when swap is off."""
+        if self.version == 2:
+            limits = [read_int(n.path("memory", "memory.swap.max"), default=-1)
+                      for n in self.lineage()]
+            limits = [l for l in limits if l is not None and l >= 0]
+            return min(limits) if limits else None
+        try:
+            memsw = read_int(self.path("memory", "memory.memsw.limit_in_bytes"))
+        except CgroupError:
+            return 0  # kernel without swap accounting: swap cannot be limited or seen
+        memory = self.memory_limit()
+        if memsw is None or memory is None:
+            return None
+        return max(0, memsw - memory)
+
+    def memory_usage(self):
+        if self.version == 2:
+            return read_int(self.path("memory", "memory.current"))
+        return read_int(self.path("memory", "memory.usage_in_bytes"))
+
+    def swap_usage(self):
+        if self.version == 2:
+            return read_int(self.path("memory", "memory.swap.current"), default=0) or 0
+        try:
+            memsw = read_int(self.path("memory", "memory.memsw.usage_in_bytes"))
+        except CgroupError:
+            return 0
+        return max(0, (memsw or 0) - (self.memory_usage() or 0))
+
+    def memory_stat(self):
+        """memory.stat normalised to v2-like names (hierarchical totals on v1):
+        anon, file, shmem, active_file, inactive_file, active_anon, inactive_anon,
+        slab_reclaimable, mapped_file, pgfault, pgmajfault."""
+        raw = read_keyed(self.path("memory", "memory.stat"))
+        if self.version == 2:
+            stat = dict(raw)
+            stat.setdefault("mapped_file", raw.get("file_mapped", 0))
+            return stat
+
+        def total(key):
+            return raw.get("total_" + key, raw.get(key, 0))
+
+        return {
+            "anon": total("rss") + total("rss_huge") if "total_rss_huge" not in raw
+            else total("rss"),
+            "file": total("cache"),
+            "shmem": total("shmem"),
+            "active_file": total("active_file"),
+            "inactive_file": total("inactive_file"),
+            "active_anon": total("active_anon"),
+            "inactive_anon": total("inactive_anon"),
+            "slab_reclaimable": 0,
+            "mapped_file": total("mapped_file"),
+            "pgfault": total("pgfault"),
+            "pgmajfault": total("pgmajfault"),
+            "swap": total("swap"),
+            "unevictable": total("unevictable"),
+        }
+
+    def oom_kills(self):
+        if self.version == 2:
+            return read_keyed(self.path("memory", "memory.events")).get("oom_kill", 0)
+        return read_keyed(self.path("memory", "memory.oom_control")).get("oom_kill", 0)
+
+    # ---------------------------------------------------------- CPU
+
+    def cpu_quota(self):
+        """(quota_us, period_us) of the tightest quota on the lineage, or None."""
+        best = None
+        for node in self.lineage():
+            if self.version == 2:
+                try:
+                    text = read_text(node.path("cpu", "cpu.max")).split()
+                except CgroupError:
+                    continue
+                if not text or text[0] == "max":
+                    continue
+                quota, period = int(text[0]), int(text[1]) if len(text) > 1 else 100000
+            else:
+                try:
+                    quota = int(read_text(node.path("cpu", "cpu.cfs_quota_us")).strip())
+                    period = int(read_text(node.path("cpu", "cpu.cfs_period_us")).strip())
+                except (CgroupError, ValueError):
+                    continue
+                if quota <= 0:
+                    continue
+            if best is None or quota / float(period) < best[0] / float(best[1]):
+                best = (quota, period)
+        return best
+
+    def cpuset(self):
+        """Effective CPUs (list of ints) or None when not known."""
+        from .sizes import parse_cpu_list
+        names = ("cpuset.cpus.effective", "cpuset.cpus")
+        for name in names:
+            try:
+                text = read_text(self.path("cpuset", name)).strip()
+            except CgroupError:
+                continue
+            if text:
+                return parse_cpu_list(text)
+        return None
+
+    def cpu_usage(self):
+        """(total, user, system) CPU time in seconds."""
+        if self.version == 2:
+            stat = read_keyed(self.path("cpu", "cpu.stat"))
+            return (stat.get("usage_usec", 0) / 1e6, stat.get("user_usec", 0) / 1e6,
+                    stat.get("system_usec", 0) / 1e6)
+        total = read_int(self.path("cpuacct", "cpuacct.usage")) / 1e9
+        ticks = os.sysconf("SC_CLK_TCK")
+        stat = read_keyed(self.path("cpuacct", "cpuacct.stat"))
+        return total, stat.get("user", 0) / float(ticks), stat.get("system", 0) / float(ticks)
+
+    def cpu_usage_percpu(self):
+        """{cpu: (user_s, system_s)} on v1; None on v2, which has no per-CPU data."""
+        if self.version == 2:
+            return None
+        try:
+            lines = read_text(self.path("cpuacct", "cpuacct.usage_all")).splitlines()[1:]
+        except CgroupError:
+            lines = []
+        result = {}
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3:
+                result[int(parts[0])] = (int(parts[1]) / 1e9, int(parts[2]) / 1e9)
+        if result:
+            return result
+        usage = read_text(self.path("cpuacct", "cpuacct.usage_percpu")).split()
+        return dict((i, (int(v) / 1e9, 0.0)) for i, v in enumerate(usage))
+
+    def cpu_throttling(self):
+        """(periods, throttled_periods, throttled_seconds)."""
+        stat = read_keyed(self.path("cpu", "cpu.stat"))
+        if self.version == 2:
+            return (stat.get("nr_periods", 0), stat.get("nr_throttled", 0),
+                    stat.get("throttled_usec", 0) / 1e6)
+        return (stat.get("nr_periods", 0), stat.get("nr_throttled", 0),
+                stat.get("throttled_time", 0) / 1e9)
+
+    # ---------------------------------------------------------- pids and IO
+
+    def pids_current(self):
+        return read_int(self.path("pids", "pids.current"), default=0) or 0
+
+    def pids_limit(self):
+        limits = [read_int(n.path("pids", "pids.max"), default=-1) for n in self.lineage()]
+        limits = [l for l in limits if l is not None and l >= 0]
+        return min(limits) if limits else None
+
+    def blkio(self):
+        """{'MAJ:MIN': {'rbytes', 'wbytes', 'rios', 'wios'}}."""
+        devices = {}
+        if self.version == 2:
+            try:
+                text = read_text(self.path("io", "io.stat"))
+            except CgroupError:
+                return devices
+            for line in text.splitlines():
+                parts = line.split()
+                if not parts:
+                    continue
+                entry = devices.setdefault(parts[0], {"rbytes": 0, "wbytes": 0, "rios": 0,
+                                                      "wios": 0})
+                for item in parts[1:]:
+                    key, _, value = item.partition("=")
+                    if key in entry:
+                        entry[key] = int(value)
+            return devices
+        for name, unit in (("blkio.throttle.io_service_bytes", "bytes"),
+                           ("blkio.throttle.io_serviced", "ios")):
+            try:
+                text = read_text(self.path("blkio", name))
+            except CgroupError:
+                continue
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) != 3 or parts[1] not in ("Read", "Write"):
+                    continue
+                entry = devices.setdefault(parts[0], {"rbytes": 0, "wbytes": 0, "rios": 0,
+                                                      "wios": 0})
+                entry[("r" if parts[1] == "Read" else "w") + unit] += int(parts[2])
+        return devices

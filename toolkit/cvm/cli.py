@@ -1,0 +1,469 @@
+"""The `cvm` command: a thin layer over the Python API.
+
+Each command imports what it needs when it runs, so that short commands stay short.
+Errors are cvm's typed exceptions; main() prints them as one line and exits non-zero.
+"""
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import CvmError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _echo_json(data):
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="cvm", prog_name="cvm")
+def cli():
+    """Run Docker containers as if they were virtual machines."""
+
+
+# ---------------------------------------------------------------- create / apply
+
+SPEC_FLAGS = [
+    click.option("--image", help="Image to boot (see `cvm image ls`)."),
+    click.option("--hostname", help="Hostname (default: the VM's name)."),
+    click.option("--cpus", help="CPU quota, e.g. 1.5."),
+    click.option("--cpuset", help="CPUs the VM may run on, e.g. 0-1."),
+    click.option("--cpu-shares", help="Relative CPU weight (2-262144)."),
+    click.option("--memory", "-m", help="Memory limit, e.g. 512m, 4g, 1.5g."),
+    click.option("--swap", help="Swap on top of memory (default 0: no swap)."),
+    click.option("--pids", help="Process limit (default 4096; 'unlimited')."),
+    click.option("--device-read-bps", multiple=True, metavar="DEV:RATE"),
+    click.option("--device-write-bps", multiple=True, metavar="DEV:RATE"),
+    click.option("--device-read-iops", multiple=True, metavar="DEV:N"),
+    click.option("--device-write-iops", multiple=True, metavar="DEV:N"),
+    click.option("--blkio-weight", help="Block IO weight (10-1000)."),
+    click.option("--volume", "-v", "volumes", multiple=True, metavar="HOST:GUEST[:ro]",
+                 help="Host directory (created if missing) mounted in the VM."),
+    click.option("--init", help="auto (default), systemd, compat or none."),
+    click.option("--env", "-e", multiple=True, metavar="KEY=VALUE"),
+    click.option("--label", "-l", "labels", multiple=True, metavar="KEY=VALUE"),
+    click.option("--restart", help="Restart policy (default unless-stopped)."),
+    click.option("--dns", multiple=True, help="DNS server (repeatable)."),
+    click.option("--search", multiple=True, help="DNS search domain (repeatable)."),
+    click.option("--ssh-key", "ssh_key_files", multiple=True, metavar="FILE",
+                 help="Public key file allowed to log in as root (repeatable)."),
+    click.option("--nic", "nics", multiple=True, metavar="mode=bridge,link=br0,ip=CIDR,...",
+                 help="A NIC (repeatable); see `cvm net --help`."),
+    click.option("--lxcfs/--no-lxcfs", default=None, help="Bind LXCFS's /proc files."),
+    click.option("--tune", multiple=True, help="Service to size to the VM (repeatable)."),
+]
+
+
+def spec_flags(func):
+    for option in reversed(SPEC_FLAGS):
+        func = option(func)
+    return func
+
+
+def _flags_to_raw(flags):
+    raw = {}
+    for key, value in flags.items():
+        if key == "ssh_key_files":
+            keys = []
+            for path in value:
+                try:
+                    with open(path) as handle:
+                        keys.append(handle.read())
+                except OSError as exc:
+                    from .errors import SpecError
+                    raise SpecError("ssh_keys", "cannot read %s: %s" % (path, exc.strerror)) \
+                        from None
+            value, key = keys, "ssh_keys"
+        if value is None or value == ():
+            continue
+        raw[key] = list(value) if isinstance(value, tuple) else value
+    return raw
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name", required=False)
+@spec_flags
+@click.option("-f", "--file", "spec_file", type=click.Path(), help="Spec file (flags override it).")
+@click.option("--no-start", is_flag=True, help="Create but do not start.")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("command", nargs=-1)
+def create(name, spec_file, no_start, as_json, command, **flags):
+    """Create a VM (and start it). A trailing `-- CMD...` sets the command for init none."""
+    from . import api
+    from .spec import load_file, merge, parse_spec
+    raw = {}
+    where = ""
+    if spec_file:
+        entries = load_file(spec_file)
+        if name:
+            entries = [e for e in entries if e[1].get("name") in (None, name)] or entries[:0]
+        if len(entries) != 1:
+            raise CvmError("%s: expected exactly one VM%s; use `cvm apply -f` for many" % (
+                spec_file, " named %s" % name if name else ""))
+        where, raw = entries[0]
+    overrides = _flags_to_raw(flags)
+    if name:
+        overrides["name"] = name
+    if command:
+        overrides["command"] = list(command)
+    spec = parse_spec(merge(raw, overrides), where=where if spec_file and not name else "")
+    vm = api.create(spec, start=not no_start)
+    if as_json:
+        _echo_json(vm.to_dict())
+    else:
+        click.echo(vm.name)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("-f", "--file", "spec_file", required=True, type=click.Path())
+@click.option("--dry-run", is_flag=True, help="Show the plan only.")
+@click.option("--recreate", is_flag=True, help="Recreate VMs whose change cannot be made live.")
+@click.option("--json", "as_json", is_flag=True)
+def apply(spec_file, dry_run, recreate, as_json):
+    """Make the VMs of a spec file exist and match it."""
+    from . import api
+    from .spec import load_file, parse_spec
+    specs = [parse_spec(raw, where=where) for where, raw in load_file(spec_file)]
+    items = api.plan(specs, recreate)
+    if as_json and dry_run:
+        _echo_json([i.to_dict() for i in items])
+        return
+    if not as_json:
+        _print_plan(items)
+    blocked = [i for i in items if i.action == "blocked"]
+    if dry_run:
+        return
+    if blocked:
+        raise CvmError("%s: %s needs a recreate (%s changed); rerun with --recreate" % (
+            spec_file, blocked[0].name, ", ".join(blocked[0].recreate_fields)))
+    done = api.apply(specs, recreate=recreate)
+    counts = {}
+    for item in done:
+        counts[item.action] = counts.get(item.action, 0) + 1
+    if as_json:
+        _echo_json([i.to_dict() for i in done])
+    else:
+        click.echo("created %d, changed %d, recreated %d, unchanged %d" % (
+            counts.get("create", 0), counts.get("change", 0), counts.get("recreate", 0),
+            counts.get("unchanged", 0)))
+
+
+def _print_plan(items):
+    symbols = {"create": "+", "change": "~", "recreate": "!", "unchanged": "=", "blocked": "x"}
+    for item in items:
+        line = "%s %s  %s" % (symbols[item.action], item.name, item.action)
+        if item.action == "blocked":
+            line += " (needs --recreate: %s)" % ", ".join(item.recreate_fields)
+        click.echo(line)
+        for key, (old, new) in item.changes.items():
+            click.echo("    %s: %s -> %s" % (key, _short(old), _short(new)))
+
+
+def _short(value):
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) < 70 else text[:67] + "..."
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def _each(names, action):
+    from . import api
+    failed = 0
+    for name in names:
+        try:
+            action(api.get(name))
+            click.echo(name)
+        except CvmError as exc:
+            click.echo("cvm: %s" % exc, err=True)
+            failed = exc.exit_code
+    if failed:
+        sys.exit(failed)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1, required=True)
+def start(names):
+    """Start VMs."""
+    _each(names, lambda vm: vm.start())
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1, required=True)
+@click.option("-t", "--timeout", type=int, help="Seconds to wait for a clean shutdown.")
+def stop(names, timeout):
+    """Stop VMs (a clean shutdown)."""
+    _each(names, lambda vm: vm.stop(timeout=timeout))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1, required=True)
+@click.option("-t", "--timeout", type=int)
+def restart(names, timeout):
+    """Restart VMs."""
+    _each(names, lambda vm: vm.restart(timeout=timeout))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Remove running VMs too.")
+def rm(names, force):
+    """Remove VMs: container, wiring and state (volume data stays)."""
+    _each(names, lambda vm: vm.remove(force=force))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True)
+def ls(as_json):
+    """List VMs."""
+    from . import api
+    from .table import human_duration, render
+    from .sizes import format_size
+    vms = api.ls()
+    rows = []
+    for vm in vms:
+        data = _list_entry(vm)
+        rows.append(data)
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(render(
+        ["NAME", "STATUS", "IMAGE", "CPUS", "MEMORY", "IPS", "UPTIME"],
+        [[r["name"], r["status"], r["image"], "%g" % r["cpus"] if r["cpus"] else "-",
+          format_size(r["memory"]) if r["memory"] else "-", ",".join(r["ips"]) or "-",
+          human_duration(r["uptime_seconds"])] for r in rows]))
+
+
+def _list_entry(vm):
+    from . import ns, procfs
+    from .errors import NotFound
+    spec = vm.record["spec"]
+    uptime = None
+    if vm.status == "running":
+        try:
+            uptime = procfs.process_age(ns.init_pid(vm.container_id))
+        except (NotFound, OSError):
+            pass
+    from .sizes import parse_size
+    return {"name": vm.name, "status": vm.status, "image": spec["image"],
+            "cpus": spec.get("cpus"), "memory": parse_size(spec["memory"])
+            if spec.get("memory") else None,
+            "ips": [a.split("/")[0] for a in vm.addresses()], "uptime_seconds": uptime,
+            "container_id": vm.container_id}
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def inspect(name, as_json):
+    """Show a VM: its spec, its container and how it was set up."""
+    from . import api
+    data = api.get(name).to_dict()
+    if as_json:
+        _echo_json(data)
+        return
+    import yaml
+    click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("--cpus")
+@click.option("--memory", "-m")
+@click.option("--pids")
+@click.option("--cpuset")
+@click.option("--cpu-shares")
+def resize(name, cpus, memory, pids, cpuset, cpu_shares):
+    """Change a VM's limits live (swap stays off)."""
+    from . import api
+    api.get(name).resize(cpus=cpus, memory=memory, pids=pids, cpuset=cpuset,
+                         cpu_shares=cpu_shares)
+    click.echo(name)
+
+
+# ---------------------------------------------------------------- inside the VM
+
+
+def _running_vm(name):
+    from . import api
+    from .errors import NotFound
+    vm = api.get(name)
+    if not vm.container_id:
+        raise NotFound("VM %s has no container" % name)
+    return vm
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+def enter(name):
+    """An interactive login shell inside the VM (counted against its limits)."""
+    from . import ns
+    vm = _running_vm(name)
+    ns.enter(vm.pid, vm.cgroup())
+
+
+@cli.command("exec", context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True))
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name, command):
+    """Run CMD inside the VM; stdio and exit code pass through: cvm exec NAME -- CMD..."""
+    from . import ns
+    vm = _running_vm(name)
+    ns.exec_command(vm.pid, vm.cgroup(), list(command))
+
+
+@cli.command(context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True))
+@click.argument("name")
+@click.option("--net", "namespaces", flag_value="net", multiple=True)
+@click.option("--uts", "namespaces", flag_value="uts", multiple=True)
+@click.option("--ipc", "namespaces", flag_value="ipc", multiple=True)
+@click.option("--pid", "namespaces", flag_value="pid", multiple=True)
+@click.option("--mount", "namespaces", flag_value="mount", multiple=True)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def nsrun(name, namespaces, command):
+    """Run a host binary in the VM's namespaces (default: --net): cvm nsrun NAME -- ss -lnt"""
+    from . import ns
+    vm = _running_vm(name)
+    ns.nsrun(vm.pid, list(namespaces), list(command))
+
+
+# ---------------------------------------------------------------- host
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json):
+    """Check that this host is ready to run VMs."""
+    from . import doctor as doctor_module
+    from .table import render
+    checks = doctor_module.run_checks()
+    if as_json:
+        _echo_json([c._asdict() for c in checks])
+    else:
+        click.echo(render(["CHECK", "STATUS", "DETAIL", "FIX"],
+                          [[c.name, c.status, c.detail, c.fix] for c in checks]))
+    if any(c.status == "FAIL" for c in checks):
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- images
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def image():
+    """Build, import, list and remove OS images."""
+
+
+@image.command("build", context_settings=CONTEXT_SETTINGS)
+@click.argument("distro")
+@click.option("--base", help="Registry base image already on this host (e.g. rockylinux:9).")
+@click.option("--rootfs", type=click.Choice(["debootstrap"]), help="Build the base offline.")
+@click.option("--tag", help="Image tag (default cvm/DISTRO:latest).")
+@click.option("--extra-packages", multiple=True, help="More packages (repeatable, or a,b,c).")
+def image_build(distro, base, rootfs, tag, extra_packages):
+    """Build an OS image: the distro's base plus the cvm layer."""
+    from . import images
+    extras = [p for item in extra_packages for p in item.split(",") if p]
+    result = images.build(distro, base=base, rootfs=rootfs, tag=tag, extra_packages=extras,
+                          progress=images.print_progress())
+    click.echo("", err=True)
+    click.echo(result)
+
+
+@image.command("import", context_settings=CONTEXT_SETTINGS)
+@click.option("--rootfs", "tarball", required=True, type=click.Path(),
+              help="Tarball of a VM's root filesystem (tar, tar.gz).")
+@click.option("--distro", required=True, help="What the VM runs (e.g. centos7).")
+@click.option("--tag", required=True)
+def image_import(tarball, distro, tag):
+    """Turn a real VM's root filesystem into a cvm image (the migration path)."""
+    from . import images
+    click.echo(images.import_vm(tarball, distro, tag, progress=images.print_progress()))
+
+
+@image.command("render", context_settings=CONTEXT_SETTINGS)
+@click.argument("distro")
+@click.option("--base", help="Base image (default: the recipe's registry image).")
+@click.option("--out", type=click.Path(), help="Write the whole build context here.")
+def image_render(distro, base, out):
+    """Print (or write out) the Dockerfile cvm would build for a distro."""
+    from . import images
+    recipe = images.load_recipe(distro)
+    rendered = images.render(recipe, base or recipe["registry_base"],
+                             "registry image %s" % (base or recipe["registry_base"]), True)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        images.write_context(out, recipe, rendered)
+    click.echo(rendered["Dockerfile"], nl=False)
+
+
+@image.command("ls", context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True)
+def image_ls(as_json):
+    """List cvm images."""
+    from . import images
+    from .sizes import format_size
+    from .table import render
+    rows = images.ls()
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(render(["TAG", "ID", "DISTRO", "VERSION", "INIT", "BUILT", "SIZE"],
+                      [[r["tag"], r["id"], r["distro"], r["version"], r["init"], r["built"],
+                        format_size(r["size"] or 0)] for r in rows]))
+
+
+@image.command("rm", context_settings=CONTEXT_SETTINGS)
+@click.argument("refs", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True)
+def image_rm(refs, force):
+    """Remove images."""
+    from . import images
+    for ref in refs:
+        images.rm(ref, force=force)
+        click.echo(ref)
+
+
+@image.command("ensure", context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1, required=True)
+def image_ensure(names):
+    """Build the named images (busybox, or distros offline) if missing or stale."""
+    from . import images
+    for tag in images.ensure(names, progress=images.print_progress()):
+        click.echo("\nbuilt %s" % tag, err=True)
+
+
+def main(argv=None):
+    from .cgroups import CgroupError
+    try:
+        result = cli.main(args=argv, prog_name="cvm", standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except (CvmError, CgroupError) as exc:
+        click.echo("cvm: %s" % exc, err=True)
+        sys.exit(getattr(exc, "exit_code", 1))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as exc:  # a bug: say so in one line; CVM_DEBUG=1 shows where
+        if os.environ.get("CVM_DEBUG"):
+            raise
+        click.echo("cvm: internal error: %s: %s (run with CVM_DEBUG=1 for the traceback)" % (
+            type(exc).__name__, exc), err=True)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

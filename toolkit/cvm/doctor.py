@@ -1,0 +1,138 @@
+"""`cvm doctor`: is this host ready to run VMs? One row per check, each with a fix."""
+
+import collections
+import os
+import shutil
+import subprocess
+
+Check = collections.namedtuple("Check", "name status detail fix")
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+LXCFS_DIR = "/var/lib/lxcfs"
+
+
+def check_root():
+    if os.geteuid() == 0:
+        return Check("root", OK, "running as root", "")
+    return Check("root", FAIL, "running as uid %d" % os.geteuid(), "run cvm as root (sudo)")
+
+
+def check_engine(engine):
+    from .errors import CvmError
+    try:
+        version = engine.version()
+        info = engine.info()
+    except CvmError as exc:
+        return [Check("engine", FAIL, str(exc)[:100], "start it: systemctl start docker "
+                      "(or dockerd &); ./run setup installs it")]
+    rows = [Check("engine", OK, "Docker %s, API %s, %s cgroup driver" % (
+        version.get("Version"), version.get("ApiVersion"), info.get("CgroupDriver")), "")]
+    bridges = os.path.exists("/sys/class/net/docker0")
+    rows.append(Check("engine network", WARN if bridges else OK,
+                      "docker0 exists (Docker's default bridge is on)" if bridges else
+                      "no default bridge: VMs get their network only from cvm",
+                      'set "bridge": "none", "iptables": false in /etc/docker/daemon.json '
+                      "(unless this host also runs ordinary containers)" if bridges else ""))
+    return rows
+
+
+def check_cgroups():
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        with open("/sys/fs/cgroup/cgroup.controllers") as handle:
+            controllers = handle.read().split()
+        version = 2
+    else:
+        controllers = sorted(d for d in os.listdir("/sys/fs/cgroup")
+                             if os.path.isdir(os.path.join("/sys/fs/cgroup", d)))
+        version = 1
+    needed = ["cpu", "cpuset", "memory", "pids"] + (["cpuacct"] if version == 1 else ["io"])
+    missing = [c for c in needed if c not in controllers]
+    rows = [Check("cgroups", FAIL if missing else OK, "v%d: %s" % (version, ",".join(controllers))
+                  + ("; missing %s" % ",".join(missing) if missing else ""),
+                  "enable the missing controllers on the kernel command line" if missing else "")]
+    if version == 1:
+        swap = os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+        rows.append(Check("swap accounting", OK if swap else WARN,
+                          "on" if swap else "off: swap limits cannot be set or seen",
+                          "" if swap else "boot with swapaccount=1 (only matters with swap)"))
+    return rows
+
+
+def check_kernel():
+    from .net import kernel
+    features = kernel.features()
+    rows = []
+    for feature, label in kernel.FEATURES.items():
+        needed_by = {"veth": "bridge and routed NICs", "bridge": "bridge NICs",
+                     "macvlan": "macvlan NICs", "ipvlan": "ipvlan NICs",
+                     "8021q": "vlan= on macvlan/ipvlan NICs",
+                     "bridge_vlan_filtering": "vlan= on bridge NICs",
+                     "vxlan": "overlay bridges"}[feature]
+        core = feature in ("veth", "bridge")
+        if features.get(feature):
+            rows.append(Check("kernel: " + label, OK, "works (needed by %s)" % needed_by, ""))
+        else:
+            rows.append(Check("kernel: " + label, FAIL if core else WARN,
+                              "missing: %s unavailable" % needed_by,
+                              "modprobe %s or use a kernel with it" % feature.split("_")[0]))
+    pfs = kernel.sriov_pfs()
+    rows.append(Check("kernel: SR-IOV", OK if pfs else WARN,
+                      ", ".join("%s (%d VFs)" % kv for kv in sorted(pfs.items())) if pfs else
+                      "no SR-IOV capable NIC: sriov NICs unavailable",
+                      "" if pfs else "needs a NIC with SR-IOV and its VFs enabled"))
+    return rows
+
+
+def check_lxcfs():
+    meminfo = os.path.join(LXCFS_DIR, "proc", "meminfo")
+    if not os.path.isdir(LXCFS_DIR) or not os.path.ismount(LXCFS_DIR):
+        return Check("lxcfs", WARN, "not running: /proc in VMs shows the host's totals to "
+                     "unmodified programs (cvm's free/top still tell the truth)",
+                     "apt-get install lxcfs; lxcfs -l --enable-cfs %s" % LXCFS_DIR)
+    try:
+        with open(meminfo) as handle:
+            handle.read(64)
+    except OSError as exc:
+        return Check("lxcfs", FAIL, "mounted but broken (%s): VMs' /proc reads fail" %
+                     exc.strerror, "restart lxcfs, then `cvm netd --once` remounts VMs' /proc")
+    return Check("lxcfs", OK, "running at %s" % LXCFS_DIR, "")
+
+
+def check_nsenter():
+    path = shutil.which("nsenter")
+    if not path:
+        return Check("nsenter", FAIL, "not installed", "apt-get install util-linux")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+    return Check("nsenter", OK, version, "")
+
+
+def check_disk(path="/var/lib/docker"):
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    usage = shutil.disk_usage(path)
+    free_gib = usage.free / float(1 << 30)
+    status = FAIL if free_gib < 1 else WARN if free_gib < 10 else OK
+    return Check("free disk", status, "%.1f GiB free on %s" % (free_gib, path),
+                 "" if status == OK else "free space under %s" % path)
+
+
+def check_netd(store):
+    from . import client
+    if client.daemon_running(store):
+        return Check("netd", OK, "answering on %s" % client.socket_path(store), "")
+    return Check("netd", WARN, "not running: VMs are not re-wired after a restart",
+                 "start `cvm netd` (systemd unit: templates/systemd/cvm-netd.service)")
+
+
+def run_checks():
+    from .api import Context
+    ctx = Context()
+    rows = [check_root()]
+    rows += check_engine(ctx.engine)
+    rows += check_cgroups()
+    rows += check_kernel()
+    rows.append(check_lxcfs())
+    rows.append(check_nsenter())
+    rows.append(check_disk())
+    rows.append(check_netd(ctx.store))
+    return rows

@@ -1,0 +1,348 @@
+"""The Docker engine, through the Docker SDK. Nothing else in cvm talks to Docker.
+
+`container_config()` turns a VM spec into the create request (pure, unit-tested);
+`Engine` wraps the SDK's low-level client, maps its errors to cvm's, and imports
+the SDK only when first used (it costs ~150 ms).
+"""
+
+import contextlib
+import io
+import os
+import tarfile
+import time
+
+from .errors import Conflict, CvmError, EngineUnavailable, NotFound, SpecError
+
+LABEL_VM = "io.cvm.vm"
+LABEL_REALM = "io.cvm.realm"
+LABEL_INIT = "io.cvm.init"
+LABEL_STATE = "io.cvm.state"
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+STOP_TIMEOUT_SYSTEMD = 90  # long enough for a clean shutdown of a fat VM
+CPU_PERIOD = 100000
+READY_FILE = "/run/cvm/ready"
+WAIT_SCRIPT = "/usr/lib/cvm/wait-ready"
+
+# Shipped into VMs that boot an init: PID 1 waits until the host says the VM's
+# NICs are wired (or a timeout passes), then execs the real init.
+WAIT_SCRIPT_TEXT = """#!/bin/sh
+# cvm: start init only once the host has wired this VM's NICs.
+t=${CVM_WAIT_TIMEOUT:-30}
+n=0
+while [ ! -e %(ready)s ] && [ "$n" -lt $((t * 100)) ]; do
+    sleep 0.01 2>/dev/null || sleep 1
+    n=$((n + 1))
+done
+[ -e %(ready)s ] || echo "cvm: NICs not wired after ${t}s; booting without them" >&2
+exec "$@"
+""" % {"ready": READY_FILE}
+
+
+def cgroup_version():
+    return 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1
+
+
+def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version):
+    """Keyword arguments for the SDK's create_container and create_host_config.
+
+    `init_mode` is the resolved mode (systemd, compat or none) and `init_command`
+    the argv of PID 1 for systemd/compat.
+    """
+    labels = dict(spec.labels)
+    labels.update({LABEL_VM: spec.name, LABEL_REALM: realm, LABEL_STATE: state_root,
+                   LABEL_INIT: init_mode})
+    env = dict(spec.env)
+    env.update(network_env(spec))
+    host = {
+        "network_mode": "none",
+        "restart_policy": _restart_policy(spec.restart),
+        "pids_limit": spec.pids if spec.pids and spec.pids > 0 else -1,
+        "binds": [v.to_text() for v in spec.volumes],
+        "dns": spec.dns or None,
+        "dns_search": spec.search or None,
+    }
+    if spec.cpus:
+        host["cpu_period"] = CPU_PERIOD
+        host["cpu_quota"] = int(round(spec.cpus * CPU_PERIOD))
+    if spec.cpuset:
+        host["cpuset_cpus"] = spec.cpuset
+    if spec.cpu_shares:
+        host["cpu_shares"] = spec.cpu_shares
+    if spec.memory:
+        host["mem_limit"] = spec.memory
+        host["memswap_limit"] = spec.memory + (spec.swap or 0)
+        if not spec.swap and host_cgroup_version == 1:
+            host["mem_swappiness"] = 0
+    if spec.blkio_weight:
+        host["blkio_weight"] = spec.blkio_weight
+    for key in ("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"):
+        throttles = getattr(spec, key)
+        if throttles:
+            host[key] = [{"Path": t.device, "Rate": t.rate} for t in throttles]
+    create = {
+        "image": spec.image,
+        "name": spec.name,
+        "hostname": spec.effective_hostname.split(".")[0],
+        "domainname": ".".join(spec.effective_hostname.split(".")[1:]) or None,
+        "labels": labels,
+        "environment": env,
+        "detach": True,
+    }
+    if init_mode in ("systemd", "compat"):
+        host["tmpfs"] = {"/run": "rw,nosuid,nodev,mode=755", "/run/lock": "rw,nosuid,nodev,noexec"}
+        # reboot(2) with CAP_SYS_BOOT only ends the VM's own PID namespace: the kernel
+        # kills its init with SIGHUP (reboot) or SIGINT (poweroff), so Docker sees
+        # 129/130 and the daemon tells a reboot from a poweroff.
+        host["cap_add"] = ["SYS_BOOT"]
+        create["stop_signal"] = "SIGRTMIN+3"
+        create["stop_timeout"] = STOP_TIMEOUT_SYSTEMD
+        env["container"] = "docker"
+        create["entrypoint"] = ["/bin/sh", WAIT_SCRIPT]
+        create["command"] = list(init_command)
+        if init_mode == "systemd":
+            if host_cgroup_version == 1:
+                # systemd needs its own named hierarchy writable; the controllers stay
+                # Docker's read-only per-container mounts, so limits cannot be lifted.
+                host["binds"].append("/sys/fs/cgroup/systemd:/sys/fs/cgroup/systemd:rw")
+            else:
+                # v2: a private cgroup namespace shows only the VM's subtree; the host
+                # remounts it read-write before releasing init (see ns.make_cgroup_writable).
+                host["cgroupns"] = "private"
+    elif spec.command:
+        create["command"] = list(spec.command)
+    return create, host
+
+
+def network_env(spec):
+    """CVM_IP, CVM_NETMASK, CVM_GATEWAY... for eth0 (and CVM_<IF>_* for every NIC)."""
+    import ipaddress
+    env = {}
+    for index, nic in enumerate(spec.nics):
+        prefixes = ["CVM_%s_" % nic.name.upper().replace("-", "_").replace(".", "_")]
+        if index == 0:
+            prefixes.append("CVM_")
+        iface = nic.ip_interface
+        for prefix in prefixes:
+            if iface is not None:
+                env[prefix + "IP"] = str(iface.ip)
+                env[prefix + "NETMASK"] = str(iface.netmask)
+                env[prefix + "PREFIX"] = str(iface.network.prefixlen)
+            gateway = nic.gw or ("169.254.0.1" if nic.mode == "routed" and iface else None)
+            if gateway:
+                env[prefix + "GATEWAY"] = gateway
+            if nic.ip6:
+                env[prefix + "IP6"] = str(ipaddress.ip_interface(nic.ip6))
+            gateway6 = nic.gw6 or ("fe80::1" if nic.mode == "routed" and nic.ip6 else None)
+            if gateway6:
+                env[prefix + "GATEWAY6"] = gateway6
+            if nic.mac:
+                env[prefix + "MAC"] = nic.mac
+    return env
+
+
+def _restart_policy(text):
+    name, _, count = text.partition(":")
+    policy = {"Name": "" if name == "no" else name}
+    if count:
+        policy["MaximumRetryCount"] = int(count)
+    return policy
+
+
+class Engine:
+    """Low-level access to the Docker engine. Methods take container ids or names."""
+
+    def __init__(self, base_url=None):
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        self._api = None
+
+    @property
+    def api(self):
+        if self._api is None:
+            import docker  # deferred: ~150 ms
+
+            try:
+                self._api = docker.APIClient(base_url=self.base_url, version="auto", timeout=120)
+            except docker.errors.DockerException as exc:
+                raise self._unavailable(exc) from None
+        return self._api
+
+    def _unavailable(self, exc):
+        return EngineUnavailable(
+            "no Docker engine answers at %s (%s); start it with `systemctl start docker` "
+            "or `dockerd &`" % (self.base_url, str(exc).splitlines()[0][:120]))
+
+    @contextlib.contextmanager
+    def _translated(self, what):
+        """Map SDK errors raised inside the block to cvm's typed errors."""
+        import docker
+        import requests
+
+        try:
+            yield
+        except docker.errors.ImageNotFound as exc:
+            raise NotFound("%s: image not found (%s); build it with `cvm image build` or "
+                           "list them with `cvm image ls`" % (what, _explain(exc))) from None
+        except docker.errors.NotFound as exc:
+            raise NotFound("%s: %s" % (what, _explain(exc))) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in use" in _explain(exc):
+                raise Conflict("%s: %s" % (what, _explain(exc))) from None
+            raise CvmError("%s: Docker refused: %s" % (what, _explain(exc))) from None
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+            raise self._unavailable(exc) from None
+
+    # ------------------------------------------------------------ engine
+
+    def version(self):
+        with self._translated("engine"):
+            return self.api.version()
+
+    def info(self):
+        with self._translated("engine"):
+            return self.api.info()
+
+    # ------------------------------------------------------------ images
+
+    def image(self, ref):
+        """Image attributes; a missing image is a spec error naming the field."""
+        try:
+            with self._translated("image %s" % ref):
+                return self.api.inspect_image(ref)
+        except NotFound:
+            raise SpecError("image", "%r is not on this host (no registry is used); build it "
+                            "with `cvm image build` or see `cvm image ls`" % ref) from None
+
+    def images(self, label=None):
+        with self._translated("images"):
+            return self.api.images(filters={"label": label} if label else None)
+
+    def remove_image(self, ref, force=False):
+        with self._translated("image %s" % ref):
+            self.api.remove_image(ref, force=force)
+
+    def import_image(self, source, tag, changes):
+        """docker import of a root filesystem: `source` is a tarball path or bytes."""
+        repository, _, version = tag.partition(":")
+        with self._translated("import %s" % tag):
+            if isinstance(source, (bytes, bytearray)):
+                return self.api.import_image_from_data(
+                    source, repository=repository, tag=version or "latest", changes=changes)
+            return self.api.import_image_from_file(
+                source, repository=repository, tag=version or "latest", changes=changes)
+
+    # ------------------------------------------------------------ containers
+
+    def create(self, spec, realm, state_root, init_mode, init_command):
+        create, host = container_config(spec, realm, state_root, init_mode, init_command,
+                                        cgroup_version())
+        with self._translated("creating %s" % spec.name):
+            host_config = self.api.create_host_config(**host)
+            try:
+                return self.api.create_container(host_config=host_config, **create)["Id"]
+            except Exception as exc:
+                if getattr(exc, "status_code", None) == 409:
+                    raise Conflict("name: a container named %r already exists" % spec.name) \
+                        from None
+                raise
+
+    def start(self, container):
+        with self._translated("start %s" % container):
+            self.api.start(container)
+
+    def stop(self, container, timeout=None):
+        with self._translated("stop %s" % container):
+            self.api.stop(container, timeout=timeout)
+
+    def restart(self, container, timeout=None):
+        with self._translated("restart %s" % container):
+            self.api.restart(container, timeout=timeout)
+
+    def kill(self, container, signal=None):
+        with self._translated("kill %s" % container):
+            self.api.kill(container, signal=signal)
+
+    def remove(self, container, force=False):
+        """Remove a container; one that is already gone is not an error."""
+        try:
+            with self._translated("remove %s" % container):
+                self.api.remove_container(container, force=force, v=False)
+        except NotFound:
+            pass
+
+    def inspect(self, container):
+        """Container attributes, or None if it does not exist."""
+        try:
+            with self._translated("inspect %s" % container):
+                return self.api.inspect_container(container)
+        except NotFound:
+            return None
+
+    def vm_containers(self, realm, all=True):
+        """Summaries of this realm's VM containers (one API call)."""
+        with self._translated("list"):
+            return self.api.containers(all=all, filters={"label": "%s=%s" % (LABEL_REALM,
+                                                                                realm)})
+
+    def update(self, container, spec):
+        """Apply the live-changeable resources of `spec` to a running container."""
+        body = {
+            "CpuPeriod": CPU_PERIOD if spec.cpus else 0,
+            "CpuQuota": int(round(spec.cpus * CPU_PERIOD)) if spec.cpus else -1,
+            "CpusetCpus": spec.cpuset or "",
+            "CpuShares": spec.cpu_shares or 0,
+            "PidsLimit": spec.pids if spec.pids and spec.pids > 0 else -1,
+            "RestartPolicy": _restart_policy(spec.restart),
+        }
+        if spec.memory:
+            body["Memory"] = spec.memory
+            body["MemorySwap"] = spec.memory + (spec.swap or 0)
+        if spec.blkio_weight:
+            body["BlkioWeight"] = spec.blkio_weight
+        api = self.api
+        # The SDK's update_container() predates PidsLimit; post the documented body.
+        with self._translated("update %s" % container):
+            return api._result(api._post_json(api._url("/containers/{0}/update", container),
+                                              data=body), True)
+
+    def put_files(self, container, files):
+        """Write {path: (bytes, mode)} into a created or running container."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            made = set()
+            for path, (content, mode) in sorted(files.items()):
+                parts = path.strip("/").split("/")
+                for depth in range(1, len(parts)):
+                    directory = "/".join(parts[:depth])
+                    if directory not in made:
+                        made.add(directory)
+                        info = tarfile.TarInfo(directory)
+                        info.type = tarfile.DIRTYPE
+                        info.mode = 0o700 if directory.endswith(".ssh") else 0o755
+                        info.mtime = time.time()
+                        tar.addfile(info)
+                info = tarfile.TarInfo("/".join(parts))
+                info.size = len(content)
+                info.mode = mode
+                info.mtime = time.time()
+                tar.addfile(info, io.BytesIO(content))
+        with self._translated("copy into %s" % container):
+            self.api.put_archive(container, "/", buffer.getvalue())
+
+    def events(self, realm, since=None):
+        """Decoded container events of this realm's VMs, forever."""
+        filters = {"type": "container", "label": "%s=%s" % (LABEL_REALM, realm)}
+        with self._translated("events"):
+            return self.api.events(decode=True, filters=filters, since=since)
+
+    def build(self, context_dir, tag, labels, network_mode="host", buildargs=None):
+        """Build an image; yields decoded progress records."""
+        with self._translated("build %s" % tag):
+            return self.api.build(path=context_dir, tag=tag, labels=labels, rm=True,
+                                  forcerm=True, decode=True, network_mode=network_mode,
+                                  buildargs=buildargs or {})
+
+
+def _explain(exc):
+    explanation = getattr(exc, "explanation", None)
+    text = explanation.decode() if isinstance(explanation, bytes) else (explanation or str(exc))
+    return text.strip().splitlines()[0] if text else type(exc).__name__

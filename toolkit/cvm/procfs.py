@@ -1,0 +1,48 @@
+"""Readers of /proc files. Standard library only, Python 3.6-compatible: copied
+into VMs with procview, and used on the host by ls, the tools and the monitor."""
+
+import os
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def boot_time(proc="/proc"):
+    """Seconds since the epoch at which the kernel booted."""
+    for line in read(proc + "/stat").splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1])
+    raise IOError("no btime in %s/stat" % proc)
+
+
+def process_stat(pid, proc="/proc"):
+    """Fields of /proc/<pid>/stat, indexed as in proc(5) from 1 (comm unparsed safely)."""
+    text = read("%s/%s/stat" % (proc, pid))
+    left, right = text.find("("), text.rfind(")")
+    fields = [text[:left].strip(), text[left + 1:right]] + text[right + 2:].split()
+    return [None] + fields  # fields[1] = pid, fields[2] = comm, fields[3] = state ...
+
+
+def process_start_time(pid, proc="/proc"):
+    """Epoch seconds at which process `pid` started."""
+    return boot_time(proc) + int(process_stat(pid, proc)[22]) / float(_CLK_TCK)
+
+
+def process_age(pid, proc="/proc"):
+    import time
+    return max(0.0, time.time() - process_start_time(pid, proc))
+
+
+def meminfo(proc="/proc"):
+    """/proc/meminfo as {key: bytes}."""
+    result = {}
+    for line in read(proc + "/meminfo").splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            value = int(parts[1])
+            result[parts[0].rstrip(":")] = value * 1024 if len(parts) > 2 else value
+    return result

@@ -1,0 +1,52 @@
+"""Parsing and printing of sizes and CPU lists, shared by specs and tools."""
+
+import re
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+SIZE_FORM = "a number with an optional unit b, k, m, g or t (binary: 1k = 1024), e.g. 512m or 1.5g"
+
+
+def parse_size(value):
+    """'512m' -> 536870912. Integers are bytes. Raises ValueError with the accepted form."""
+    if isinstance(value, bool):
+        raise ValueError("%r is not a size; use %s" % (value, SIZE_FORM))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError("%r is not a size; use %s" % (value, SIZE_FORM))
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def format_size(nbytes):
+    """536870912 -> '512m'; exact where possible, so that it parses back."""
+    for unit in ("t", "g", "m", "k"):
+        scale = _UNITS[unit]
+        if nbytes >= scale and nbytes % scale == 0:
+            return "%d%s" % (nbytes // scale, unit)
+    for unit in ("t", "g", "m", "k"):
+        if nbytes >= _UNITS[unit]:
+            return "%.1f%s" % (nbytes / _UNITS[unit], unit)
+    return "%db" % nbytes
+
+
+def parse_cpu_list(text):
+    """'0-2,4' -> [0, 1, 2, 4]. Raises ValueError on bad syntax."""
+    cpus = set()
+    text = str(text).strip()
+    if not text:
+        return []
+    for part in text.split(","):
+        part = part.strip()
+        if re.match(r"^\d+$", part):
+            cpus.add(int(part))
+            continue
+        match = re.match(r"^(\d+)-(\d+)$", part)
+        if not match or int(match.group(1)) > int(match.group(2)):
+            raise ValueError("%r is not a CPU list; use numbers and ranges like 0-2,4" % text)
+        cpus.update(range(int(match.group(1)), int(match.group(2)) + 1))
+    return sorted(cpus)

@@ -1,0 +1,778 @@
+"""The VM spec: one model, loaded from YAML or CLI flags, validated before anything is touched.
+
+Static checks (syntax, ranges, cross-field rules) live here. Checks that need the
+host (does the bridge exist, does the kernel have ipvlan) belong to the module
+that owns the resource and run before it changes anything.
+"""
+
+import difflib
+import hashlib
+import ipaddress
+import os
+import re
+import shlex
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import SpecError
+from .sizes import SIZE_FORM, format_size, parse_cpu_list, parse_size
+
+NAME_MAX = 12  # "<name>-e<N>" host interface names must fit IFNAMSIZ-1 = 15
+MAX_NICS = 8
+DOCKER_MIN_MEMORY = 6 * 1024 * 1024
+INIT_MODES = ("auto", "systemd", "compat", "none")
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+NIC_MODES = ("bridge", "routed", "macvlan", "ipvlan", "sriov")
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+IPVLAN_MODES = ("l2", "l3", "l3s")
+LINK_STATES = ("auto", "enable", "disable")
+RESERVED_LABEL_PREFIX = "io.cvm."
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SSH_KEY = re.compile(r"^(ssh-|ecdsa-|sk-)[\w@.-]+ [A-Za-z0-9+/=]+( .*)?$")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def _fail(field_name, problem):
+    raise SpecError(field_name, problem)
+
+
+def _suggest(key, known):
+    close = difflib.get_close_matches(key, known, n=1)
+    return " (did you mean %r?)" % close[0] if close else ""
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _as_bool(field_name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    _fail(field_name, "%r is not a boolean; use true or false" % (value,))
+
+
+def _as_int(field_name, value, low=None, high=None, what="an integer"):
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(str(value).strip())
+    except ValueError:
+        _fail(field_name, "%r is not %s" % (value, what))
+    if (low is not None and number < low) or (high is not None and number > high):
+        _fail(field_name, "%d is out of range; use %s to %s" % (number, low, high))
+    return number
+
+
+# ---------------------------------------------------------------- host facts
+
+
+@dataclass
+class HostFacts:
+    """What static validation needs to know about the host; cheap to read."""
+
+    cpus: list
+    memory_bytes: int
+
+    @classmethod
+    def read(cls):
+        with open("/sys/devices/system/cpu/online") as online:
+            cpus = parse_cpu_list(online.read())
+        memory = 0
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+        return cls(cpus=cpus, memory_bytes=memory)
+
+
+# ---------------------------------------------------------------- NICs
+
+
+@dataclass
+class Route:
+    to: str
+    via: str
+
+    def to_text(self):
+        return "%s via %s" % (self.to, self.via)
+
+
+@dataclass
+class NicSpec:
+    """One NIC of a VM. Which options apply depends on the mode."""
+
+    mode: str
+    link: str = None
+    name: str = None
+    ip: str = None
+    ip6: str = None
+    gw: str = None
+    gw6: str = None
+    mac: str = None
+    mtu: int = None
+    routes: list = field(default_factory=list)
+    vlan: int = None
+    hairpin: bool = False
+    host_name: str = None
+    macvlan_mode: str = "bridge"
+    ipvlan_mode: str = "l2"
+    vf: int = None
+    qos: int = None
+    spoofchk: bool = True
+    trust: bool = False
+    link_state: str = "auto"
+    min_rate: int = None
+    max_rate: int = None
+
+    COMMON = ("mode", "link", "name", "ip", "ip6", "gw", "gw6", "mac", "mtu", "routes")
+    PER_MODE = {
+        "bridge": ("hairpin", "host_name", "vlan"),
+        "routed": ("host_name",),
+        "macvlan": ("macvlan_mode", "vlan"),
+        "ipvlan": ("ipvlan_mode", "vlan"),
+        "sriov": ("vf", "vlan", "qos", "spoofchk", "trust", "link_state", "min_rate", "max_rate"),
+    }
+
+    @property
+    def ip_interface(self):
+        return ipaddress.ip_interface(self.ip) if self.ip and self.ip != "auto" else None
+
+    @property
+    def ip6_interface(self):
+        return ipaddress.ip_interface(self.ip6) if self.ip6 else None
+
+    def addresses(self):
+        return [a for a in (self.ip_interface, self.ip6_interface) if a is not None]
+
+    def to_dict(self):
+        """Only what was set, so that stored specs stay readable and stable."""
+        data = {"mode": self.mode}
+        defaults = NicSpec(mode=self.mode)
+        for key in self.COMMON[1:] + self.PER_MODE[self.mode]:
+            value = getattr(self, key)
+            if key == "routes":
+                if value:
+                    data["routes"] = [r.to_text() for r in value]
+            elif value != getattr(defaults, key):
+                data[key] = value
+        return data
+
+
+def parse_nic_text(text):
+    """'mode=bridge,link=br0,ip=198.51.100.10/24' -> dict, as `--nic` gives it."""
+    data = {}
+    for item in [p for p in str(text).split(",") if p.strip()]:
+        if "=" not in item:
+            raise SpecError("nic", "%r is not key=value (e.g. mode=bridge,link=br0,"
+                            "ip=198.51.100.10/24)" % item)
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key == "routes" or key == "route":
+            data.setdefault("routes", []).append(value.strip())
+        else:
+            data[key] = value.strip()
+    return data
+
+
+def _parse_route(where, value):
+    if isinstance(value, dict):
+        unknown = set(value) - {"to", "via"}
+        if unknown:
+            _fail(where, "unknown key %r in a route; use to and via" % sorted(unknown)[0])
+        to, via = value.get("to"), value.get("via")
+    else:
+        match = re.match(r"^\s*(\S+)\s+via\s+(\S+)\s*$", str(value))
+        if not match:
+            _fail(where, "%r is not a route; use 'CIDR via ADDRESS'" % (value,))
+        to, via = match.groups()
+    try:
+        net = ipaddress.ip_network(str(to), strict=False)
+        gateway = ipaddress.ip_address(str(via))
+    except ValueError as exc:
+        _fail(where, str(exc))
+    if net.version != gateway.version:
+        _fail(where, "route to %s via %s mixes IPv4 and IPv6" % (to, via))
+    return Route(to=str(net), via=str(gateway))
+
+
+def _parse_cidr(where, value, version):
+    text = str(value).strip()
+    if "/" not in text:
+        _fail(where, "%r has no prefix length; write it as a CIDR like %s" % (
+            text, "198.51.100.10/24" if version == 4 else "2001:db8::10/64"))
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        _fail(where, "%r is not a valid IPv%d CIDR" % (text, version))
+    if iface.version != version:
+        _fail(where, "%r is an IPv%d address; this field takes IPv%d" % (
+            text, iface.version, version))
+    net = iface.network
+    if net.num_addresses > 2 and iface.ip in (net.network_address, net.broadcast_address) \
+            and version == 4:
+        _fail(where, "%s is the %s address of %s" % (
+            iface.ip, "network" if iface.ip == net.network_address else "broadcast", net))
+    if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
+        _fail(where, "%s cannot be a NIC address" % iface.ip)
+    return str(iface)
+
+
+def stable_mac(vm_name, nic_index, address=None):
+    """A locally administered unicast MAC that stays the same across restarts."""
+    digest = hashlib.sha256(("%s/%d/%s" % (vm_name, nic_index, address or "")).encode()).digest()
+    first = (digest[0] & 0xFC) | 0x02  # locally administered, unicast
+    return ":".join("%02x" % b for b in (first,) + tuple(digest[1:6]))
+
+
+def parse_nic(where, raw, index, vm_name):
+    """Validate one NIC given as a dict (YAML) or a dict parsed from `--nic`."""
+    if isinstance(raw, str):
+        raw = parse_nic_text(raw)
+    if not isinstance(raw, dict):
+        _fail(where, "a NIC is a mapping of options (mode, link, ip, ...)")
+    raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    mode = raw.get("mode", "bridge")
+    if mode not in NIC_MODES:
+        _fail(where + ".mode", "%r is not a NIC mode; use one of %s" % (mode, ", ".join(NIC_MODES)))
+    allowed = NicSpec.COMMON + NicSpec.PER_MODE[mode]
+    all_known = {f.name for f in fields(NicSpec)}
+    for key in raw:
+        if key not in allowed:
+            if key in all_known:
+                _fail("%s.%s" % (where, key), "does not apply to mode %s" % mode)
+            _fail("%s.%s" % (where, key), "unknown NIC option%s" % _suggest(key, allowed))
+    nic = NicSpec(mode=mode)
+    nic.link = str(raw["link"]) if raw.get("link") not in (None, "") else None
+    if nic.link is not None and not _IFNAME.match(nic.link):
+        _fail(where + ".link", "%r is not an interface name" % nic.link)
+    if mode != "routed" and nic.link is None:
+        _fail(where + ".link", "mode %s needs link= (the host %s)" % (
+            mode, "bridge" if mode == "bridge" else "parent interface"))
+    nic.name = str(raw.get("name") or "eth%d" % index)
+    if not _IFNAME.match(nic.name) or nic.name in ("lo", ".", ".."):
+        _fail(where + ".name", "%r is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)"
+              % nic.name)
+    if raw.get("ip") not in (None, ""):
+        if str(raw["ip"]) == "auto":
+            if mode != "bridge":
+                _fail(where + ".ip", "ip=auto needs mode bridge (the pool is on the bridge)")
+            nic.ip = "auto"
+        else:
+            nic.ip = _parse_cidr(where + ".ip", raw["ip"], 4)
+    if raw.get("ip6") not in (None, ""):
+        nic.ip6 = _parse_cidr(where + ".ip6", raw["ip6"], 6)
+    for key, version, addr in (("gw", 4, nic.ip), ("gw6", 6, nic.ip6)):
+        value = raw.get(key)
+        if value in (None, ""):
+            continue
+        if mode == "routed":
+            _fail("%s.%s" % (where, key), "mode routed sets the gateway itself "
+                  "(a link-local next hop on the veth); drop %s" % key)
+        try:
+            gateway = ipaddress.ip_address(str(value))
+        except ValueError:
+            _fail("%s.%s" % (where, key), "%r is not an IP address" % (value,))
+        if gateway.version != version:
+            _fail("%s.%s" % (where, key), "%s is IPv%d; %s takes an IPv%d gateway" % (
+                gateway, gateway.version, key, version))
+        if addr is None:
+            _fail("%s.%s" % (where, key), "an IPv%d gateway needs an IPv%d address on the NIC "
+                  "(%s=)" % (version, version, "ip" if version == 4 else "ip6"))
+        if addr != "auto":
+            iface = ipaddress.ip_interface(addr)
+            if gateway not in iface.network:
+                _fail("%s.%s" % (where, key), "gateway %s is outside the NIC's subnet %s" % (
+                    gateway, iface.network))
+            if gateway == iface.ip:
+                _fail("%s.%s" % (where, key), "gateway %s is the NIC's own address" % gateway)
+        setattr(nic, key, str(gateway))
+    if mode == "routed" and nic.ip is None and nic.ip6 is None:
+        _fail(where + ".ip", "mode routed needs ip= or ip6= (it routes that address to the VM)")
+    if raw.get("mac") not in (None, ""):
+        if mode == "ipvlan":
+            _fail(where + ".mac", "ipvlan NICs share the parent's MAC; drop mac")
+        mac = str(raw["mac"]).strip().lower().replace("-", ":")
+        if not _MAC.match(mac):
+            _fail(where + ".mac", "%r is not a MAC address like 02:00:5e:00:53:01" % raw["mac"])
+        if int(mac[:2], 16) & 1:
+            _fail(where + ".mac", "%s is a multicast MAC; use a unicast one" % mac)
+        if mac == "00:00:00:00:00:00":
+            _fail(where + ".mac", "the all-zero MAC cannot be used")
+        nic.mac = mac
+    elif mode != "ipvlan":
+        nic.mac = stable_mac(vm_name, index, nic.ip or nic.ip6)
+    if raw.get("mtu") not in (None, ""):
+        nic.mtu = _as_int(where + ".mtu", raw["mtu"], 68, 65535)
+        if nic.ip6 and nic.mtu < 1280:
+            _fail(where + ".mtu", "IPv6 needs an MTU of at least 1280")
+    nic.routes = [_parse_route("%s.routes[%d]" % (where, i), r)
+                  for i, r in enumerate(_as_list(raw.get("routes")))]
+    for i, route in enumerate(nic.routes):
+        own = [a for a in nic.addresses() if a.version == ipaddress.ip_address(route.via).version]
+        if own and not any(ipaddress.ip_address(route.via) in a.network for a in own):
+            _fail("%s.routes[%d]" % (where, i), "next hop %s is outside the NIC's subnet" %
+                  route.via)
+    if raw.get("vlan") not in (None, ""):
+        nic.vlan = _as_int(where + ".vlan", raw["vlan"], 1, 4094, "a VLAN id")
+    if "hairpin" in raw:
+        nic.hairpin = _as_bool(where + ".hairpin", raw["hairpin"])
+    if raw.get("host_name") not in (None, ""):
+        nic.host_name = str(raw["host_name"])
+        if not _IFNAME.match(nic.host_name):
+            _fail(where + ".host_name", "%r is not a valid interface name (at most 15 "
+                  "characters)" % nic.host_name)
+    for key, choices in (("macvlan_mode", MACVLAN_MODES), ("ipvlan_mode", IPVLAN_MODES),
+                         ("link_state", LINK_STATES)):
+        if raw.get(key) not in (None, ""):
+            if raw[key] not in choices:
+                _fail("%s.%s" % (where, key), "%r is not one of %s" % (raw[key], ", ".join(choices)))
+            setattr(nic, key, raw[key])
+    if raw.get("vf") not in (None, ""):
+        nic.vf = _as_int(where + ".vf", raw["vf"], 0, 255, "a VF number")
+    if raw.get("qos") not in (None, ""):
+        nic.qos = _as_int(where + ".qos", raw["qos"], 0, 7, "a VLAN priority")
+        if nic.vlan is None:
+            _fail(where + ".qos", "qos is the VLAN priority; it needs vlan=")
+    for key in ("spoofchk", "trust"):
+        if key in raw:
+            setattr(nic, key, _as_bool("%s.%s" % (where, key), raw[key]))
+    for key in ("min_rate", "max_rate"):
+        if raw.get(key) not in (None, ""):
+            setattr(nic, key, _as_int("%s.%s" % (where, key), raw[key], 0, 10 ** 6,
+                                      "a rate in Mbit/s"))
+    if nic.min_rate and nic.max_rate and nic.min_rate > nic.max_rate:
+        _fail(where + ".min_rate", "min_rate %d is above max_rate %d" % (nic.min_rate,
+                                                                          nic.max_rate))
+    return nic
+
+
+# ---------------------------------------------------------------- VMs
+
+
+@dataclass
+class Volume:
+    host: str
+    guest: str
+    readonly: bool = False
+
+    def to_text(self):
+        return "%s:%s%s" % (self.host, self.guest, ":ro" if self.readonly else "")
+
+
+@dataclass
+class Throttle:
+    device: str
+    rate: int
+
+    def to_text(self):
+        return "%s:%d" % (self.device, self.rate)
+
+
+@dataclass
+class VMSpec:
+    name: str
+    image: str
+    hostname: str = None
+    cpus: float = None
+    cpuset: str = None
+    cpu_shares: int = None
+    memory: int = None
+    swap: int = 0
+    pids: int = 4096
+    device_read_bps: list = field(default_factory=list)
+    device_write_bps: list = field(default_factory=list)
+    device_read_iops: list = field(default_factory=list)
+    device_write_iops: list = field(default_factory=list)
+    blkio_weight: int = None
+    volumes: list = field(default_factory=list)
+    init: str = "auto"
+    command: list = None
+    env: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    restart: str = "unless-stopped"
+    dns: list = field(default_factory=list)
+    search: list = field(default_factory=list)
+    ssh_keys: list = field(default_factory=list)
+    nics: list = field(default_factory=list)
+    lxcfs: bool = None
+    tune: list = field(default_factory=list)
+
+    # Fields Docker can change on a running container.
+    LIVE_FIELDS = ("cpus", "cpuset", "cpu_shares", "memory", "swap", "pids", "blkio_weight",
+                   "restart")
+
+    def to_dict(self):
+        """The canonical, JSON-safe form that is persisted and compared."""
+        data = {}
+        defaults = VMSpec(name=self.name, image=self.image)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("name", "image"):
+                data[f.name] = value
+            elif f.name == "nics":
+                if value:
+                    data["nics"] = [nic.to_dict() for nic in value]
+            elif f.name == "volumes":
+                if value:
+                    data["volumes"] = [v.to_text() for v in value]
+            elif f.name.startswith("device_"):
+                if value:
+                    data[f.name] = [t.to_text() for t in value]
+            elif f.name in ("memory", "swap") and value:
+                data[f.name] = format_size(value)
+            elif value != getattr(defaults, f.name):
+                data[f.name] = value
+        return data
+
+    @property
+    def effective_hostname(self):
+        return self.hostname or self.name
+
+
+SPEC_KEYS = tuple(f.name for f in fields(VMSpec))
+# YAML and flag spellings that mean the same field.
+ALIASES = {"dns_search": "search", "cpu-shares": "cpu_shares", "ssh_key": "ssh_keys",
+           "nic": "nics", "volume": "volumes", "blkio-weight": "blkio_weight"}
+
+
+def parse_spec(raw, where="", host=None):
+    """Validate a raw mapping (YAML, flags or stored JSON) into a VMSpec.
+
+    `where` prefixes field names in errors, e.g. 'vms[2]' for the third VM of a file.
+    """
+    def name_of(key):
+        return "%s.%s" % (where, key) if where else key
+
+    if not isinstance(raw, dict):
+        _fail(where or "spec", "a VM spec is a mapping of fields (name, image, cpus, ...)")
+    data = {}
+    for key, value in raw.items():
+        key = ALIASES.get(str(key), str(key).replace("-", "_"))
+        key = ALIASES.get(key, key)
+        if key not in SPEC_KEYS:
+            _fail(name_of(key), "unknown key%s" % _suggest(key, SPEC_KEYS))
+        data[key] = value
+
+    name = data.get("name")
+    if name in (None, ""):
+        _fail(name_of("name"), "is required")
+    name = str(name)
+    if len(name) > NAME_MAX:
+        _fail(name_of("name"), "%r is %d characters; at most %d, so that host interface names "
+              "(<name>-e<N>) fit the kernel's 15" % (name, len(name), NAME_MAX))
+    if not _NAME.match(name):
+        _fail(name_of("name"), "%r is not a DNS label: lowercase letters, digits and '-', "
+              "starting and ending with a letter or digit" % name)
+    spec = VMSpec(name=name, image=None)
+
+    image = data.get("image")
+    if image in (None, ""):
+        _fail(name_of("image"), "is required (e.g. cvm/debian12)")
+    spec.image = str(image)
+    if any(c.isspace() for c in spec.image):
+        _fail(name_of("image"), "%r is not an image reference" % spec.image)
+
+    if data.get("hostname") not in (None, ""):
+        hostname = str(data["hostname"])
+        labels = hostname.split(".")
+        if len(hostname) > 253 or not all(_HOST_LABEL.match(l) and len(l) <= 63 for l in labels):
+            _fail(name_of("hostname"), "%r is not a valid hostname (labels of letters, digits "
+                  "and '-', at most 63 each)" % hostname)
+        spec.hostname = hostname
+
+    host = host or HostFacts.read()
+    if data.get("cpus") not in (None, ""):
+        try:
+            cpus = float(data["cpus"])
+        except (TypeError, ValueError):
+            _fail(name_of("cpus"), "%r is not a number of CPUs (e.g. 1.5)" % (data["cpus"],))
+        if not cpus > 0:
+            _fail(name_of("cpus"), "%s must be above 0 (e.g. 0.5, 1, 1.5)" % data["cpus"])
+        if cpus < 0.01:
+            _fail(name_of("cpus"), "%s is below Docker's minimum of 0.01" % data["cpus"])
+        if cpus > len(host.cpus):
+            _fail(name_of("cpus"), "%s is more than the host's %d CPUs" % (
+                data["cpus"], len(host.cpus)))
+        spec.cpus = round(cpus, 3)
+    if data.get("cpuset") not in (None, ""):
+        text = str(data["cpuset"])
+        try:
+            wanted = parse_cpu_list(text)
+        except ValueError as exc:
+            _fail(name_of("cpuset"), str(exc))
+        missing = [c for c in wanted if c not in host.cpus]
+        if missing:
+            _fail(name_of("cpuset"), "CPU %s does not exist on this host (it has %s)" % (
+                ",".join(map(str, missing)), _cpu_ranges(host.cpus)))
+        spec.cpuset = text
+        if spec.cpus and spec.cpus > len(wanted):
+            _fail(name_of("cpus"), "%s is more than the %d CPUs of cpuset %s" % (
+                spec.cpus, len(wanted), text))
+    if data.get("cpu_shares") not in (None, ""):
+        spec.cpu_shares = _as_int(name_of("cpu_shares"), data["cpu_shares"], 2, 262144)
+
+    for key in ("memory", "swap"):
+        if data.get(key) in (None, ""):
+            continue
+        try:
+            size = parse_size(data[key])
+        except ValueError:
+            _fail(name_of(key), "%r is not a size; use %s" % (data[key], SIZE_FORM))
+        if key == "memory":
+            if size <= 0:
+                _fail(name_of(key), "must be above 0")
+            if size < DOCKER_MIN_MEMORY:
+                _fail(name_of(key), "%s is below Docker's minimum of 6m" % data[key])
+            if size > host.memory_bytes:
+                _fail(name_of(key), "%s is more than the host's %s of RAM" % (
+                    data[key], format_size(host.memory_bytes)))
+        elif size < 0:
+            _fail(name_of(key), "cannot be negative")
+        setattr(spec, key, size)
+    if spec.swap and not spec.memory:
+        _fail(name_of("swap"), "swap needs a memory limit (swap is added on top of memory)")
+
+    if data.get("pids") not in (None, ""):
+        if str(data["pids"]).lower() in ("unlimited", "-1", "max"):
+            spec.pids = -1
+        else:
+            spec.pids = _as_int(name_of("pids"), data["pids"], 1, 4194304)
+
+    for key in ("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"):
+        throttles = []
+        for i, item in enumerate(_as_list(data.get(key))):
+            where_item = "%s[%d]" % (name_of(key), i)
+            text = str(item)
+            if ":" not in text:
+                _fail(where_item, "%r is not DEVICE:RATE (e.g. /dev/sda:10m)" % text)
+            device, rate_text = text.rsplit(":", 1)
+            if not device.startswith("/dev/"):
+                _fail(where_item, "%r is not a device path under /dev" % device)
+            if not os.path.exists(device):
+                _fail(where_item, "device %s does not exist on this host" % device)
+            if key.endswith("bps"):
+                try:
+                    rate = parse_size(rate_text)
+                except ValueError:
+                    _fail(where_item, "%r is not a rate; use %s" % (rate_text, SIZE_FORM))
+            else:
+                rate = _as_int(where_item, rate_text, 1, None, "a number of IO operations")
+            if rate <= 0:
+                _fail(where_item, "the rate must be above 0")
+            throttles.append(Throttle(device=device, rate=rate))
+        setattr(spec, key, throttles)
+    if data.get("blkio_weight") not in (None, ""):
+        spec.blkio_weight = _as_int(name_of("blkio_weight"), data["blkio_weight"], 10, 1000)
+
+    guests = set()
+    for i, item in enumerate(_as_list(data.get("volumes"))):
+        where_item = "%s[%d]" % (name_of("volumes"), i)
+        parts = str(item).split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            _fail(where_item, "%r is not HOST:GUEST[:ro]" % item)
+        host_path, guest_path = parts[0], parts[1]
+        for label, path in (("host", host_path), ("guest", guest_path)):
+            if not path.startswith("/"):
+                _fail(where_item, "%s path %r is not absolute" % (label, path))
+            if "/../" in path + "/" or "/./" in path + "/":
+                _fail(where_item, "%s path %r must not contain . or .. parts" % (label, path))
+        if os.path.normpath(guest_path) == "/":
+            _fail(where_item, "the guest path cannot be /")
+        if guest_path in guests:
+            _fail(where_item, "guest path %s is mounted twice" % guest_path)
+        guests.add(guest_path)
+        spec.volumes.append(Volume(host=os.path.normpath(host_path),
+                                   guest=os.path.normpath(guest_path),
+                                   readonly=len(parts) == 3 and parts[2] == "ro"))
+
+    if data.get("init") not in (None, ""):
+        if data["init"] not in INIT_MODES:
+            _fail(name_of("init"), "%r is not an init mode; use one of %s" % (
+                data["init"], ", ".join(INIT_MODES)))
+        spec.init = data["init"]
+    if data.get("command") not in (None, "", []):
+        if spec.init != "none":
+            _fail(name_of("command"), "a command replaces init; it needs init: none")
+        command = data["command"]
+        spec.command = shlex.split(command) if isinstance(command, str) else [
+            str(c) for c in command]
+
+    env = data.get("env") or {}
+    if isinstance(env, list):
+        pairs = {}
+        for item in env:
+            if "=" not in str(item):
+                _fail(name_of("env"), "%r is not KEY=VALUE" % item)
+            key, value = str(item).split("=", 1)
+            pairs[key] = value
+        env = pairs
+    if not isinstance(env, dict):
+        _fail(name_of("env"), "use a mapping or a list of KEY=VALUE")
+    for key, value in env.items():
+        if not _ENV_KEY.match(str(key)):
+            _fail("%s.%s" % (name_of("env"), key), "is not a valid variable name")
+        if str(key).startswith("CVM_"):
+            _fail("%s.%s" % (name_of("env"), key), "CVM_ variables are set by cvm itself")
+        spec.env[str(key)] = "" if value is None else str(value)
+
+    labels = data.get("labels") or {}
+    if isinstance(labels, list):
+        labels = dict(str(item).split("=", 1) if "=" in str(item) else (str(item), "")
+                      for item in labels)
+    if not isinstance(labels, dict):
+        _fail(name_of("labels"), "use a mapping or a list of KEY=VALUE")
+    for key, value in labels.items():
+        if str(key).startswith(RESERVED_LABEL_PREFIX):
+            _fail("%s.%s" % (name_of("labels"), key), "labels starting with %s are reserved "
+                  "for cvm" % RESERVED_LABEL_PREFIX)
+        spec.labels[str(key)] = "" if value is None else str(value)
+
+    if data.get("restart") not in (None, ""):
+        policy = str(data["restart"])
+        base = policy.split(":", 1)[0]
+        if base not in RESTART_POLICIES or (":" in policy and base != "on-failure"):
+            _fail(name_of("restart"), "%r is not a restart policy; use one of %s "
+                  "(on-failure:N for a retry limit)" % (policy, ", ".join(RESTART_POLICIES)))
+        if ":" in policy:
+            _as_int(name_of("restart"), policy.split(":", 1)[1], 1, None, "a retry count")
+        spec.restart = policy
+
+    for i, server in enumerate(_as_list(data.get("dns"))):
+        try:
+            spec.dns.append(str(ipaddress.ip_address(str(server))))
+        except ValueError:
+            _fail("%s[%d]" % (name_of("dns"), i), "%r is not an IP address" % server)
+    for i, domain in enumerate(_as_list(data.get("search"))):
+        domain = str(domain).rstrip(".")
+        if not all(_HOST_LABEL.match(l) for l in domain.split(".")):
+            _fail("%s[%d]" % (name_of("search"), i), "%r is not a domain name" % domain)
+        spec.search.append(domain)
+
+    for i, key_text in enumerate(_as_list(data.get("ssh_keys"))):
+        where_item = "%s[%d]" % (name_of("ssh_keys"), i)
+        for line in str(key_text).strip().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not _SSH_KEY.match(line):
+                _fail(where_item, "%r is not an OpenSSH public key (ssh-ed25519 AAAA... "
+                      "comment)" % (line[:40] + ("..." if len(line) > 40 else "")))
+            spec.ssh_keys.append(line)
+
+    raw_nics = _as_list(data.get("nics"))
+    if len(raw_nics) > MAX_NICS:
+        _fail(name_of("nics"), "%d NICs; a VM has at most %d" % (len(raw_nics), MAX_NICS))
+    for i, raw_nic in enumerate(raw_nics):
+        spec.nics.append(parse_nic("%s[%d]" % (name_of("nics"), i), raw_nic, i, name))
+    _check_nics_together(spec, name_of("nics"))
+
+    if data.get("lxcfs") not in (None, ""):
+        spec.lxcfs = _as_bool(name_of("lxcfs"), data["lxcfs"])
+    spec.tune = [str(s) for s in _as_list(data.get("tune"))]
+    return spec
+
+
+def _check_nics_together(spec, where):
+    seen_names, seen_macs, seen_ips = {}, {}, {}
+    for i, nic in enumerate(spec.nics):
+        if nic.name in seen_names:
+            _fail("%s[%d].name" % (where, i), "interface name %s is already used by nics[%d]" % (
+                nic.name, seen_names[nic.name]))
+        seen_names[nic.name] = i
+        if nic.mac:
+            if nic.mac in seen_macs:
+                _fail("%s[%d].mac" % (where, i), "MAC %s is already used by nics[%d]" % (
+                    nic.mac, seen_macs[nic.mac]))
+            seen_macs[nic.mac] = i
+        for addr in nic.addresses():
+            if addr.ip in seen_ips:
+                _fail("%s[%d]" % (where, i), "address %s is already used by nics[%d]" % (
+                    addr.ip, seen_ips[addr.ip]))
+            seen_ips[addr.ip] = i
+    gateways = [i for i, nic in enumerate(spec.nics) if nic.gw]
+    if len(gateways) > 1:
+        _fail("%s[%d].gw" % (where, gateways[1]), "only one NIC can hold the IPv4 default "
+              "gateway; nics[%d] has it already" % gateways[0])
+    gateways6 = [i for i, nic in enumerate(spec.nics) if nic.gw6]
+    if len(gateways6) > 1:
+        _fail("%s[%d].gw6" % (where, gateways6[1]), "only one NIC can hold the IPv6 default "
+              "gateway; nics[%d] has it already" % gateways6[0])
+
+
+def _cpu_ranges(cpus):
+    if not cpus:
+        return "none"
+    ranges, start, prev = [], cpus[0], cpus[0]
+    for cpu in cpus[1:] + [None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        ranges.append(str(start) if start == prev else "%d-%d" % (start, prev))
+        if cpu is not None:
+            start = prev = cpu
+    return ",".join(ranges)
+
+
+def merge(base, overrides):
+    """Flags override the file: keys present in overrides win; lists are replaced whole."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if value is None or value == [] or value == {} or value == ():
+            continue
+        merged[key] = value
+    return merged
+
+
+def load_file(path):
+    """Read a spec file: one VM mapping, or `vms:` (with optional `defaults:`).
+
+    Returns [(where, raw_mapping)], where `where` names the VM's place in the file for errors.
+    """
+    import yaml  # deferred: only file-driven commands pay for it
+
+    try:
+        with open(path) as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise SpecError(None, "%s: %s" % (path, exc.strerror)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(None, "%s: malformed YAML at %s%s" % (path, where, problem)) from None
+    if document is None:
+        raise SpecError(None, "%s: the file is empty" % path)
+    if not isinstance(document, dict):
+        raise SpecError(None, "%s: expected a VM mapping or `vms:` list at the top" % path)
+    if "vms" not in document:
+        return [(path, document)]
+    unknown = set(document) - {"vms", "defaults"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise SpecError("%s: %s" % (path, key), "unknown top-level key; a spec file has "
+                        "`vms:` and optional `defaults:`%s" % _suggest(key, ["vms", "defaults"]))
+    defaults = document.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise SpecError("%s: defaults" % path, "must be a mapping of fields")
+    vms = document.get("vms") or []
+    if not isinstance(vms, list):
+        raise SpecError("%s: vms" % path, "must be a list of VM mappings")
+    entries = []
+    for i, raw in enumerate(vms):
+        if not isinstance(raw, dict):
+            raise SpecError("%s: vms[%d]" % (path, i), "must be a mapping of fields")
+        entries.append(("%s: vms[%d]" % (path, i), merge(defaults, raw)))
+    return entries
