@@ -117,7 +117,8 @@ def residue(context, name, dirs=()):
     """What a VM left behind: containers, state, directories. Empty means clean."""
     left = []
     for container in context.engine.vm_containers(context.realm):
-        left.append("container %s" % container["Names"])
+        if container["Labels"].get("io.cvm.vm") == name:
+            left.append("container %s" % container["Names"])
     info = context.engine.inspect(name)
     if info is not None:
         left.append("container named %s" % name)
@@ -135,3 +136,51 @@ def scratch(tmp_path):
     path = tmp_path / "scratch"
     yield str(path)
     shutil.rmtree(str(path), ignore_errors=True)
+
+
+@pytest.fixture
+def lab():
+    from .nethelpers import Lab
+    scaffolding = Lab()
+    yield scaffolding
+    scaffolding.cleanup()
+
+
+class NetdProcess:
+    """A `cvm netd` for the test's state directory."""
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+        self.process = None
+        self.log_path = os.path.join(state_dir, "netd.log")
+
+    def start(self):
+        from cvm import client
+        from cvm.state import Store
+        log = open(self.log_path, "a")
+        self.process = subprocess.Popen([CVM, "netd"], stdout=log, stderr=subprocess.STDOUT,
+                                        env=dict(os.environ, CVM_STATE_DIR=self.state_dir))
+        log.close()
+        wait_for(lambda: client.daemon_running(Store(self.state_dir)), timeout=20,
+                 what="cvm netd to answer")
+        wait_for(lambda: "reconciled" in self.log(), timeout=20, what="netd's first reconcile")
+        return self
+
+    def log(self):
+        with open(self.log_path) as handle:
+            return handle.read()
+
+    def kill(self, sig=9):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def stop(self):
+        self.kill(15)
+
+
+@pytest.fixture
+def netd(state_dir, ctx):
+    daemon = NetdProcess(state_dir).start()
+    yield daemon
+    daemon.stop()

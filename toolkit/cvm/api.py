@@ -161,17 +161,20 @@ class VM:
         self.wire()
         return self
 
-    def wire(self):
+    def wire(self, probe=False):
         """Make the running VM's network match its spec, then release its init.
 
         Idempotent: `cvm start`, the create path and the network daemon may all call it
         for the same start; the per-VM lock serialises them and the second finds it done.
+        `probe` checks on the segment that each address is free (create and attach).
         """
         spec = self.spec
         pid = self.pid
         with self.ctx.store.vm_lock(self.name):
             if spec.nics:
-                _net().wire_vm(self.ctx, self.name, spec, pid)
+                net = _net()
+                net.wire_vm(self.ctx, self.name, spec, pid, probe=probe)
+                ns.overwrite_mounted_file(pid, "/etc/hosts", net.hosts_file(spec))
             if self.record.get("init") in ("systemd", "compat"):
                 if cgroup_version() == 2 and self.record.get("init") == "systemd":
                     ns.make_cgroup_writable(pid)
@@ -320,7 +323,7 @@ def create(spec, start=True, ctx=None):
         vm = VM(ctx, spec.name, record)
         if start:
             ctx.engine.start(record["container_id"])
-            vm.wire()
+            vm.wire(probe=True)
         record["phase"] = "ready"
         return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
     except BaseException:
@@ -464,4 +467,9 @@ def _apply_live(ctx, item):
             ctx.engine.update(vm.container_id, item.spec)
         vm.record = ctx.store.write_vm(item.name, dict(vm.record, spec=item.spec.to_dict()))
     if "nics" in item.changes:
-        _net().reconcile_nics(ctx, item.name, old_spec, item.spec, vm)
+        new_spec = item.spec
+        _net().check_host(new_spec)
+        with ctx.store.lock():
+            new_spec = _net().claim_addresses(ctx, new_spec)
+            vm.record = ctx.store.write_vm(item.name, dict(vm.record, spec=new_spec.to_dict()))
+        _net().reconcile(ctx, item.name, old_spec, new_spec, vm.pid if vm.running else None)

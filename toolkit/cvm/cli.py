@@ -93,7 +93,6 @@ def _flags_to_raw(flags):
 @click.argument("command", nargs=-1)
 def create(name, spec_file, no_start, as_json, command, **flags):
     """Create a VM (and start it). A trailing `-- CMD...` sets the command for init none."""
-    from . import api
     from .spec import load_file, merge, parse_spec
     raw = {}
     where = ""
@@ -111,11 +110,13 @@ def create(name, spec_file, no_start, as_json, command, **flags):
     if command:
         overrides["command"] = list(command)
     spec = parse_spec(merge(raw, overrides), where=where if spec_file and not name else "")
-    vm = api.create(spec, start=not no_start)
+    from . import ns
+    ns.require_root("cvm create")
+    result = _call("create", spec=spec.to_dict(), start=not no_start)
     if as_json:
-        _echo_json(vm.to_dict())
+        _echo_json(result)
     else:
-        click.echo(vm.name)
+        click.echo(result["name"])
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -125,27 +126,26 @@ def create(name, spec_file, no_start, as_json, command, **flags):
 @click.option("--json", "as_json", is_flag=True)
 def apply(spec_file, dry_run, recreate, as_json):
     """Make the VMs of a spec file exist and match it."""
-    from . import api
     from .spec import load_file, parse_spec
-    specs = [parse_spec(raw, where=where) for where, raw in load_file(spec_file)]
-    items = api.plan(specs, recreate)
+    specs = [parse_spec(raw, where=where).to_dict() for where, raw in load_file(spec_file)]
+    items = _call("plan", specs=specs, recreate=recreate)
     if as_json and dry_run:
-        _echo_json([i.to_dict() for i in items])
+        _echo_json(items)
         return
     if not as_json:
         _print_plan(items)
-    blocked = [i for i in items if i.action == "blocked"]
+    blocked = [i for i in items if i["action"] == "blocked"]
     if dry_run:
         return
     if blocked:
         raise CvmError("%s: %s needs a recreate (%s changed); rerun with --recreate" % (
-            spec_file, blocked[0].name, ", ".join(blocked[0].recreate_fields)))
-    done = api.apply(specs, recreate=recreate)
+            spec_file, blocked[0]["name"], ", ".join(blocked[0]["recreate_fields"])))
+    done = _call("apply", specs=specs, recreate=recreate)
     counts = {}
     for item in done:
-        counts[item.action] = counts.get(item.action, 0) + 1
+        counts[item["action"]] = counts.get(item["action"], 0) + 1
     if as_json:
-        _echo_json([i.to_dict() for i in done])
+        _echo_json(done)
     else:
         click.echo("created %d, changed %d, recreated %d, unchanged %d" % (
             counts.get("create", 0), counts.get("change", 0), counts.get("recreate", 0),
@@ -155,12 +155,12 @@ def apply(spec_file, dry_run, recreate, as_json):
 def _print_plan(items):
     symbols = {"create": "+", "change": "~", "recreate": "!", "unchanged": "=", "blocked": "x"}
     for item in items:
-        line = "%s %s  %s" % (symbols[item.action], item.name, item.action)
-        if item.action == "blocked":
-            line += " (needs --recreate: %s)" % ", ".join(item.recreate_fields)
+        line = "%s %s  %s" % (symbols[item["action"]], item["name"], item["action"])
+        if item["action"] == "blocked":
+            line += " (needs --recreate: %s)" % ", ".join(item["recreate_fields"])
         click.echo(line)
-        for key, (old, new) in item.changes.items():
-            click.echo("    %s: %s -> %s" % (key, _short(old), _short(new)))
+        for key, change in item["changes"].items():
+            click.echo("    %s: %s -> %s" % (key, _short(change["old"]), _short(change["new"])))
 
 
 def _short(value):
@@ -171,16 +171,27 @@ def _short(value):
 # ---------------------------------------------------------------- lifecycle
 
 
-def _each(names, action):
-    from . import api
+def _store():
+    from .state import Store
+    return Store()
+
+
+def _call(op, **args):
+    """Run an operation in the daemon if it answers, else here (cvm.client)."""
+    from . import client
+    return client.call(_store(), op, args)
+
+
+def _each(op, names, **args):
+    from .errors import from_dict
     failed = 0
-    for name in names:
-        try:
-            action(api.get(name))
-            click.echo(name)
-        except CvmError as exc:
-            click.echo("cvm: %s" % exc, err=True)
-            failed = exc.exit_code
+    for result in _call(op, names=list(names), **args):
+        if result["ok"]:
+            click.echo(result["name"])
+        else:
+            error = from_dict(result["error"])
+            click.echo("cvm: %s" % error, err=True)
+            failed = error.exit_code
     if failed:
         sys.exit(failed)
 
@@ -189,7 +200,7 @@ def _each(names, action):
 @click.argument("names", nargs=-1, required=True)
 def start(names):
     """Start VMs."""
-    _each(names, lambda vm: vm.start())
+    _each("start", names)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -197,7 +208,7 @@ def start(names):
 @click.option("-t", "--timeout", type=int, help="Seconds to wait for a clean shutdown.")
 def stop(names, timeout):
     """Stop VMs (a clean shutdown)."""
-    _each(names, lambda vm: vm.stop(timeout=timeout))
+    _each("stop", names, timeout=timeout)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -205,7 +216,7 @@ def stop(names, timeout):
 @click.option("-t", "--timeout", type=int)
 def restart(names, timeout):
     """Restart VMs."""
-    _each(names, lambda vm: vm.restart(timeout=timeout))
+    _each("restart", names, timeout=timeout)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -213,21 +224,16 @@ def restart(names, timeout):
 @click.option("-f", "--force", is_flag=True, help="Remove running VMs too.")
 def rm(names, force):
     """Remove VMs: container, wiring and state (volume data stays)."""
-    _each(names, lambda vm: vm.remove(force=force))
+    _each("rm", names, force=force)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--json", "as_json", is_flag=True)
 def ls(as_json):
     """List VMs."""
-    from . import api
-    from .table import human_duration, render
     from .sizes import format_size
-    vms = api.ls()
-    rows = []
-    for vm in vms:
-        data = _list_entry(vm)
-        rows.append(data)
+    from .table import human_duration, render
+    rows = _call("ls")
     if as_json:
         _echo_json(rows)
         return
@@ -238,31 +244,12 @@ def ls(as_json):
           human_duration(r["uptime_seconds"])] for r in rows]))
 
 
-def _list_entry(vm):
-    from . import ns, procfs
-    from .errors import NotFound
-    spec = vm.record["spec"]
-    uptime = None
-    if vm.status == "running":
-        try:
-            uptime = procfs.process_age(ns.init_pid(vm.container_id))
-        except (NotFound, OSError):
-            pass
-    from .sizes import parse_size
-    return {"name": vm.name, "status": vm.status, "image": spec["image"],
-            "cpus": spec.get("cpus"), "memory": parse_size(spec["memory"])
-            if spec.get("memory") else None,
-            "ips": [a.split("/")[0] for a in vm.addresses()], "uptime_seconds": uptime,
-            "container_id": vm.container_id}
-
-
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 def inspect(name, as_json):
     """Show a VM: its spec, its container and how it was set up."""
-    from . import api
-    data = api.get(name).to_dict()
+    data = _call("inspect", name=name)
     if as_json:
         _echo_json(data)
         return
@@ -279,9 +266,8 @@ def inspect(name, as_json):
 @click.option("--cpu-shares")
 def resize(name, cpus, memory, pids, cpuset, cpu_shares):
     """Change a VM's limits live (swap stays off)."""
-    from . import api
-    api.get(name).resize(cpus=cpus, memory=memory, pids=pids, cpuset=cpuset,
-                         cpu_shares=cpu_shares)
+    _call("resize", name=name, cpus=cpus, memory=memory, pids=pids, cpuset=cpuset,
+          cpu_shares=cpu_shares)
     click.echo(name)
 
 
@@ -348,6 +334,130 @@ def doctor(as_json):
                           [[c.name, c.status, c.detail, c.fix] for c in checks]))
     if any(c.status == "FAIL" for c in checks):
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- network
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def net():
+    """NICs of VMs: attach, detach, list.
+
+    \b
+    A NIC is given as key=value pairs, e.g.
+      mode=bridge,link=br0,ip=198.51.100.10/24,gw=198.51.100.1
+    Modes: bridge (veth into a host bridge), routed (veth, host routes the /32 and
+    answers ARP/NDP on link=UPLINK), macvlan, ipvlan (on parent link=), sriov
+    (a VF of PF link=, vf=N or the first free). Common keys: name, ip, ip6, gw,
+    gw6, mac, mtu, routes ("CIDR via ADDR", repeatable). Per mode: bridge hairpin,
+    host_name, vlan; macvlan macvlan_mode, vlan; ipvlan ipvlan_mode, vlan; sriov
+    vf, vlan, qos, spoofchk, trust, link_state, min_rate, max_rate.
+    """
+
+
+@net.command("attach", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("--nic", required=True, metavar="mode=...,link=...,ip=...")
+def net_attach(name, nic):
+    """Add a NIC to a VM (wired at once if it runs) and keep it in its spec."""
+    from .spec import parse_nic_text
+    result = _call("net_attach", name=name, nic=parse_nic_text(nic))
+    click.echo("%s %s" % (name, result.get("name")))
+
+
+@net.command("detach", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.argument("ifname")
+def net_detach(name, ifname):
+    """Remove a NIC from a VM and from its spec."""
+    _call("net_detach", name=name, ifname=ifname)
+    click.echo("%s %s" % (name, ifname))
+
+
+@net.command("ls", context_settings=CONTEXT_SETTINGS)
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def net_ls(name, as_json):
+    """List NICs: host side, VM side, mode, addresses, MAC, state."""
+    from .table import render
+    rows = _call("net_ls", name=name)
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(render(["VM", "VM SIDE", "HOST SIDE", "MODE", "ADDRESSES", "MAC", "STATE"],
+                      [[r["vm"], r["vm_side"], r.get("host_side"), r["mode"],
+                        ",".join(r["addresses"]) or "-", r["mac"], r["state"]] for r in rows]))
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def bridge():
+    """Host bridges for VMs (persisted and recreated at boot by cvm netd)."""
+
+
+@bridge.command("add", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("--address", help="Host address on the bridge, e.g. 198.51.100.1/24.")
+@click.option("--uplink", help="Enslave this interface; its addresses move to the bridge.")
+@click.option("--pool", help="Addresses for ip=auto, e.g. 198.51.100.100-198.51.100.199.")
+@click.option("--mtu", type=int)
+def bridge_add(name, address, uplink, pool, mtu):
+    """Create (or adopt) a bridge."""
+    from . import ns
+    ns.require_root("cvm bridge add")
+    _call("bridge_add", name=name, address=address, uplink=uplink, pool=pool, mtu=mtu)
+    click.echo(name)
+
+
+@bridge.command("rm", context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1, required=True)
+def bridge_rm(names):
+    """Remove bridges cvm made (refused while VMs use them)."""
+    for name in names:
+        _call("bridge_rm", name=name)
+        click.echo(name)
+
+
+@bridge.command("ls", context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True)
+def bridge_ls(as_json):
+    """List the bridges cvm manages."""
+    from .table import render
+    rows = _call("bridge_ls")
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(render(["NAME", "STATE", "ADDRESS", "POOL", "UPLINK", "PORTS"],
+                      [[r["name"], r["state"], r["address"] or "-", r["pool"] or "-",
+                        r["uplink"] or "-", len(r["ports"])] for r in rows]))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--once", is_flag=True, help="Reconcile everything, then exit.")
+@click.option("--install-unit", is_flag=True, help="Install the systemd unit and exit.")
+@click.option("--workers", default=8, show_default=True, help="VMs wired in parallel.")
+def netd(once, install_unit, workers):
+    """The network daemon: re-wires VMs on every start, serves the CLI."""
+    import logging
+    from . import ns
+    ns.require_root("cvm netd")
+    if install_unit:
+        from .templates import install_systemd_unit
+        click.echo(install_systemd_unit("cvm-netd.service"))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s netd: %(message)s")
+    from .api import Context
+    from .net.daemon import Daemon
+    daemon = Daemon(Context(), workers=workers)
+    if once:
+        daemon.reconcile()
+        daemon.pool.shutdown()
+        return
+    import signal
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        daemon.run()
+    except KeyboardInterrupt:
+        pass
 
 
 # ---------------------------------------------------------------- images

@@ -94,11 +94,8 @@ def load_recipe(distro):
 
 
 def _template_env():
-    import jinja2
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(project_root(),
-                                                                          "templates")),
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined)
+    from .templates import environment
+    return environment()
 
 
 def render(recipe, base, base_description, install_packages, extra_packages=(), strip_vm=False,

@@ -61,11 +61,49 @@ def _probe_in_child():
     return results
 
 
+CACHE_FILE = "/run/cvm/kernel-features.json"
+
+
+def _cache_key():
+    """Changes on reboot and when modules are loaded or unloaded."""
+    import hashlib
+    digest = hashlib.sha1()
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/modules"):
+        try:
+            with open(path, "rb") as handle:
+                digest.update(b" ".join(line.split(b" ", 1)[0] for line in handle))
+        except OSError:
+            pass
+    return digest.hexdigest()
+
+
 def features():
-    """{feature: bool} for FEATURES, probed once per process."""
+    """{feature: bool} for FEATURES. Probing forks (~0.1 s), so results are kept in
+    memory and in /run, keyed by boot and loaded modules."""
     global _cache
     if _cache is not None:
         return dict(_cache)
+    key = _cache_key()
+    try:
+        with open(CACHE_FILE) as handle:
+            stored = json.load(handle)
+        if stored.get("key") == key:
+            _cache = stored["features"]
+            return dict(_cache)
+    except (OSError, ValueError, KeyError):
+        pass
+    _cache = _probe()
+    try:
+        os.makedirs(os.path.dirname(CACHE_FILE), exist_ok=True)
+        with open(CACHE_FILE + ".tmp", "w") as handle:
+            json.dump({"key": key, "features": _cache}, handle)
+        os.rename(CACHE_FILE + ".tmp", CACHE_FILE)
+    except OSError:
+        pass
+    return dict(_cache)
+
+
+def _probe():
     import ctypes
 
     import pyroute2  # noqa: F401  (imported before fork so the child does not pay again)
@@ -86,8 +124,7 @@ def features():
     with os.fdopen(read_end) as pipe:
         data = pipe.read()
     os.waitpid(child, 0)
-    _cache = json.loads(data) if data else {f: False for f in FEATURES}
-    return dict(_cache)
+    return json.loads(data) if data else {f: False for f in FEATURES}
 
 
 def sriov_pfs(sys_class_net="/sys/class/net"):

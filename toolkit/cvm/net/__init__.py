@@ -1,0 +1,293 @@
+"""Static-IP networking from the host: one driver per NIC mode behind one interface.
+
+The lifecycle calls, in order:
+    check_host(spec)               host checks before anything is touched
+    claim_addresses(ctx, spec)     under the host-wide lock: no clashes, fill ip=auto/vf
+    wire_vm(ctx, name, spec, pid)  make the running VM's NICs match the spec (idempotent)
+    unwire_vm(ctx, name, spec, pid)  remove everything the NICs left on the host
+Every NIC is wired in a transaction; if NIC k fails, NICs 1..k-1 of this call are
+undone too, so a VM is wired completely or not at all.
+"""
+
+import os
+
+from ..errors import CvmError, NotFound
+from ..spec import parse_spec
+from . import addresses, inside, kernel
+from .base import HostView, Transaction, Wiring, parse_tag
+from .bridge import BridgeDriver
+from .ipvlan import IpvlanDriver
+from .macvlan import MacvlanDriver
+from .netlink import Netlink, open_netns
+from .routed import RoutedDriver
+from .sriov import Sysfs, SriovDriver
+from .vlan import remove_unused
+
+DRIVERS = {driver.mode: driver for driver in (BridgeDriver(), RoutedDriver(), MacvlanDriver(),
+                                              IpvlanDriver(), SriovDriver())}
+SYSFS_ROOT = os.environ.get("CVM_SYSFS", "/sys")
+
+
+def sysfs():
+    return Sysfs(SYSFS_ROOT)
+
+
+def check_host(spec, host=None):
+    """Validate every NIC against this host before anything changes."""
+    own = host is None
+    host = host or Netlink.open()
+    try:
+        needed = {f for nic in spec.nics for f in DRIVERS[nic.mode].needed_features(nic)}
+        view = HostView(host, kernel.features() if needed else {}, sysfs())
+        for index, nic in enumerate(spec.nics):
+            DRIVERS[nic.mode].validate(nic, view, "nics[%d]" % index)
+    finally:
+        if own:
+            host.close()
+
+
+def claim_addresses(ctx, spec):
+    """Call with ctx.store.lock() held. Returns the spec with ip=auto and VFs filled in."""
+    return addresses.claim(spec, ctx.store.vm_records(), ctx.store.bridge_records(), sysfs())
+
+
+def _persist_saved(ctx, name, index):
+    def persist(saved):
+        record = ctx.store.read_vm(name)
+        if record is None:
+            return
+        net = dict(record.get("net") or {})
+        if saved:
+            net[str(index)] = saved
+        else:
+            net.pop(str(index), None)
+        ctx.store.write_vm(name, dict(record, net=net))
+    return persist
+
+
+def _wiring(ctx, host, vm, name, index):
+    record = ctx.store.read_vm(name) or {}
+    saved = (record.get("net") or {}).get(str(index))
+    return Wiring(host, vm, name, index, ctx.realm, saved, _persist_saved(ctx, name, index),
+                  sysfs())
+
+
+def wire_vm(ctx, name, spec, pid, probe=False):
+    """Make VM `name`'s NICs match `spec`. Returns the names of the NICs it (re)wired.
+
+    `probe` asks the segment whether each address is free first (on create and
+    attach; a restarting VM keeps its addresses without waiting for probes)."""
+    netns_fd = open_netns(pid)
+    done = []
+    try:
+        with Netlink.open() as host, Netlink.open(netns_fd, "VM %s" % name) as vm:
+            try:
+                for index, nic in enumerate(spec.nics):
+                    driver = DRIVERS[nic.mode]
+                    w = _wiring(ctx, host, vm, name, index)
+                    if driver.plugged(w, nic) and inside.configured(w, nic, driver):
+                        continue
+                    _clear(w, nic, driver)  # a half-wired NIC from a crash: start afresh
+                    tx = Transaction("%s: %s" % (name, nic.name))
+                    done.append((tx, nic.name))
+                    try:
+                        driver.plug(tx, w, nic)
+                        inside.configure(tx, w, nic, driver, probe=probe)
+                        driver.after_configure(tx, w, nic)
+                    except BaseException:
+                        tx.rollback()
+                        done.pop()
+                        raise
+            except BaseException:
+                for tx, _ in reversed(done):
+                    tx.rollback()
+                raise
+    finally:
+        os.close(netns_fd)
+    return [nic_name for _, nic_name in done]
+
+
+def _clear(w, nic, driver):
+    """Remove the pieces of a half-wired NIC, and only ours: a foreign interface with the
+    NIC's name inside the VM is a clash to report, not something to delete."""
+    try:
+        driver.unplug(w, nic)
+    except Exception:
+        pass
+    inner = w.vm.link(nic.name) if w.vm is not None else None
+    if inner is not None and inner.get("ifalias") == w.tag and nic.mode != "sriov":
+        try:
+            w.vm.request("link", "del", index=inner["index"])
+        except Exception:
+            pass
+
+
+def unwire_vm(ctx, name, spec, pid=None):
+    """Remove what VM `name`'s NICs left on the host (and in its namespace, if alive).
+    Safe to call on a VM that is stopped, half-wired or already unwired."""
+    netns_fd = None
+    if pid:
+        try:
+            netns_fd = open_netns(pid)
+        except CvmError:
+            netns_fd = None
+    try:
+        with Netlink.open() as host:
+            vm = Netlink.open(netns_fd, "VM %s" % name) if netns_fd is not None else None
+            try:
+                for index, nic in enumerate(spec.nics):
+                    w = _wiring(ctx, host, vm, name, index)
+                    DRIVERS[nic.mode].unplug(w, nic)
+            finally:
+                if vm is not None:
+                    vm.close()
+            remove_unused(host, ctx.realm, _vlans_in_use(ctx, exclude=name))
+    finally:
+        if netns_fd is not None:
+            os.close(netns_fd)
+
+
+def _vlans_in_use(ctx, exclude=None, only=None):
+    """(parent, vid) pairs that NICs of the VMs (all, or `only` these) stack on."""
+    used = set()
+    for vm_name, record in ctx.store.vm_records().items():
+        if vm_name == exclude or (only is not None and vm_name not in only):
+            continue
+        for nic in record["spec"].get("nics", []):
+            if nic.get("vlan") and nic.get("mode") in ("macvlan", "ipvlan"):
+                used.add((nic.get("link"), int(nic["vlan"])))
+    return used
+
+
+def sweep(ctx, running):
+    """Remove host-side leftovers: interfaces tagged for VMs that no longer exist, and
+    the host pieces (proxy entries, VFs) of VMs that are not running. `running` is the
+    set of VM names whose containers run. Returns what it removed."""
+    removed = []
+    records = ctx.store.vm_records()
+    with Netlink.open() as host:
+        for link in host.links():
+            tag = parse_tag(link.get("ifalias"))
+            if tag and tag[0] == ctx.realm and tag[1] not in records:
+                host.request("link", "del", index=link["index"])
+                removed.append(link.get("ifname"))
+    for name, record in records.items():
+        if name in running or record.get("phase") != "ready":
+            continue
+        spec = parse_spec(record["spec"])
+        if spec.nics:
+            unwire_vm(ctx, name, spec, None)
+    with Netlink.open() as host:
+        removed += remove_unused(host, ctx.realm, _vlans_in_use(ctx, only=running))
+    return removed
+
+
+def hosts_file(spec):
+    """/etc/hosts as a VM needs it: localhost, and its name on its first address."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"]
+    fqdn = spec.effective_hostname
+    names = fqdn if "." not in fqdn else "%s %s" % (fqdn, fqdn.split(".")[0])
+    for nic in spec.nics:
+        for address in nic.addresses():
+            lines.append("%s\t%s" % (address.ip, names))
+            break
+        else:
+            continue
+        break
+    else:
+        lines.append("127.0.1.1\t%s" % names)
+    return ("\n".join(lines) + "\n").encode()
+
+
+# ---------------------------------------------------------------- attach / detach / ls
+
+
+def attach(ctx, name, nic_raw):
+    """`cvm net attach`: add a NIC to a VM (live when it runs) and persist it."""
+    from .. import api, ns
+    vm = api.get(name, ctx)
+    spec = vm.spec
+    raw = dict(vm.record["spec"])
+    raw["nics"] = list(raw.get("nics", [])) + [nic_raw]
+    new_spec = parse_spec(raw)
+    check_host(parse_spec(dict(raw, nics=[new_spec.nics[-1].to_dict()])))
+    with ctx.store.lock():
+        new_spec = claim_addresses(ctx, new_spec)
+        ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
+    try:
+        if vm.running:
+            with ctx.store.vm_lock(name):
+                wire_vm(ctx, name, new_spec, vm.pid, probe=True)
+                ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
+    except BaseException:
+        ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
+        raise
+    return new_spec.nics[-1]
+
+
+def detach(ctx, name, ifname):
+    """`cvm net detach`: remove a NIC from a VM and from its spec."""
+    from .. import api
+    vm = api.get(name, ctx)
+    spec = vm.spec
+    matches = [i for i, nic in enumerate(spec.nics) if nic.name == ifname]
+    if not matches:
+        raise NotFound("VM %s has no NIC %s (it has %s)" % (
+            name, ifname, ", ".join(n.name for n in spec.nics) or "none"))
+    index = matches[0]
+    pid = vm.pid if vm.running else None
+    with ctx.store.vm_lock(name):
+        # Unwire from the removed NIC onwards: host names and tags are positional.
+        tail = parse_spec(dict(vm.record["spec"], nics=[n.to_dict() for n in spec.nics]))
+        unwire_vm(ctx, name, tail, pid)
+        remaining = [n.to_dict() for i, n in enumerate(spec.nics) if i != index]
+        new_spec = parse_spec(dict(vm.record["spec"], nics=remaining))
+        record = ctx.store.read_vm(name)
+        ctx.store.write_vm(name, dict(record, spec=new_spec.to_dict(), net={}))
+        if pid:
+            wire_vm(ctx, name, new_spec, pid)
+    return new_spec
+
+
+def list_nics(ctx, name=None):
+    """Rows for `cvm net ls`: host side, VM side, mode, addresses, MAC, state."""
+    from .. import api
+    vms = [api.get(name, ctx)] if name else api.ls(ctx)
+    rows = []
+    with Netlink.open() as host:
+        for vm in vms:
+            spec = vm.spec
+            if not spec.nics:
+                continue
+            inner = None
+            if vm.status == "running":
+                try:
+                    inner = Netlink.open(open_netns(vm.pid), "VM %s" % vm.name)
+                except CvmError:
+                    inner = None
+            try:
+                for index, nic in enumerate(spec.nics):
+                    w = _wiring(ctx, host, inner, vm.name, index)
+                    link = inner.link(nic.name) if inner is not None else None
+                    row = {"vm": vm.name, "vm_side": nic.name, "mode": nic.mode,
+                           "link": nic.link, "addresses": [str(a) for a in nic.addresses()],
+                           "mac": (link or {}).get("address") or nic.mac,
+                           "state": ("up" if link["flags"] & 1 else "down") if link else
+                           ("stopped" if vm.status != "running" else "missing")}
+                    row.update(DRIVERS[nic.mode].describe(w, nic))
+                    rows.append(row)
+            finally:
+                if inner is not None:
+                    os.close(inner.netns_fd)
+                    inner.close()
+    return rows
+
+
+
+def reconcile(ctx, name, old_spec, new_spec, pid):
+    """NICs changed in a spec (cvm apply): unwire the old set, wire the new one."""
+    with ctx.store.vm_lock(name):
+        unwire_vm(ctx, name, old_spec, pid)
+        if pid:
+            wire_vm(ctx, name, new_spec, pid, probe=True)

@@ -1,0 +1,101 @@
+"""Address bookkeeping across every VM of a host: no two VMs get the same address or
+MAC, `ip=auto` draws from a bridge's pool, and SR-IOV NICs get a free VF. Runs under
+the store's host-wide lock, so racing `cvm create`s see each other's claims."""
+
+import dataclasses
+import ipaddress
+
+from ..errors import Conflict, NetError, SpecError
+
+
+def _claims(records, exclude):
+    """{('ip', '198.51.100.10'): (vm, nic name), ('mac', ...): ..., ('vf', pf, n): ...}"""
+    claims = {}
+    for vm_name, record in records.items():
+        if vm_name == exclude:
+            continue
+        for index, raw in enumerate(record.get("spec", {}).get("nics", [])):
+            nic_name = raw.get("name", "eth%d" % index)
+            for key in ("ip", "ip6"):
+                if raw.get(key) and raw[key] != "auto":
+                    claims[("ip", str(ipaddress.ip_interface(raw[key]).ip))] = (vm_name, nic_name)
+            if raw.get("mac"):
+                claims[("mac", raw["mac"])] = (vm_name, nic_name)
+            if raw.get("mode") == "sriov" and raw.get("vf") is not None:
+                claims[("vf", raw.get("link"), int(raw["vf"]))] = (vm_name, nic_name)
+    return claims
+
+
+def parse_pool(text):
+    """'198.51.100.100-198.51.100.199' or a CIDR -> (first, last) addresses."""
+    text = str(text).strip()
+    if "-" in text:
+        first, last = (ipaddress.ip_address(p.strip()) for p in text.split("-", 1))
+    else:
+        network = ipaddress.ip_network(text, strict=False)
+        first, last = network.network_address + 1, network.broadcast_address - 1
+    if first.version != last.version or first > last:
+        raise ValueError("%r is not a range of addresses" % text)
+    return first, last
+
+
+def claim(spec, records, bridges, sysfs=None, where="nics"):
+    """A copy of `spec` with ip=auto and free VFs filled in; Conflict on any clash."""
+    claims = _claims(records, spec.name)
+    nics = []
+    for index, nic in enumerate(spec.nics):
+        field = "%s[%d]" % (where, index)
+        if nic.ip == "auto":
+            nic = _auto_ip(nic, field, bridges, claims)
+        for key in ("ip", "ip6"):
+            value = getattr(nic, key)
+            if value:
+                address = str(ipaddress.ip_interface(value).ip)
+                holder = claims.get(("ip", address))
+                if holder:
+                    raise Conflict("%s.%s: %s is already used by VM %s (%s)" % (
+                        field, key, address, holder[0], holder[1]))
+        if nic.mac and ("mac", nic.mac) in claims:
+            holder = claims[("mac", nic.mac)]
+            raise Conflict("%s.mac: %s is already used by VM %s (%s)" % (
+                field, nic.mac, holder[0], holder[1]))
+        if nic.mode == "sriov":
+            nic = _claim_vf(nic, field, claims, sysfs)
+        nics.append(nic)
+    return dataclasses.replace(spec, nics=nics)
+
+
+def _auto_ip(nic, field, bridges, claims):
+    bridge = bridges.get(nic.link)
+    if not bridge or not (bridge.get("pool") or bridge.get("address")):
+        raise SpecError(field + ".ip", "ip=auto needs an address pool on bridge %s (cvm bridge "
+                        "add %s --address CIDR [--pool FIRST-LAST])" % (nic.link, nic.link))
+    gateway = ipaddress.ip_interface(bridge["address"]) if bridge.get("address") else None
+    first, last = parse_pool(bridge.get("pool") or str(gateway.network))
+    prefix = gateway.network.prefixlen if gateway else 24
+    candidate = first
+    while candidate <= last:
+        if ("ip", str(candidate)) not in claims and (gateway is None or candidate != gateway.ip):
+            ip = "%s/%d" % (candidate, prefix)
+            gw = nic.gw or (str(gateway.ip) if gateway else None)
+            return dataclasses.replace(nic, ip=ip, gw=gw)
+        candidate += 1
+    raise Conflict("%s.ip: the pool of bridge %s (%s-%s) has no free address" % (
+        field, nic.link, first, last))
+
+
+def _claim_vf(nic, field, claims, sysfs):
+    from .sriov import Sysfs
+    sysfs = sysfs or Sysfs()
+    if nic.vf is not None:
+        holder = claims.get(("vf", nic.link, nic.vf))
+        if holder:
+            raise Conflict("%s.vf: VF %d of %s is already used by VM %s (%s)" % (
+                field, nic.vf, nic.link, holder[0], holder[1]))
+        return nic
+    for vf in sysfs.free_vfs(nic.link):
+        if ("vf", nic.link, vf) not in claims:
+            return dataclasses.replace(nic, vf=vf)
+    raise NetError("%s.link: %s has no free virtual function (all %d are in use)" % (
+        field, nic.link, sysfs.num_vfs(nic.link)))
+

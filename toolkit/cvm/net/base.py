@@ -1,0 +1,198 @@
+"""The NIC driver interface, the wiring context, and transactions.
+
+Each mode is one module with one driver class (as Incus has one file per NIC type):
+
+    validate(nic, host)     host checks before anything changes (link exists, is up,
+                            kernel feature present, MTU within the parent's)
+    plug(tx, w, nic)        put the VM-side interface into the VM's netns under its
+                            final name, plus the host-side pieces the mode needs
+    after_configure(tx, w, nic)  host-side steps that need the VM side ready (routes)
+    unplug(w, nic)          remove what the mode left on the host; idempotent
+    plugged(w, nic)         is the host side complete?
+    describe(w, nic)        host-side facts for `cvm net ls`
+
+Every step goes through a Transaction: a failure at step k undoes steps 1..k-1.
+"""
+
+import errno
+
+from ..errors import CvmError, KernelFeatureMissing, NetError, NotFound, SpecError
+
+TAG_PREFIX = "cvm"
+
+
+def host_tag(realm, vm_name, index):
+    """The ifalias cvm puts on host-side interfaces: how leftovers are found later."""
+    return "%s:%s:%s:%d" % (TAG_PREFIX, realm, vm_name, index)
+
+
+def parse_tag(alias):
+    """(realm, vm_name, index) from a host-side ifalias, or None."""
+    parts = (alias or "").split(":")
+    if len(parts) == 4 and parts[0] == TAG_PREFIX and parts[3].isdigit():
+        return parts[1], parts[2], int(parts[3])
+    return None
+
+
+def default_host_name(vm_name, index):
+    return "%s-e%d" % (vm_name, index)
+
+
+class Transaction:
+    """Runs wiring steps and remembers how to undo each one."""
+
+    # Tests set this to k to make step k fail (before it runs).
+    inject_failure_at = None
+
+    def __init__(self, what):
+        self.what = what
+        self.count = 0
+        self.done = []
+        self._undo = []
+
+    def step(self, description, do, undo=None):
+        self.count += 1
+        if Transaction.inject_failure_at == self.count:
+            raise NetError("%s: injected failure at step %d (%s)" % (self.what, self.count,
+                                                                     description))
+        try:
+            result = do()
+        except CvmError:
+            raise
+        except Exception as exc:
+            raise NetError("%s: %s failed: %s" % (self.what, description, explain(exc))) from None
+        self.done.append(description)
+        if undo is not None:
+            self._undo.append((description, undo))
+        return result
+
+    def rollback(self):
+        """Undo completed steps, newest first. Returns what could not be undone."""
+        failures = []
+        while self._undo:
+            description, undo = self._undo.pop()
+            try:
+                undo()
+            except Exception as exc:  # keep undoing the rest
+                failures.append("%s: %s" % (description, explain(exc)))
+        return failures
+
+    def commit(self):
+        self._undo = []
+
+
+def explain(exc):
+    code = getattr(exc, "code", None)
+    if code and isinstance(code, int) and code in errno.errorcode:
+        return "%s (%s)" % (getattr(exc, "args", ["", ""])[-1] or exc, errno.errorcode[code])
+    return str(exc) or type(exc).__name__
+
+
+class Wiring:
+    """What a driver needs to wire NIC `index` of a VM.
+
+    `saved` holds facts a driver must keep to undo its work later (an SR-IOV VF's
+    previous settings); `persist(saved)` writes them into the VM's state at once.
+    """
+
+    def __init__(self, host, vm, vm_name, index, realm, saved=None, persist=None, sysfs=None):
+        self.host = host          # Netlink in the host namespace
+        self.vm = vm              # Netlink in the VM's namespace (None when it is gone)
+        self.vm_name = vm_name
+        self.index = index
+        self.realm = realm
+        self.saved = dict(saved or {})
+        self._persist = persist or (lambda saved: None)
+        self.sysfs = sysfs
+
+    @property
+    def tag(self):
+        return host_tag(self.realm, self.vm_name, self.index)
+
+    def remember(self, facts):
+        self.saved.update(facts)
+        self._persist(dict(self.saved))
+
+    def recalled(self):
+        return dict(self.saved)
+
+    def forget(self):
+        self.saved = {}
+        self._persist({})
+
+
+class HostView:
+    """What validation looks at: host links, kernel features, SR-IOV sysfs."""
+
+    def __init__(self, netlink, features, sysfs):
+        self.netlink = netlink
+        self.features = features
+        self.sysfs = sysfs
+
+
+class NicDriver:
+    mode = None
+    features = ()  # kernel features this mode needs
+    sets_mac = True  # the VM-side interface carries nic.mac
+
+    def inside_addresses(self, nic):
+        """Addresses configured inside the VM (ip_interface objects)."""
+        return nic.addresses()
+
+    def inside_routes(self, nic):
+        """Routes configured inside the VM, as pyroute2 route arguments."""
+        routes = []
+        if nic.gw:
+            routes.append({"dst": "0.0.0.0/0", "gateway": nic.gw})
+        if nic.gw6:
+            routes.append({"dst": "::/0", "gateway": nic.gw6})
+        routes.extend({"dst": r.to, "gateway": r.via} for r in nic.routes)
+        return routes
+
+    def probe_target(self, w, nic, mac):
+        """(netns fd, interface, MAC) to send address probes from, or None for no probe."""
+        return w.vm.netns_fd, nic.name, mac
+
+    def needed_features(self, nic):
+        return tuple(self.features) + (("8021q",) if nic.vlan and self.mode in (
+            "macvlan", "ipvlan") else ()) + (("bridge_vlan_filtering",) if nic.vlan and
+                                             self.mode == "bridge" else ())
+
+    def validate(self, nic, host, where):
+        from .kernel import FEATURES
+        for feature in self.needed_features(nic):
+            if not host.features.get(feature):
+                raise KernelFeatureMissing(FEATURES[feature], "%s (mode %s%s)" % (
+                    where, self.mode, " with vlan=" if feature != self.mode else ""))
+
+    def plug(self, tx, w, nic):
+        raise NotImplementedError
+
+    def after_configure(self, tx, w, nic):
+        pass
+
+    def unplug(self, w, nic):
+        pass
+
+    def plugged(self, w, nic):
+        return True
+
+    def describe(self, w, nic):
+        return {}
+
+
+def require_link(host, name, where, what="interface"):
+    """The host link named `name`, up; clear errors otherwise."""
+    link = host.netlink.link(name)
+    if link is None:
+        raise NotFound("%s: %s %s does not exist on this host" % (where, what, name))
+    if not link["flags"] & 1:
+        raise NetError("%s: %s %s is down; bring it up first (ip link set %s up)" % (
+            where, what, name, name))
+    return link
+
+
+def check_mtu(nic, parent, where):
+    if nic.mtu and nic.mtu > parent.get("mtu", 65535):
+        raise SpecError(where + ".mtu", "%d is above the MTU of %s (%d)" % (
+            nic.mtu, parent.get("ifname"), parent.get("mtu")))

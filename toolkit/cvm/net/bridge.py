@@ -1,0 +1,57 @@
+"""mode=bridge: a veth pair, the host end enslaved to an existing Linux bridge.
+
+The common case: bridge br0 on the host's uplink, VMs on the LAN with their own
+addresses. Options: hairpin (reflect frames back out the port), host_name, and
+vlan (bridge VLAN filtering: the port gets the VLAN as PVID, untagged).
+"""
+
+from ..errors import NetError
+from .base import NicDriver, check_mtu, require_link
+from .netlink import link_kind
+from .veth import describe_veth, plug_veth, unplug_veth, veth_plugged
+
+
+class BridgeDriver(NicDriver):
+    mode = "bridge"
+    features = ("veth", "bridge")
+
+    def validate(self, nic, host, where):
+        super().validate(nic, host, where)
+        bridge = require_link(host, nic.link, where + ".link", "bridge")
+        if link_kind(bridge) != "bridge":
+            raise NetError("%s.link: %s is not a bridge (it is %s); mode bridge needs a Linux "
+                           "bridge (cvm bridge add), or use mode macvlan on it" % (
+                               where, nic.link, link_kind(bridge) or "a physical interface"))
+        check_mtu(nic, bridge, where)
+        if nic.vlan and not _vlan_filtering(bridge):
+            raise NetError("%s.vlan: bridge %s does not filter VLANs; enable it (ip link set %s "
+                           "type bridge vlan_filtering 1)" % (where, nic.link, nic.link))
+
+    def plug(self, tx, w, nic):
+        bridge = w.host.index(nic.link)
+        port = plug_veth(tx, w, nic, {"master": bridge})
+        if nic.hairpin:
+            tx.step("hairpin on %s" % nic.link,
+                    lambda: w.host.request("brport", "set", index=port, hairpin_mode=1))
+        if nic.vlan:
+            tx.step("VLAN %d untagged on the port" % nic.vlan,
+                    lambda: w.host.request("vlan_filter", "add", index=port, vlan_info={
+                        "vid": nic.vlan, "flags": ["pvid", "untagged"]}))
+            tx.step("drop the default VLAN 1 from the port",
+                    lambda: w.host.request("vlan_filter", "del", index=port,
+                                           vlan_info={"vid": 1}))
+
+    def unplug(self, w, nic):
+        unplug_veth(w, nic)
+
+    def plugged(self, w, nic):
+        return veth_plugged(w, nic, master=w.host.index(nic.link))
+
+    def describe(self, w, nic):
+        return describe_veth(w, nic)
+
+
+def _vlan_filtering(bridge):
+    info = bridge.get("IFLA_LINKINFO")
+    data = info.get("IFLA_INFO_DATA") if info is not None else None
+    return bool(data.get("IFLA_BR_VLAN_FILTERING")) if data is not None else False

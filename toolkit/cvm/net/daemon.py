@@ -1,0 +1,194 @@
+"""`cvm netd`: keeps every VM wired across every restart, and serves the CLI.
+
+It follows the Docker event stream of this host's VMs. Whenever a VM's container
+starts -- cvm restart, docker restart, a crash under a restart policy, a reboot from
+inside the VM, a dockerd restart, a host reboot -- it re-applies that VM's NICs from
+the persisted spec and releases the VM's init. When a VM's init exits because the
+guest powered off (SIGINT from the kernel: exit 130), it stops the container so that
+the restart policy does not boot it again. At its own start, and after losing the
+event stream, it reconciles everything: bridges, running VMs, leftovers, stray VFs.
+
+It also answers the CLI on <state>/netd.sock (see cvm.client), so that heavy
+commands skip the Docker SDK and pyroute2 imports.
+"""
+
+import concurrent.futures
+import json
+import logging
+import os
+import socketserver
+import threading
+import time
+
+from .. import service
+from ..client import socket_path
+from ..errors import CvmError, NotFound
+
+log = logging.getLogger("cvm.netd")
+POWEROFF_EXIT = "130"  # 128 + SIGINT: the kernel's verdict on poweroff in a PID namespace
+
+
+class Daemon:
+    def __init__(self, ctx, workers=8):
+        self.ctx = ctx
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="wire")
+        self.server = None
+        self.stopping = threading.Event()
+
+    # ---------------------------------------------------------- reconcile
+
+    def reconcile(self):
+        """Make the host match the store: bridges, running VMs wired, leftovers gone."""
+        from . import hostbridge, sweep
+        started = time.monotonic()
+        try:
+            made = hostbridge.ensure_all(self.ctx)
+            if made:
+                log.info("recreated bridges %s", ", ".join(made))
+        except CvmError as exc:
+            log.error("bridges: %s", exc)
+        containers = {c["Labels"].get("io.cvm.vm"): c
+                      for c in self.ctx.engine.vm_containers(self.ctx.realm)}
+        running = {name for name, c in containers.items() if c["State"] == "running"}
+        futures = [self.pool.submit(self.wire, name) for name in sorted(running)]
+        concurrent.futures.wait(futures)
+        try:
+            removed = sweep(self.ctx, running)
+            if removed:
+                log.info("removed leftovers: %s", ", ".join(removed))
+        except CvmError as exc:
+            log.error("sweep: %s", exc)
+        log.info("reconciled %d running VMs in %.0f ms", len(running),
+                 (time.monotonic() - started) * 1000)
+
+    def wire(self, name):
+        from .. import api
+        started = time.monotonic()
+        try:
+            vm = api.get(name, self.ctx)
+            if vm.record.get("phase") != "ready":
+                return  # its creator is still at work, and wires it itself
+            vm.wire()
+            log.info("wired %s in %.1f ms", name, (time.monotonic() - started) * 1000)
+        except NotFound:
+            pass  # removed meanwhile
+        except CvmError as exc:
+            log.error("wiring %s: %s", name, exc)
+        except Exception:
+            log.exception("wiring %s failed", name)
+
+    def cleanup(self, name):
+        """A VM's container died: remove its host-side pieces (proxy entries, VFs)."""
+        from .. import api
+        from . import unwire_vm
+        try:
+            vm = api.get(name, self.ctx)
+            spec = vm.spec
+            if spec.nics:
+                unwire_vm(self.ctx, name, spec, None)
+        except NotFound:
+            pass
+        except CvmError as exc:
+            log.error("cleaning up %s: %s", name, exc)
+
+    # ---------------------------------------------------------- events
+
+    def on_event(self, event):
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        name = attributes.get("io.cvm.vm")
+        action = event.get("Action") or event.get("status")
+        if not name:
+            return
+        if action == "start":
+            self.pool.submit(self.wire, name)
+        elif action == "die":
+            self.pool.submit(self.on_die, name, attributes)
+
+    def on_die(self, name, attributes):
+        if attributes.get("exitCode") == POWEROFF_EXIT and \
+                attributes.get("io.cvm.init") in ("systemd", "compat"):
+            self.powered_off(name)
+        self.cleanup(name)
+
+    def powered_off(self, name):
+        """The guest ran poweroff: keep it off, as a VM would stay off."""
+        from .. import api
+        try:
+            vm = api.get(name, self.ctx)
+            if vm.record.get("desired") == "stopped":
+                return
+            log.info("%s powered off from inside; stopping it", name)
+            vm.stop(timeout=10)
+        except CvmError as exc:
+            log.error("stopping %s after poweroff: %s", name, exc)
+
+    def follow_events(self):
+        """Process events forever; after a lost stream, reconcile and resume."""
+        since = time.time()
+        while not self.stopping.is_set():
+            try:
+                self.reconcile()
+                for event in self.ctx.engine.events(self.ctx.realm, since=int(since)):
+                    since = event.get("time", since)
+                    self.on_event(event)
+                    if self.stopping.is_set():
+                        return
+            except CvmError as exc:
+                log.error("%s; retrying in 1 s", exc)
+            except Exception as exc:
+                log.error("event stream lost (%s); retrying in 1 s", exc)
+            self.stopping.wait(1.0)
+
+    # ---------------------------------------------------------- the CLI's socket
+
+    def serve(self):
+        path = socket_path(self.ctx.store)
+        if os.path.exists(path):
+            os.unlink(path)
+        ctx = self.ctx
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline()
+                if not line:
+                    return
+                try:
+                    request = json.loads(line)
+                    result = service.handle(request.get("op"), request.get("args"), ctx=ctx)
+                    reply = {"ok": True, "result": result}
+                except CvmError as exc:
+                    reply = {"ok": False, "error": exc.to_dict()}
+                except Exception as exc:
+                    log.exception("request %s failed", line[:200])
+                    reply = {"ok": False, "error": {"type": "CvmError", "message":
+                                                    "daemon error: %s: %s" % (
+                                                        type(exc).__name__, exc)}}
+                self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
+
+        old_umask = os.umask(0o177)  # root only
+        try:
+            self.server = socketserver.ThreadingUnixStreamServer(path, Handler)
+        finally:
+            os.umask(old_umask)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="rpc", daemon=True).start()
+        log.info("serving on %s", path)
+
+    def run(self):
+        self.ctx.store.vm_names()  # fail early without root
+        self.serve()
+        try:
+            self.follow_events()
+        finally:
+            self.shutdown()
+
+    def shutdown(self):
+        self.stopping.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            try:
+                os.unlink(socket_path(self.ctx.store))
+            except OSError:
+                pass
+        self.pool.shutdown(wait=True)

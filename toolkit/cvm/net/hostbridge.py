@@ -1,0 +1,175 @@
+"""Host bridges: `cvm bridge add|rm|ls`. Bridges cvm made are persisted and recreated
+by the daemon at boot. With --uplink, the uplink is enslaved and its addresses, MAC
+and routes move to the bridge (how a LAN-attached bridge br0 is made on a host)."""
+
+import ipaddress
+import re
+
+from ..errors import Conflict, NetError, NotFound, SpecError
+from .addresses import parse_pool
+from .base import Transaction
+from .netlink import Netlink, link_kind
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def bridge_tag(realm):
+    return "cvm:%s:bridge" % realm
+
+
+def validate(name, address=None, pool=None, mtu=None):
+    if not _IFNAME.match(name or ""):
+        raise SpecError("name", "%r is not an interface name (1-15 of A-Z a-z 0-9 _ . -)" % name)
+    record = {"name": name, "address": None, "pool": None, "uplink": None, "mtu": mtu}
+    if address:
+        try:
+            iface = ipaddress.ip_interface(address)
+        except ValueError:
+            raise SpecError("address", "%r is not a CIDR like 198.51.100.1/24" % address) \
+                from None
+        if "/" not in address:
+            raise SpecError("address", "%r has no prefix length (e.g. /24)" % address)
+        record["address"] = str(iface)
+    if pool:
+        try:
+            first, last = parse_pool(pool)
+        except ValueError as exc:
+            raise SpecError("pool", str(exc)) from None
+        if record["address"]:
+            network = ipaddress.ip_interface(record["address"]).network
+            if first not in network or last not in network:
+                raise SpecError("pool", "%s is outside the bridge's subnet %s" % (pool, network))
+        record["pool"] = "%s-%s" % (first, last)
+    if mtu is not None and not 68 <= int(mtu) <= 65535:
+        raise SpecError("mtu", "%s is out of range; use 68 to 65535" % mtu)
+    return record
+
+
+def add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
+    record = validate(name, address, pool, mtu)
+    record["uplink"] = uplink
+    with ctx.store.lock(), Netlink.open() as host:
+        existing = host.link(name)
+        if existing is not None and link_kind(existing) != "bridge":
+            raise Conflict("name: %s exists and is not a bridge" % name)
+        if uplink is not None and host.link(uplink) is None:
+            raise NotFound("uplink: interface %s does not exist" % uplink)
+        record["created"] = existing is None or (existing.get("ifalias") == bridge_tag(ctx.realm))
+        tx = Transaction("bridge %s" % name)
+        try:
+            _make(tx, host, record, ctx.realm)
+        except BaseException:
+            tx.rollback()
+            raise
+        ctx.store.write_bridge(name, record)
+    return record
+
+
+def _make(tx, host, record, realm):
+    name = record["name"]
+    if host.link(name) is None:
+        options = {"mtu": record["mtu"]} if record["mtu"] else {}
+        tx.step("create bridge %s" % name,
+                lambda: host.request("link", "add", ifname=name, kind="bridge", **options),
+                lambda: host.request("link", "del", ifname=name))
+    index = host.index(name)
+    settings = {"state": "up"}
+    if record.get("created"):
+        settings["ifalias"] = bridge_tag(realm)
+    if record.get("uplink"):
+        settings["address"] = host.link(record["uplink"]).get("address")
+    tx.step("raise %s" % name, lambda: host.request("link", "set", index=index, **settings))
+    if record["address"]:
+        iface = ipaddress.ip_interface(record["address"])
+        tx.step("address %s on %s" % (iface, name),
+                lambda: host.request("addr", "replace", index=index, address=str(iface.ip),
+                                     prefixlen=iface.network.prefixlen),
+                lambda: host.request("addr", "del", index=index, address=str(iface.ip),
+                                     prefixlen=iface.network.prefixlen))
+    if record.get("uplink"):
+        _take_uplink(tx, host, index, record["uplink"])
+
+
+def _take_uplink(tx, host, bridge, uplink_name):
+    """Enslave the uplink and move its addresses and routes to the bridge."""
+    uplink = host.index(uplink_name)
+    if host.link(index=uplink).get("master") == bridge:
+        return
+    addresses = [(a.get("address"), a["prefixlen"]) for a in host.addresses(uplink)
+                 if not (a.get("address") or "").startswith("fe80:")]
+    routes = [r for family in (2, 10) for r in host.routes(family, oif=uplink)
+              if r.get("proto") not in (2,) and r.get("gateway")]  # 2: kernel-made
+    tx.step("enslave %s" % uplink_name,
+            lambda: host.request("link", "set", index=uplink, master=bridge, state="up"),
+            lambda: host.request("link", "set", index=uplink, master=0))
+    for address, prefix in addresses:
+        tx.step("move %s/%d to the bridge" % (address, prefix),
+                lambda a=address, p=prefix: (
+                    host.request("addr", "add", index=bridge, address=a, prefixlen=p),
+                    host.request("addr", "del", index=uplink, address=a, prefixlen=p)),
+                lambda a=address, p=prefix: (
+                    host.request("addr", "add", index=uplink, address=a, prefixlen=p),
+                    host.request("addr", "del", index=bridge, address=a, prefixlen=p)))
+    for route in routes:
+        dst = "%s/%d" % (route.get("dst") or ("::" if route["family"] == 10 else "0.0.0.0"),
+                         route["dst_len"])
+        tx.step("route %s via the bridge" % dst,
+                lambda d=dst, r=route: host.request("route", "replace", dst=d,
+                                                    gateway=r.get("gateway"), oif=bridge))
+
+
+def remove(ctx, name):
+    with ctx.store.lock():
+        users = sorted("%s (%s)" % (vm, nic.get("name", "eth%d" % i))
+                       for vm, record in ctx.store.vm_records().items()
+                       for i, nic in enumerate(record["spec"].get("nics", []))
+                       if nic.get("link") == name and nic.get("mode", "bridge") == "bridge")
+        if users:
+            raise Conflict("bridge %s is used by %s; remove or detach them first" % (
+                name, ", ".join(users)))
+        record = ctx.store.read_bridge(name)
+        if record is None:
+            raise NotFound("no bridge %s made by cvm (see `cvm bridge ls`)" % name)
+        with Netlink.open() as host:
+            link = host.link(name)
+            if link is not None and record.get("uplink"):
+                uplink = host.index(record["uplink"])
+                for address in host.addresses(link["index"]):
+                    if (address.get("address") or "").startswith("fe80:"):
+                        continue
+                    host.request("addr", "add", index=uplink, address=address.get("address"),
+                                 prefixlen=address["prefixlen"])
+                host.request("link", "set", index=uplink, master=0)
+            if link is not None and record.get("created"):
+                host.request("link", "del", index=link["index"])
+        ctx.store.delete_bridge(name)
+
+
+def ls(ctx):
+    rows = []
+    with Netlink.open() as host:
+        for name, record in sorted(ctx.store.bridge_records().items()):
+            link = host.link(name)
+            ports = [l.get("ifname") for l in host.links()
+                     if link is not None and l.get("master") == link["index"]]
+            rows.append(dict(record, state=("up" if link["flags"] & 1 else "down")
+                             if link else "missing", ports=ports))
+    return rows
+
+
+def ensure_all(ctx):
+    """Recreate the persisted bridges that are missing (the daemon, at boot)."""
+    made = []
+    with Netlink.open() as host:
+        for name, record in ctx.store.bridge_records().items():
+            link = host.link(name)
+            if link is not None and link["flags"] & 1:
+                continue
+            tx = Transaction("bridge %s" % name)
+            try:
+                _make(tx, host, record, ctx.realm)
+            except NetError:
+                tx.rollback()
+                raise
+            made.append(name)
+    return made

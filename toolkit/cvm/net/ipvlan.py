@@ -1,0 +1,20 @@
+"""mode=ipvlan: the VM shares the parent's MAC (for switches that allow one MAC per
+port), modes l2 (default), l3 and l3s, optionally on an 802.1Q VLAN of the parent."""
+
+from .stacked import StackedDriver
+
+MODES = {"l2": 0, "l3": 1, "l3s": 2}
+
+
+class IpvlanDriver(StackedDriver):
+    mode = "ipvlan"
+    kind = "ipvlan"
+    features = ("ipvlan",)
+    sets_mac = False
+
+    def link_options(self, nic):
+        return {"ipvlan_mode": MODES[nic.ipvlan_mode]}
+
+    def probe_target(self, w, nic, mac):
+        # In l3 and l3s modes the slave does not do ARP at all.
+        return super().probe_target(w, nic, mac) if nic.ipvlan_mode == "l2" else None

@@ -1,0 +1,36 @@
+"""What macvlan and ipvlan share: a link stacked on a parent (or its VLAN), created
+straight inside the VM's namespace under its final name, so nothing appears on the
+host and no rename is needed."""
+
+from .base import NicDriver, check_mtu, require_link
+from .vlan import parent_index
+
+
+class StackedDriver(NicDriver):
+    kind = None
+
+    def validate(self, nic, host, where):
+        super().validate(nic, host, where)
+        parent = require_link(host, nic.link, where + ".link", "parent interface")
+        check_mtu(nic, parent, where)
+
+    def link_options(self, nic):
+        raise NotImplementedError
+
+    def plug(self, tx, w, nic):
+        parent = parent_index(tx, w, nic)
+        options = dict(self.link_options(nic), ifname=nic.name, kind=self.kind, link=parent,
+                       net_ns_fd=w.vm.netns_fd)
+        if nic.mtu:
+            options["mtu"] = nic.mtu
+        tx.step("create %s %s on %s in the VM" % (self.kind, nic.name, nic.link),
+                lambda: w.host.request("link", "add", **options),
+                lambda: w.vm.request("link", "del", ifname=nic.name))
+
+    def unplug(self, w, nic):
+        if w.vm is not None and w.vm.link(nic.name) is not None:
+            w.vm.request("link", "del", ifname=nic.name)
+
+    def describe(self, w, nic):
+        return {"host_side": "%s%s" % (nic.link, ".%d" % nic.vlan if nic.vlan else ""),
+                "host_state": "stacked"}

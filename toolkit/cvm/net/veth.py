@@ -1,0 +1,57 @@
+"""The veth pair that bridge and routed NICs share: one end on the host, one in the VM."""
+
+from ..errors import Conflict
+from .base import default_host_name, parse_tag
+
+
+def host_name(w, nic):
+    return nic.host_name or default_host_name(w.vm_name, w.index)
+
+
+def plug_veth(tx, w, nic, extra_host_settings=None):
+    """Create the pair with the VM end made directly inside the VM's namespace under its
+    final name and MAC (no rename, no clash on the host); tag and raise the host end.
+    Returns the host end's index."""
+    name = host_name(w, nic)
+    existing = w.host.link(name)
+    if existing is not None:
+        tag = parse_tag(existing.get("ifalias"))
+        if tag is None or tag[:2] != (w.realm, w.vm_name):
+            raise Conflict("%s: a host interface named %s already exists and is not this "
+                           "VM's" % (nic.name, name))
+        # Our own end from a previous start whose namespace is still being torn down.
+        tx.step("remove stale host end %s" % name,
+                lambda: w.host.request("link", "del", index=existing["index"]))
+    peer = {"ifname": nic.name, "net_ns_fd": w.vm.netns_fd, "address": nic.mac}
+    settings = {}
+    if nic.mtu:
+        peer["mtu"] = settings["mtu"] = nic.mtu
+    tx.step("create veth %s <-> %s" % (name, nic.name),
+            lambda: w.host.request("link", "add", ifname=name, kind="veth", peer=peer,
+                                   **settings),
+            lambda: w.host.request("link", "del", ifname=name))
+    index = w.host.index(name)
+    settings = dict(extra_host_settings or {}, ifalias=w.tag, state="up")
+    tx.step("raise host end %s" % name,
+            lambda: w.host.request("link", "set", index=index, **settings))
+    return index
+
+
+def unplug_veth(w, nic):
+    """Deleting the host end removes the pair (and routes through it)."""
+    link = w.host.link(host_name(w, nic))
+    if link is not None and parse_tag(link.get("ifalias")) is not None:
+        w.host.request("link", "del", index=link["index"])
+
+
+def veth_plugged(w, nic, master=None):
+    link = w.host.link(host_name(w, nic))
+    if link is None or not link["flags"] & 1:
+        return False
+    return master is None or link.get("master") == master
+
+
+def describe_veth(w, nic):
+    link = w.host.link(host_name(w, nic))
+    return {"host_side": host_name(w, nic),
+            "host_state": ("up" if link["flags"] & 1 else "down") if link else "missing"}

@@ -1,0 +1,142 @@
+"""The operations the CLI sends to the daemon, each a thin call into the API.
+
+`handle(op, args)` runs in the daemon for a request from its socket, or in the CLI
+itself when no daemon answers: one implementation either way. Arguments and
+results are JSON-safe; errors are cvm's typed exceptions.
+"""
+
+from .errors import CvmError
+
+
+def _ctx(store_root):
+    from .api import Context, default_context
+    if store_root is None:
+        return default_context()
+    return Context(state_root=store_root)
+
+
+def op_ping(ctx):
+    return "pong"
+
+
+def op_create(ctx, spec, start=True):
+    from . import api
+    from .spec import parse_spec
+    return api.create(parse_spec(spec), start=start, ctx=ctx).to_dict()
+
+
+def _each(ctx, names, action):
+    from . import api
+    results = []
+    for name in names:
+        try:
+            action(api.get(name, ctx))
+            results.append({"name": name, "ok": True})
+        except CvmError as exc:
+            results.append({"name": name, "ok": False, "error": exc.to_dict()})
+    return results
+
+
+def op_start(ctx, names):
+    return _each(ctx, names, lambda vm: vm.start())
+
+
+def op_stop(ctx, names, timeout=None):
+    return _each(ctx, names, lambda vm: vm.stop(timeout=timeout))
+
+
+def op_restart(ctx, names, timeout=None):
+    return _each(ctx, names, lambda vm: vm.restart(timeout=timeout))
+
+
+def op_rm(ctx, names, force=False):
+    return _each(ctx, names, lambda vm: vm.remove(force=force))
+
+
+def op_ls(ctx):
+    from . import api
+    return [vm_summary(vm) for vm in api.ls(ctx)]
+
+
+def vm_summary(vm):
+    from . import ns, procfs
+    from .errors import NotFound
+    from .sizes import parse_size
+    spec = vm.record["spec"]
+    uptime = None
+    if vm.status == "running":
+        try:
+            uptime = procfs.process_age(ns.init_pid(vm.container_id))
+        except (NotFound, OSError):
+            pass
+    return {"name": vm.name, "status": vm.status, "image": spec["image"],
+            "cpus": spec.get("cpus"),
+            "memory": parse_size(spec["memory"]) if spec.get("memory") else None,
+            "ips": [a.split("/")[0] for a in vm.addresses()], "uptime_seconds": uptime,
+            "container_id": vm.container_id}
+
+
+def op_inspect(ctx, name):
+    from . import api
+    return api.get(name, ctx).to_dict()
+
+
+def op_resize(ctx, name, **limits):
+    from . import api
+    api.get(name, ctx).resize(**limits)
+    return name
+
+
+def op_plan(ctx, specs, recreate=False):
+    from . import api
+    from .spec import parse_spec
+    return [item.to_dict() for item in api.plan([parse_spec(s) for s in specs], recreate, ctx)]
+
+
+def op_apply(ctx, specs, recreate=False):
+    from . import api
+    from .spec import parse_spec
+    return [item.to_dict() for item in api.apply([parse_spec(s) for s in specs],
+                                                  recreate=recreate, ctx=ctx)]
+
+
+def op_net_attach(ctx, name, nic):
+    from . import net
+    return net.attach(ctx, name, nic).to_dict()
+
+
+def op_net_detach(ctx, name, ifname):
+    from . import net
+    net.detach(ctx, name, ifname)
+    return name
+
+
+def op_net_ls(ctx, name=None):
+    from . import net
+    return net.list_nics(ctx, name)
+
+
+def op_bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
+    from .net import hostbridge
+    return hostbridge.add(ctx, name, address, uplink, pool, mtu)
+
+
+def op_bridge_rm(ctx, name):
+    from .net import hostbridge
+    hostbridge.remove(ctx, name)
+    return name
+
+
+def op_bridge_ls(ctx):
+    from .net import hostbridge
+    return hostbridge.ls(ctx)
+
+
+OPS = {name[3:]: func for name, func in globals().items() if name.startswith("op_")}
+
+
+def handle(op, args, store_root=None, ctx=None):
+    func = OPS.get(op)
+    if func is None:
+        raise CvmError("unknown operation %r" % op)
+    return func(ctx or _ctx(store_root), **(args or {}))
