@@ -547,6 +547,15 @@ def image_ensure(names):
         click.echo("\nbuilt %s" % tag, err=True)
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--clean", is_flag=True, help="Remove the demo's VMs and bridge.")
+def demo(clean):
+    """Create a few VMs on a host-only bridge and show them working."""
+    from . import demo as demo_module, ns
+    ns.require_root("cvm demo")
+    sys.exit(demo_module.main(clean=clean))
+
+
 def main(argv=None):
     from .cgroups import CgroupError
     try:
