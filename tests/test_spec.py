@@ -4,7 +4,8 @@ import pytest
 
 from cvm.errors import SpecError
 from cvm.sizes import format_size, parse_cpu_list, parse_size
-from cvm.spec import HostFacts, load_file, merge, parse_spec, stable_mac
+from cvm.spec import HostFacts, parse_spec, stable_mac
+from cvm.specfile import load_file, merge
 
 HOST = HostFacts(cpus=[0, 1, 2, 3], memory_bytes=8 << 30)
 

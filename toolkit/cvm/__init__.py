@@ -13,7 +13,7 @@ _EXPORTS = {
     "create": ("api", "create"), "get": ("api", "get"), "ls": ("api", "ls"),
     "apply": ("api", "apply"), "plan": ("api", "plan"), "VM": ("api", "VM"),
     "Context": ("api", "Context"), "parse_spec": ("spec", "parse_spec"),
-    "load_file": ("spec", "load_file"), "VMSpec": ("spec", "VMSpec"),
+    "load_file": ("specfile", "load_file"), "VMSpec": ("spec", "VMSpec"),
 }
 
 

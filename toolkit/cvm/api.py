@@ -161,7 +161,7 @@ class VM:
         self.wire()
         return self
 
-    def wire(self, probe=False):
+    def wire(self, probe=False, early=None):
         """Make the running VM's network match its spec, then release its init.
 
         Idempotent: `cvm start`, the create path and the network daemon may all call it
@@ -173,7 +173,7 @@ class VM:
         with self.ctx.store.vm_lock(self.name):
             if spec.nics:
                 net = _net()
-                net.wire_vm(self.ctx, self.name, spec, pid, probe=probe)
+                net.wire_vm(self.ctx, self.name, spec, pid, probe=probe, early=early)
                 ns.overwrite_mounted_file(pid, "/etc/hosts", net.hosts_file(spec))
             if self.record.get("init") in ("systemd", "compat"):
                 if cgroup_version() == 2 and self.record.get("init") == "systemd":
@@ -311,6 +311,8 @@ def create(spec, start=True, ctx=None):
             "spec": spec.to_dict(), "phase": "creating", "container_id": None,
             "desired": "running" if start else "stopped", "created_dirs": [],
             "init": init_mode, "init_reason": init_reason})
+    # Probe the segment for the VM's addresses while Docker creates and starts it.
+    early = net.start_probes(spec) if net and start else None
     try:
         record["created_dirs"] = _make_volume_dirs(spec)
         record = ctx.store.write_vm(spec.name, record)
@@ -323,12 +325,14 @@ def create(spec, start=True, ctx=None):
         vm = VM(ctx, spec.name, record)
         if start:
             ctx.engine.start(record["container_id"])
-            vm.wire(probe=True)
+            vm.wire(probe=True, early=early)
         record["phase"] = "ready"
         return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
     except BaseException:
         with contextlib.suppress(Exception):
             _remove(ctx, spec.name, ctx.store.read_vm(spec.name) or record)
+        if early is not None:
+            early.wait()  # let the probes finish before their sockets' interfaces go
         raise
 
 

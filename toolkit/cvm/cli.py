@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from . import __version__
 from .errors import CvmError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -20,7 +21,7 @@ def _echo_json(data):
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
-@click.version_option(package_name="cvm", prog_name="cvm")
+@click.version_option(__version__, prog_name="cvm")
 def cli():
     """Run Docker containers as if they were virtual machines."""
 
@@ -93,30 +94,35 @@ def _flags_to_raw(flags):
 @click.argument("command", nargs=-1)
 def create(name, spec_file, no_start, as_json, command, **flags):
     """Create a VM (and start it). A trailing `-- CMD...` sets the command for init none."""
-    from .spec import load_file, merge, parse_spec
-    raw = {}
-    where = ""
+    from .specfile import load_file, merge
+    raw, where = {}, ""
     if spec_file:
         entries = load_file(spec_file)
         if name:
-            entries = [e for e in entries if e[1].get("name") in (None, name)] or entries[:0]
+            entries = [e for e in entries if e[1].get("name") in (None, name)]
         if len(entries) != 1:
             raise CvmError("%s: expected exactly one VM%s; use `cvm apply -f` for many" % (
                 spec_file, " named %s" % name if name else ""))
         where, raw = entries[0]
+        where = "" if name else where
     overrides = _flags_to_raw(flags)
     if name:
         overrides["name"] = name
     if command:
         overrides["command"] = list(command)
-    spec = parse_spec(merge(raw, overrides), where=where if spec_file and not name else "")
-    from . import ns
-    ns.require_root("cvm create")
-    result = _call("create", spec=spec.to_dict(), start=not no_start)
+    _require_root("cvm create")
+    result = _call("create", spec=merge(raw, overrides), start=not no_start, where=where)
     if as_json:
         _echo_json(result)
     else:
         click.echo(result["name"])
+
+
+def _require_root(what):
+    from .errors import PermissionDenied
+    if os.geteuid() != 0:
+        raise PermissionDenied("%s needs root (it enters another process's namespaces); run "
+                               "it as root or with sudo" % what)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -126,8 +132,8 @@ def create(name, spec_file, no_start, as_json, command, **flags):
 @click.option("--json", "as_json", is_flag=True)
 def apply(spec_file, dry_run, recreate, as_json):
     """Make the VMs of a spec file exist and match it."""
-    from .spec import load_file, parse_spec
-    specs = [parse_spec(raw, where=where).to_dict() for where, raw in load_file(spec_file)]
+    from .specfile import load_file
+    specs = [{"where": where, "spec": raw} for where, raw in load_file(spec_file)]
     items = _call("plan", specs=specs, recreate=recreate)
     if as_json and dry_run:
         _echo_json(items)
@@ -360,7 +366,7 @@ def net():
 @click.option("--nic", required=True, metavar="mode=...,link=...,ip=...")
 def net_attach(name, nic):
     """Add a NIC to a VM (wired at once if it runs) and keep it in its spec."""
-    from .spec import parse_nic_text
+    from .specfile import parse_nic_text
     result = _call("net_attach", name=name, nic=parse_nic_text(nic))
     click.echo("%s %s" % (name, result.get("name")))
 
@@ -402,8 +408,7 @@ def bridge():
 @click.option("--mtu", type=int)
 def bridge_add(name, address, uplink, pool, mtu):
     """Create (or adopt) a bridge."""
-    from . import ns
-    ns.require_root("cvm bridge add")
+    _require_root("cvm bridge add")
     _call("bridge_add", name=name, address=address, uplink=uplink, pool=pool, mtu=mtu)
     click.echo(name)
 

@@ -7,7 +7,6 @@ forks) is accounted to the VM, exactly like a process started inside it.
 """
 
 import os
-import shutil
 import subprocess
 
 from .cgroups import Cgroup, CgroupError, read_text
@@ -24,6 +23,7 @@ def require_root(what):
 
 
 def nsenter_path():
+    import shutil
     path = shutil.which("nsenter")
     if path is None:
         raise CvmError("nsenter is not installed; install util-linux")

@@ -19,10 +19,11 @@ def op_ping(ctx):
     return "pong"
 
 
-def op_create(ctx, spec, start=True):
+def op_create(ctx, spec, start=True, where=""):
+    """`spec` is raw (flags over a file): it is validated here, next to the engine."""
     from . import api
     from .spec import parse_spec
-    return api.create(parse_spec(spec), start=start, ctx=ctx).to_dict()
+    return api.create(parse_spec(spec, where=where), start=start, ctx=ctx).to_dict()
 
 
 def _each(ctx, names, action):
@@ -87,17 +88,21 @@ def op_resize(ctx, name, **limits):
     return name
 
 
+def _parse_all(specs):
+    """[{'where': 'vms.yml: vms[0]', 'spec': raw}, ...] -> validated specs."""
+    from .spec import parse_spec
+    return [parse_spec(entry["spec"], where=entry.get("where", "")) for entry in specs]
+
+
 def op_plan(ctx, specs, recreate=False):
     from . import api
-    from .spec import parse_spec
-    return [item.to_dict() for item in api.plan([parse_spec(s) for s in specs], recreate, ctx)]
+    return [item.to_dict() for item in api.plan(_parse_all(specs), recreate, ctx)]
 
 
 def op_apply(ctx, specs, recreate=False):
     from . import api
-    from .spec import parse_spec
-    return [item.to_dict() for item in api.apply([parse_spec(s) for s in specs],
-                                                  recreate=recreate, ctx=ctx)]
+    return [item.to_dict() for item in api.apply(_parse_all(specs), recreate=recreate,
+                                                  ctx=ctx)]
 
 
 def op_net_attach(ctx, name, nic):

@@ -72,11 +72,17 @@ def _wiring(ctx, host, vm, name, index):
                   sysfs())
 
 
-def wire_vm(ctx, name, spec, pid, probe=False):
+def start_probes(spec):
+    """Probe the segment for the spec's addresses from the host, in the background."""
+    return inside.EarlyProbes(spec, DRIVERS)
+
+
+def wire_vm(ctx, name, spec, pid, probe=False, early=None):
     """Make VM `name`'s NICs match `spec`. Returns the names of the NICs it (re)wired.
 
     `probe` asks the segment whether each address is free first (on create and
-    attach; a restarting VM keeps its addresses without waiting for probes)."""
+    attach; a restarting VM keeps its addresses without waiting for probes). `early`
+    holds probes already under way from start_probes()."""
     netns_fd = open_netns(pid)
     done = []
     try:
@@ -85,14 +91,16 @@ def wire_vm(ctx, name, spec, pid, probe=False):
                 for index, nic in enumerate(spec.nics):
                     driver = DRIVERS[nic.mode]
                     w = _wiring(ctx, host, vm, name, index)
-                    if driver.plugged(w, nic) and inside.configured(w, nic, driver):
-                        continue
-                    _clear(w, nic, driver)  # a half-wired NIC from a crash: start afresh
+                    inner = vm.link(nic.name)
+                    if inner is not None:  # a fresh namespace (the usual restart) skips this
+                        if inside.configured(w, nic, driver, inner) and driver.plugged(w, nic):
+                            continue
+                        _clear(w, nic, driver)  # half-wired (a crash mid-way): start afresh
                     tx = Transaction("%s: %s" % (name, nic.name))
                     done.append((tx, nic.name))
                     try:
                         driver.plug(tx, w, nic)
-                        inside.configure(tx, w, nic, driver, probe=probe)
+                        inside.configure(tx, w, nic, driver, probe=probe, early=early)
                         driver.after_configure(tx, w, nic)
                     except BaseException:
                         tx.rollback()

@@ -31,17 +31,23 @@ def arp_frame(mac, sender_ip, target_ip, op=1):
     return header + body
 
 
-def _socket(netns_fd, ifname):
+def _socket(netns_fd, ifname, receive):
+    """A packet socket on `ifname`. Only a receiving one registers a protocol hook: that
+    costs an RCU grace period (~10 ms here) on bind and again on close."""
     with in_netns(netns_fd):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    sock.bind((ifname, ETH_P_ARP))
+        if receive:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            sock.bind((ifname, ETH_P_ARP))
+        else:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            sock.bind((ifname, 0))
     return sock
 
 
 def probe(netns_fd, ifname, mac, address, timeout):
     """The MAC of whoever answers for `address` within `timeout`, or None."""
     target = ipaddress.IPv4Address(address).packed
-    sock = _socket(netns_fd, ifname)
+    sock = _socket(netns_fd, ifname, receive=True)
     try:
         sock.send(arp_frame(mac, "0.0.0.0", address))
         deadline = time.monotonic() + timeout
@@ -69,7 +75,7 @@ def probe(netns_fd, ifname, mac, address, timeout):
 
 def announce(netns_fd, ifname, mac, address, count=2):
     """Send gratuitous ARP requests for `address` from `mac`."""
-    sock = _socket(netns_fd, ifname)
+    sock = _socket(netns_fd, ifname, receive=False)
     try:
         for i in range(count):
             sock.send(arp_frame(mac, address, address))

@@ -153,6 +153,11 @@ class NicDriver:
         """(netns fd, interface, MAC) to send address probes from, or None for no probe."""
         return w.vm.netns_fd, nic.name, mac
 
+    def host_probe_target(self, nic):
+        """(host interface, its MAC) on the NIC's segment, to probe from before the VM
+        exists; None when only the VM side reaches the segment."""
+        return None
+
     def needed_features(self, nic):
         return tuple(self.features) + (("8021q",) if nic.vlan and self.mode in (
             "macvlan", "ipvlan") else ()) + (("bridge_vlan_filtering",) if nic.vlan and
@@ -179,6 +184,14 @@ class NicDriver:
 
     def describe(self, w, nic):
         return {}
+
+
+def interface_mac(name):
+    try:
+        with open("/sys/class/net/%s/address" % name) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 def require_link(host, name, where, what="interface"):

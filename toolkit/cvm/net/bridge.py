@@ -6,7 +6,7 @@ vlan (bridge VLAN filtering: the port gets the VLAN as PVID, untagged).
 """
 
 from ..errors import NetError
-from .base import NicDriver, check_mtu, require_link
+from .base import NicDriver, check_mtu, interface_mac, require_link
 from .netlink import link_kind
 from .veth import describe_veth, plug_veth, unplug_veth, veth_plugged
 
@@ -30,6 +30,8 @@ class BridgeDriver(NicDriver):
     def plug(self, tx, w, nic):
         bridge = w.host.index(nic.link)
         port = plug_veth(tx, w, nic, {"master": bridge})
+        if nic.hairpin or nic.vlan:
+            port = w.host.index(port)
         if nic.hairpin:
             tx.step("hairpin on %s" % nic.link,
                     lambda: w.host.request("brport", "set", index=port, hairpin_mode=1))
@@ -40,6 +42,11 @@ class BridgeDriver(NicDriver):
             tx.step("drop the default VLAN 1 from the port",
                     lambda: w.host.request("vlan_filter", "del", index=port,
                                            vlan_info={"vid": 1}))
+
+    def host_probe_target(self, nic):
+        # The bridge itself is on the segment: probe with its MAC, so replies reach the host.
+        mac = interface_mac(nic.link)
+        return (nic.link, mac) if mac else None
 
     def unplug(self, w, nic):
         unplug_veth(w, nic)

@@ -15,17 +15,64 @@ IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
 
 
-def configure(tx, w, nic, driver, probe=True):
-    """Bring up the VM-side interface `nic.name` (already in the VM's namespace)."""
+class EarlyProbes:
+    """ARP probes sent from the host side of the segment (the bridge, the uplink) while
+    Docker is still creating and starting the container, so that create pays nothing
+    for them. NICs whose segment the host cannot reach are probed from inside later."""
+
+    def __init__(self, spec, drivers):
+        import concurrent.futures
+        self.futures = {}
+        jobs = []
+        for nic in spec.nics:
+            target = drivers[nic.mode].host_probe_target(nic)
+            v4 = [a for a in nic.addresses() if a.version == 4]
+            if target is not None and v4:
+                jobs.append((nic, target, v4))
+        if not jobs:
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(len(jobs), thread_name_prefix="probe")
+        for nic, (ifname, mac), v4 in jobs:
+            self.futures[nic.name] = [(a, pool.submit(arp.probe, None, ifname, mac, str(a.ip),
+                                                      PROBE_TIMEOUT)) for a in v4]
+        pool.shutdown(wait=False)
+
+    def covers(self, nic):
+        return nic.name in self.futures
+
+    def check(self, nic):
+        """Wait for this NIC's probes; Conflict if an address answered."""
+        for address, future in self.futures.get(nic.name, []):
+            holder = future.result()
+            if holder:
+                raise Conflict("%s: address %s answered an ARP probe from %s; it is in use on "
+                               "the segment" % (nic.name, address.ip, holder))
+
+    def wait(self):
+        for futures in self.futures.values():
+            for _, future in futures:
+                future.exception()
+
+
+def configure(tx, w, nic, driver, probe=True, early=None):
+    """Bring up the VM-side interface `nic.name` (already in the VM's namespace).
+
+    `probe` asks that the addresses be proven free first; `early` holds the probes
+    already sent from the host side, if any."""
     link = w.vm.link(nic.name)
     if link is None:
         raise NetError("%s: the interface did not appear inside the VM" % nic.name)
     index = link["index"]
     mac = link.get("address")
-    tx.step("tag %s" % nic.name, lambda: w.vm.request("link", "set", index=index, ifalias=w.tag))
     addresses = driver.inside_addresses(nic)
     v4 = [a for a in addresses if a.version == 4]
     v6 = [a for a in addresses if a.version == 6]
+    if probe and early is not None and early.covers(nic):
+        tx.step("probes of %s" % nic.name, lambda: early.check(nic))
+        probe = bool(v6)  # IPv4 is proven free; IPv6 still needs DAD inside
+        v4_probed = True
+    else:
+        v4_probed = False
     if v4:
         tx.step("arp_notify on %s" % nic.name, lambda: write_sysctl(
             w.vm.netns_fd, "net/ipv4/conf/%s/arp_notify" % nic.name, 1))
@@ -39,36 +86,55 @@ def configure(tx, w, nic, driver, probe=True):
             # Duplicate address detection in ~0.1 s instead of the default 1 s.
             tx.step("fast DAD on %s" % nic.name, lambda: write_sysctl(
                 w.vm.netns_fd, "net/ipv6/neigh/%s/retrans_time_ms" % nic.name, 100))
-    tx.step("link %s up" % nic.name,
-            lambda: w.vm.request("link", "set", index=index, state="up"))
-    if probe and v4:
-        target = driver.probe_target(w, nic, mac)
-        if target is not None:
-            netns_fd, ifname, probe_mac = target
-            for address in v4:
-                holder = tx.step("probe %s" % address.ip, lambda a=address: arp.probe(
-                    netns_fd, ifname, probe_mac, str(a.ip), PROBE_TIMEOUT))
-                if holder:
-                    raise Conflict("%s: address %s answered an ARP probe from %s; it is in use "
-                                   "on the segment" % (nic.name, address.ip, holder))
+    # The tag goes on with "up": it marks the VM side as cvm's (see net._clear).
+    up = ("link %s up" % nic.name, lambda: w.vm.request("link", "set", index=index, state="up",
+                                                        ifalias=w.tag))
+    if probe:
+        # Probing needs the link up and the address not yet taken; then cvm announces
+        # the addresses itself.
+        tx.step(*up)
+        if not v4_probed:
+            _probe(tx, w, nic, driver, mac, v4)
+        _add_addresses(tx, w, nic, index, addresses, dad=True)
+        if v6:
+            tx.step("duplicate address detection", lambda: _wait_dad(w, index, nic, v6))
+    else:
+        # Addresses first, then up: with arp_notify and ndisc_notify set, the kernel
+        # announces them (gratuitous ARP, unsolicited NA) as the link comes up.
+        _add_addresses(tx, w, nic, index, addresses, dad=False)
+        tx.step(*up)
+    for route in driver.inside_routes(nic):
+        tx.step("route %s" % route.get("dst", "default"),
+                lambda r=route: w.vm.request("route", "replace", oif=index, **r))
+    if probe:
+        for address in v4:
+            tx.step("announce %s" % address.ip,
+                    lambda a=address: arp.announce(w.vm.netns_fd, nic.name, mac, str(a.ip)))
+        for address in v6:
+            tx.step("advertise %s" % address.ip,
+                    lambda a=address: arp.advertise6(w.vm.netns_fd, nic.name, mac, str(a.ip)))
+
+
+def _probe(tx, w, nic, driver, mac, v4):
+    target = driver.probe_target(w, nic, mac) if v4 else None
+    if target is None:
+        return
+    netns_fd, ifname, probe_mac = target
+    for address in v4:
+        holder = tx.step("probe %s" % address.ip, lambda a=address: arp.probe(
+            netns_fd, ifname, probe_mac, str(a.ip), PROBE_TIMEOUT))
+        if holder:
+            raise Conflict("%s: address %s answered an ARP probe from %s; it is in use "
+                           "on the segment" % (nic.name, address.ip, holder))
+
+
+def _add_addresses(tx, w, nic, index, addresses, dad):
     for address in addresses:
-        flags = {} if (probe and address.version == 6) else (
-            {"IFA_FLAGS": IFA_F_NODAD} if address.version == 6 else {})
+        flags = {"IFA_FLAGS": IFA_F_NODAD} if address.version == 6 and not dad else {}
         tx.step("address %s on %s" % (address, nic.name),
                 lambda a=address, f=flags: w.vm.request(
                     "addr", "replace", index=index, address=str(a.ip),
                     prefixlen=a.network.prefixlen, **f))
-    if probe and v6:
-        tx.step("duplicate address detection", lambda: _wait_dad(w, index, nic, v6))
-    for route in driver.inside_routes(nic):
-        tx.step("route %s" % route.get("dst", "default"),
-                lambda r=route: w.vm.request("route", "replace", oif=index, **r))
-    for address in v4:
-        tx.step("announce %s" % address.ip,
-                lambda a=address: arp.announce(w.vm.netns_fd, nic.name, mac, str(a.ip)))
-    for address in v6:
-        tx.step("advertise %s" % address.ip,
-                lambda a=address: arp.advertise6(w.vm.netns_fd, nic.name, mac, str(a.ip)))
 
 
 def _wait_dad(w, index, nic, v6, timeout=2.0):
@@ -91,9 +157,8 @@ def _wait_dad(w, index, nic, v6, timeout=2.0):
         time.sleep(0.01)
 
 
-def configured(w, nic, driver):
-    """Is the VM side complete: present, up, right MAC, all addresses and routes?"""
-    link = w.vm.link(nic.name)
+def configured(w, nic, driver, link):
+    """Is the VM side (`link`) complete: ours, up, right MAC, all addresses and routes?"""
     if link is None or not link["flags"] & 1 or link.get("ifalias") != w.tag:
         return False
     if nic.mac and driver.sets_mac and link.get("address") != nic.mac:

@@ -135,11 +135,8 @@ class Netlink:
         """The link message for a name or index, or None."""
         try:
             if index is None:
-                found = self.ipr.link_lookup(ifname=ifname)
-                if not found:
-                    return None
-                index = found[0]
-            return self.ipr.get_links(index)[0]
+                return self.ipr.link("get", ifname=ifname)[0]  # looked up by the kernel
+            return self.ipr.link("get", index=index)[0]
         except Exception as exc:
             if getattr(exc, "code", None) == 19:  # ENODEV
                 return None

@@ -9,7 +9,7 @@ and NDP for it (proxy entries), so the LAN reaches the VM through the host.
 
 import ipaddress
 
-from .base import NicDriver, require_link
+from .base import NicDriver, interface_mac, require_link
 from .netlink import write_sysctl
 from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
 
@@ -41,14 +41,18 @@ class RoutedDriver(NicDriver):
         return routes
 
     def probe_target(self, w, nic, mac):
+        target = self.host_probe_target(nic)
+        return (None,) + target if target else None
+
+    def host_probe_target(self, nic):
         if not nic.link:
             return None  # nothing but the host is on the other end of the veth
-        uplink = w.host.link(nic.link)
-        return None, nic.link, uplink.get("address")
+        mac = interface_mac(nic.link)
+        return (nic.link, mac) if mac else None
 
     def plug(self, tx, w, nic):
-        port = plug_veth(tx, w, nic)
-        name = host_name(w, nic)
+        name = plug_veth(tx, w, nic)
+        port = w.host.index(name)
         if nic.ip:
             tx.step("next hop %s on %s" % (GATEWAY4, name), lambda: w.host.request(
                 "addr", "replace", index=port, address=GATEWAY4, prefixlen=32))

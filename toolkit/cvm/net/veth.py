@@ -11,7 +11,7 @@ def host_name(w, nic):
 def plug_veth(tx, w, nic, extra_host_settings=None):
     """Create the pair with the VM end made directly inside the VM's namespace under its
     final name and MAC (no rename, no clash on the host); tag and raise the host end.
-    Returns the host end's index."""
+    Returns the host end's name."""
     name = host_name(w, nic)
     existing = w.host.link(name)
     if existing is not None:
@@ -30,11 +30,10 @@ def plug_veth(tx, w, nic, extra_host_settings=None):
             lambda: w.host.request("link", "add", ifname=name, kind="veth", peer=peer,
                                    **settings),
             lambda: w.host.request("link", "del", ifname=name))
-    index = w.host.index(name)
     settings = dict(extra_host_settings or {}, ifalias=w.tag, state="up")
     tx.step("raise host end %s" % name,
-            lambda: w.host.request("link", "set", index=index, **settings))
-    return index
+            lambda: w.host.request("link", "set", ifname=name, **settings))
+    return name
 
 
 def unplug_veth(w, nic):

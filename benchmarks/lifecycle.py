@@ -1,0 +1,71 @@
+"""Issue 2 benchmark: creating VMs with cvm vs plain Docker, on the same image.
+
+20 VMs with `cvm create` (no network) and 20 with the Docker SDK's
+containers.run(..., network_mode="none"), interleaved; median per-VM time each and
+the ratio. cvm is measured three ways: the CLI served by cvm netd (how hosts run
+it), the CLI alone (CVM_NO_DAEMON=1: every call imports the Docker SDK), and the
+Python API in-process (the same work as containers.run, plus cvm's).
+"""
+
+import os
+import subprocess
+import time
+
+import docker
+
+from common import BUSYBOX, cvm, header, median, ms, realm
+
+COUNT = int(os.environ.get("BENCH_COUNT", "20"))
+
+
+def main():
+    from cvm import api
+    from cvm.spec import parse_spec
+    client = docker.from_env()
+    header("lifecycle: create %d VMs, median per VM (image %s, no network)" % (COUNT, BUSYBOX))
+    timings = {"docker": [], "docker cli": [], "cli+netd": [], "cli alone": [], "api": []}
+    with realm() as (ctx, env):
+        alone = dict(env, CVM_NO_DAEMON="1")
+        for i in range(COUNT):
+            started = time.perf_counter()
+            client.containers.run(BUSYBOX, ["sleep", "100000"], network_mode="none",
+                                  detach=True, name="bench-docker-%d" % i)
+            timings["docker"].append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            subprocess.run(["docker", "run", "-d", "--network", "none", "--name",
+                            "bench-dcli-%d" % i, BUSYBOX, "sleep", "100000"], check=True,
+                           capture_output=True)
+            timings["docker cli"].append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            cvm(env, "create", "bd%d" % i, "--image", BUSYBOX, "--init", "none", "--",
+                "sleep", "100000")
+            timings["cli+netd"].append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            cvm(alone, "create", "bn%d" % i, "--image", BUSYBOX, "--init", "none", "--",
+                "sleep", "100000")
+            timings["cli alone"].append(time.perf_counter() - started)
+
+            spec = parse_spec({"name": "ba%d" % i, "image": BUSYBOX, "init": "none",
+                               "command": ["sleep", "100000"]})
+            started = time.perf_counter()
+            api.create(spec, ctx=ctx)
+            timings["api"].append(time.perf_counter() - started)
+        for i in range(COUNT):
+            client.containers.get("bench-docker-%d" % i).remove(force=True)
+            client.containers.get("bench-dcli-%d" % i).remove(force=True)
+    base = median(timings["docker"])
+    cli_base = median(timings["docker cli"])
+    print("%-34s %10s %14s %14s" % ("", "median", "vs SDK", "vs docker CLI"))
+    for key, label in (("docker", "Docker SDK containers.run"), ("docker cli", "docker run (CLI)"),
+                       ("api", "cvm.create() (Python API)"),
+                       ("cli+netd", "cvm create (CLI, via netd)"),
+                       ("cli alone", "cvm create (CLI, no daemon)")):
+        value = median(timings[key])
+        print("%-34s %10s %14.2f %14.2f" % (label, ms(value), value / base, value / cli_base))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Issue 3 benchmark: wiring static IPs, against shell wiring and Docker's own networking.
+
+(a) wiring time per NIC, bridge mode, over 50 VMs (median, p95), beside the same
+    wiring done the pipework way (one `ip`/`nsenter` process per step) in this run;
+(b) create-to-pingable: `docker run --network <user bridge> --ip` vs `cvm create
+    --nic mode=bridge` (CLI, via netd), median of 10 each, interleaved;
+(c) re-wire after `docker restart`: from the container's start to its IP answering,
+    median and worst over 20 restarts (cvm netd does the wiring).
+"""
+
+import datetime
+import os
+import subprocess
+import time
+
+import docker
+
+from common import (BUSYBOX, bridge, cvm, header, icmp_ping, median, ms, p95, realm,
+                    remove_link, wait_pingable)
+
+WIRE_COUNT = int(os.environ.get("BENCH_WIRE_COUNT", "50"))
+CREATE_COUNT = int(os.environ.get("BENCH_CREATE_COUNT", "10"))
+RESTART_COUNT = int(os.environ.get("BENCH_RESTART_COUNT", "20"))
+BRIDGE = "cvbench0"
+SUBNET = "198.51.100"
+
+
+def shell_wiring(pid, host_end, address, gateway):
+    """What pipework runs for one bridge NIC: a process per step."""
+    steps = [["ip", "link", "add", host_end, "type", "veth", "peer", "name", host_end + "g"],
+             ["ip", "link", "set", host_end, "master", BRIDGE],
+             ["ip", "link", "set", host_end, "up"],
+             ["ip", "link", "set", host_end + "g", "netns", str(pid)],
+             ["nsenter", "-t", str(pid), "-n", "ip", "link", "set", host_end + "g", "name",
+              "eth1"],
+             ["nsenter", "-t", str(pid), "-n", "ip", "addr", "add", address, "dev", "eth1"],
+             ["nsenter", "-t", str(pid), "-n", "ip", "link", "set", "eth1", "up"],
+             ["nsenter", "-t", str(pid), "-n", "ip", "route", "replace", "default", "via",
+              gateway]]
+    for step in steps:
+        subprocess.run(step, check=True, capture_output=True)
+
+
+def wiring(ctx):
+    from cvm import api, net
+    from cvm.spec import parse_spec
+    header("(a) wiring one bridge NIC, %d VMs" % WIRE_COUNT)
+    cvm_times, probe_times, shell_times = [], [], []
+    for i in range(WIRE_COUNT):
+        spec = parse_spec({"name": "bw%d" % i, "image": BUSYBOX, "init": "none",
+                           "command": ["sleep", "100000"],
+                           "nics": [{"mode": "bridge", "link": BRIDGE,
+                                     "ip": "%s.%d/24" % (SUBNET, 10 + i),
+                                     "gw": "%s.1" % SUBNET}]})
+        vm = api.create(spec, start=False, ctx=ctx)
+        ctx.engine.start(vm.container_id)
+        pid = vm.pid
+        with ctx.store.vm_lock(vm.name):
+            started = time.perf_counter()
+            net.wire_vm(ctx, vm.name, spec, pid, probe=False)
+            cvm_times.append(time.perf_counter() - started)
+            net.unwire_vm(ctx, vm.name, spec, pid)
+            started = time.perf_counter()
+            net.wire_vm(ctx, vm.name, spec, pid, probe=True)
+            probe_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        shell_wiring(pid, "bsh%d" % i, "%s.%d/24" % (SUBNET, 100 + i), "%s.1" % SUBNET)
+        shell_times.append(time.perf_counter() - started)
+        remove_link("bsh%d" % i)
+    print("%-44s %10s %10s %8s" % ("", "median", "p95", "ratio"))
+    base = median(shell_times)
+    for label, values in (("pipework-style shell wiring (8 processes)", shell_times),
+                          ("cvm, in-process netlink", cvm_times),
+                          ("cvm, with the ARP probe (create/attach)", probe_times)):
+        print("%-44s %10s %10s %8.2f" % (label, ms(median(values)), ms(p95(values)),
+                                         median(values) / base))
+
+
+def create_to_pingable(env):
+    header("(b) create-to-pingable, %d each, interleaved" % CREATE_COUNT)
+    client = docker.from_env()
+    network = client.networks.create("cvmbench", driver="bridge", ipam=docker.types.IPAMConfig(
+        pool_configs=[docker.types.IPAMPool(subnet="203.0.113.0/25", gateway="203.0.113.1")]))
+    docker_times, cvm_times = [], []
+    try:
+        for i in range(CREATE_COUNT):
+            address = "203.0.113.%d" % (10 + i)
+            started = time.perf_counter()
+            subprocess.run(["docker", "run", "-d", "--network", "cvmbench", "--ip", address,
+                            "--name", "bench-net-%d" % i, BUSYBOX, "sleep", "100000"],
+                           check=True, capture_output=True)
+            wait_pingable(address)
+            docker_times.append(time.perf_counter() - started)
+
+            address = "%s.%d" % (SUBNET, 200 + i)
+            started = time.perf_counter()
+            cvm(env, "create", "bp%d" % i, "--image", BUSYBOX, "--init", "none", "--nic",
+                "mode=bridge,link=%s,ip=%s/24,gw=%s.1" % (BRIDGE, address, SUBNET), "--",
+                "sleep", "100000")
+            wait_pingable(address)
+            cvm_times.append(time.perf_counter() - started)
+    finally:
+        for i in range(CREATE_COUNT):
+            try:
+                client.containers.get("bench-net-%d" % i).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        network.remove()
+    base = median(docker_times)
+    print("%-50s %10s %8s" % ("", "median", "ratio"))
+    print("%-50s %10s %8s" % ("docker run --network <bridge> --ip (CLI)", ms(base), "1.00"))
+    print("%-50s %10s %8.2f" % ("cvm create --nic mode=bridge (CLI, via netd)",
+                                ms(median(cvm_times)), median(cvm_times) / base))
+    print("(cvm probes the segment for 100 ms before taking an address; Docker does not)")
+
+
+def rewire_after_restart(ctx, env):
+    from cvm import api
+    header("(c) re-wire after docker restart, %d restarts" % RESTART_COUNT)
+    address = "%s.250" % SUBNET
+    cvm(env, "create", "br0x", "--image", BUSYBOX, "--init", "none", "--nic",
+        "mode=bridge,link=%s,ip=%s/24" % (BRIDGE, address), "--", "sleep", "100000")
+    container = api.get("br0x", ctx).container_id
+    since_start = []
+    for _ in range(RESTART_COUNT):
+        ctx.engine.stop(container, timeout=0)
+        while icmp_ping(address, 0.005):
+            pass
+        ctx.engine.start(container)
+        wait_pingable(address)
+        answered = time.time()
+        started_at = ctx.engine.inspect(container)["State"]["StartedAt"]
+        since_start.append(answered - _epoch(started_at))
+    print("from container start to pingable: median %s, worst %s" % (
+        ms(median(since_start)), ms(max(since_start))))
+
+
+def _epoch(text):
+    head, _, frac = text.rstrip("Z").partition(".")
+    moment = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp() + float("0." + (frac or "0"))
+
+
+def main():
+    remove_link(BRIDGE)
+    bridge(BRIDGE, "%s.1/24" % SUBNET)
+    try:
+        with realm() as (ctx, env):
+            wiring(ctx)
+            create_to_pingable(env)
+            rewire_after_restart(ctx, env)
+    finally:
+        remove_link(BRIDGE)
+
+
+if __name__ == "__main__":
+    main()
