@@ -13,7 +13,7 @@ from cvm.cgroups import Cgroup
 from cvm.errors import Conflict, NotFound, SpecError
 from cvm.spec import parse_spec
 
-from .conftest import BUSYBOX, residue, wait_for
+from .conftest import BUSYBOX, residue
 
 pytestmark = pytest.mark.engine
 

@@ -5,13 +5,12 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from cvm import api
-from cvm.errors import Conflict, KernelFeatureMissing, NetError, NotFound
+from cvm.errors import Conflict, NetError
 from cvm.net import kernel
 from cvm.net.base import Transaction
 from cvm.spec import parse_spec

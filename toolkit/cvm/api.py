@@ -15,7 +15,8 @@ import os
 import time
 
 from . import ns
-from .engine import READY_FILE, WAIT_SCRIPT, WAIT_SCRIPT_TEXT, Engine, cgroup_version
+from .engine import (READY_FILE, WAIT_SCRIPT, WAIT_SCRIPT_TEXT, Engine, cgroup_version,
+                     lxcfs_running)
 from .errors import Conflict, CvmError, NotFound, SpecError
 from .spec import VMSpec, parse_spec
 from .state import Store
@@ -249,6 +250,7 @@ class VM:
             "uptime_seconds": self.uptime_seconds(),
             "init": self.record.get("init"),
             "init_reason": self.record.get("init_reason"),
+            "lxcfs": self.record.get("lxcfs", False),
             "addresses": self.addresses(),
             "spec": self.record["spec"],
         }
@@ -299,6 +301,10 @@ def create(spec, start=True, ctx=None):
         net.check_host(spec)
     image = ctx.engine.image(spec.image)
     init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
+    lxcfs = spec.lxcfs if spec.lxcfs is not None else lxcfs_running()
+    if spec.lxcfs and not lxcfs_running():
+        raise SpecError("lxcfs", "LXCFS is not running on this host (apt-get install lxcfs; "
+                        "lxcfs -l --enable-cfs /var/lib/lxcfs)")
     with ctx.store.lock():
         if ctx.store.read_vm(spec.name) is not None:
             raise Conflict("name: a VM named %r already exists" % spec.name)
@@ -310,14 +316,14 @@ def create(spec, start=True, ctx=None):
         record = ctx.store.write_vm(spec.name, {
             "spec": spec.to_dict(), "phase": "creating", "container_id": None,
             "desired": "running" if start else "stopped", "created_dirs": [],
-            "init": init_mode, "init_reason": init_reason})
+            "init": init_mode, "init_reason": init_reason, "lxcfs": lxcfs})
     # Probe the segment for the VM's addresses while Docker creates and starts it.
     early = net.start_probes(spec) if net and start else None
     try:
         record["created_dirs"] = _make_volume_dirs(spec)
         record = ctx.store.write_vm(spec.name, record)
         record["container_id"] = ctx.engine.create(spec, ctx.realm, ctx.store.root, init_mode,
-                                                   init_argv)
+                                                   init_argv, lxcfs)
         record = ctx.store.write_vm(spec.name, record)
         files = _guest_files(spec, init_mode)
         if files:

@@ -117,13 +117,13 @@ def _resolve(mounts, key, path):
             # A bind of a subtree we are not in: with a private cgroup namespace the
             # process's own path reads '/' and the mount root is where it lives.
             continue
-        candidate = os.path.join(mount_point, relative.lstrip("/"))
+        candidate = os.path.normpath(os.path.join(mount_point, relative.lstrip("/")))
         if os.path.isdir(candidate):
             return candidate
     # Private cgroup namespace: /proc/<pid>/cgroup is relative to the namespace root,
     # which is the root of a mount made inside it.
     for root, mount_point in reversed(mounts.get(key, [])):
-        candidate = os.path.join(mount_point, path.lstrip("/"))
+        candidate = os.path.normpath(os.path.join(mount_point, path.lstrip("/")))
         if os.path.isdir(candidate):
             return candidate
     return None
@@ -149,6 +149,18 @@ class Cgroup(object):
         """The cgroup of process `pid`, resolved through the mounts visible to `mounts_pid`."""
         mounts = cgroup_mounts(proc, mounts_pid)
         paths = process_cgroups(pid, proc)
+        return cls._from_paths(mounts, paths)
+
+    @classmethod
+    def of_vm(cls, pid=1, proc="/proc"):
+        """The cgroup of the VM whose init is `pid`: the init's own cgroup, less the
+        init.scope that systemd puts itself in (as LXCFS prunes it)."""
+        mounts = cgroup_mounts(proc, "self")
+        paths = {}
+        for key, path in process_cgroups(pid, proc).items():
+            if path.endswith("/init.scope"):
+                path = path[:-len("/init.scope")] or "/"
+            paths[key] = path
         return cls._from_paths(mounts, paths)
 
     @classmethod
@@ -252,25 +264,21 @@ class Cgroup(object):
 
     # ---------------------------------------------------------- memory
 
+    def _lineage_min(self, controller, name):
+        """The smallest limit in file `name` on this cgroup and its ancestors, or None."""
+        limits = [read_int(node.path(controller, name), default=-1) for node in self.lineage()]
+        limits = [limit for limit in limits if limit is not None and limit >= 0]
+        return min(limits) if limits else None
+
     def memory_limit(self):
         """Smallest memory limit on this cgroup and its ancestors, None if none."""
-        limits = []
-        for node in self.lineage():
-            if self.version == 2:
-                limits.append(read_int(node.path("memory", "memory.max"), default=-1))
-            else:
-                limits.append(read_int(node.path("memory", "memory.limit_in_bytes"),
-                                       default=-1))
-        limits = [l for l in limits if l is not None and l >= 0]
-        return min(limits) if limits else None
+        return self._lineage_min("memory", "memory.max" if self.version == 2 else
+                                 "memory.limit_in_bytes")
 
     def swap_limit(self):
         """Swap the VM may use on top of memory, None if unlimited; 0 when swap is off."""
         if self.version == 2:
-            limits = [read_int(n.path("memory", "memory.swap.max"), default=-1)
-                      for n in self.lineage()]
-            limits = [l for l in limits if l is not None and l >= 0]
-            return min(limits) if limits else None
+            return self._lineage_min("memory", "memory.swap.max")
         try:
             memsw = read_int(self.path("memory", "memory.memsw.limit_in_bytes"))
         except CgroupError:
@@ -412,9 +420,7 @@ class Cgroup(object):
         return read_int(self.path("pids", "pids.current"), default=0) or 0
 
     def pids_limit(self):
-        limits = [read_int(n.path("pids", "pids.max"), default=-1) for n in self.lineage()]
-        limits = [l for l in limits if l is not None and l >= 0]
-        return min(limits) if limits else None
+        return self._lineage_min("pids", "pids.max")
 
     def blkio(self):
         """{'MAJ:MIN': {'rbytes', 'wbytes', 'rios', 'wios'}}."""

@@ -323,6 +323,49 @@ def nsrun(name, namespaces, command):
     ns.nsrun(vm.pid, list(namespaces), list(command))
 
 
+# ---------------------------------------------------------------- the VM's own numbers
+
+
+def _tool_command(tool):
+    def command(name, args):
+        from .procview.sources import VMSource
+        import importlib
+        vm = _running_vm(name)
+        module = importlib.import_module("cvm.procview." + tool)
+        sys.argv[0] = tool
+        sys.exit(module.main(list(args), source=VMSource.of_pid(vm.pid)))
+
+    command.__name__ = tool
+    command.__doc__ = ("%s of a VM, from the host: the VM's cgroup, the original's layout "
+                       "and flags (cvm %s NAME -- -h for them)." % (tool, tool))
+    command = click.argument("args", nargs=-1, type=click.UNPROCESSED)(command)
+    command = click.argument("name")(command)
+    return cli.command(tool, context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True,
+                                                   help_option_names=["--cvm-help"]))(command)
+
+
+for _tool in ("free", "top", "mpstat", "uptime", "vmstat"):
+    _tool_command(_tool)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def tools():
+    """cvm's cgroup-aware free/top/mpstat/uptime/vmstat inside containers."""
+
+
+@tools.command("install", context_settings=CONTEXT_SETTINGS)
+@click.argument("containers", nargs=-1, required=True)
+def tools_install(containers):
+    """Copy the tools into running containers (any container; needs its python3)."""
+    from .api import default_context
+    from .images import tools_files
+    engine = default_context().engine
+    files = tools_files()
+    for container in containers:
+        engine.put_files(container, files)
+        click.echo(container)
+
+
 # ---------------------------------------------------------------- host
 
 

@@ -42,11 +42,28 @@ def cgroup_version():
     return 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1
 
 
-def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version):
+LXCFS_DIR = "/var/lib/lxcfs"
+LXCFS_FILES = ["/proc/cpuinfo", "/proc/diskstats", "/proc/loadavg", "/proc/meminfo",
+               "/proc/stat", "/proc/swaps", "/proc/uptime", "/sys/devices/system/cpu/online"]
+
+
+def lxcfs_running():
+    """Is LXCFS mounted and answering (a dead one fails reads: ENOTCONN)?"""
+    try:
+        with open(LXCFS_DIR + "/proc/meminfo") as handle:
+            handle.read(16)
+        return True
+    except OSError:
+        return False
+
+
+def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version,
+                     lxcfs=False):
     """Keyword arguments for the SDK's create_container and create_host_config.
 
     `init_mode` is the resolved mode (systemd, compat or none) and `init_command`
-    the argv of PID 1 for systemd/compat.
+    the argv of PID 1 for systemd/compat; `lxcfs` binds LXCFS's /proc files so that
+    unmodified programs inside see the VM's memory, CPUs and uptime.
     """
     labels = dict(spec.labels)
     labels.update({LABEL_VM: spec.name, LABEL_REALM: realm, LABEL_STATE: state_root,
@@ -61,6 +78,8 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         "dns": spec.dns or None,
         "dns_search": spec.search or None,
     }
+    if lxcfs:
+        host["binds"] += ["%s%s:%s:ro" % (LXCFS_DIR, path, path) for path in LXCFS_FILES]
     if spec.cpus:
         host["cpu_period"] = CPU_PERIOD
         host["cpu_quota"] = int(round(spec.cpus * CPU_PERIOD))
@@ -232,9 +251,9 @@ class Engine:
 
     # ------------------------------------------------------------ containers
 
-    def create(self, spec, realm, state_root, init_mode, init_command):
+    def create(self, spec, realm, state_root, init_mode, init_command, lxcfs=False):
         create, host = container_config(spec, realm, state_root, init_mode, init_command,
-                                        cgroup_version())
+                                        cgroup_version(), lxcfs)
         with self._translated("creating %s" % spec.name):
             host_config = self.api.create_host_config(**host)
             try:

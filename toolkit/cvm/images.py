@@ -256,7 +256,7 @@ class BuildLog:
 
     def fail(self, message):
         self.handle.close()
-        if any("no space left on device" in l.lower() for l in self.tail + [message]):
+        if any("no space left on device" in line.lower() for line in self.tail + [message]):
             message = "the disk is full (%s)" % message
         where = " at step %s" % self.step if self.step else ""
         detail = " | ".join(self.tail[-5:])

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import re
 import shlex
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from .errors import SpecError
 from .specfile import parse_nic_text
@@ -473,7 +473,8 @@ def parse_spec(raw, where="", host=None):
     if data.get("hostname") not in (None, ""):
         hostname = str(data["hostname"])
         labels = hostname.split(".")
-        if len(hostname) > 253 or not all(_HOST_LABEL.match(l) and len(l) <= 63 for l in labels):
+        if len(hostname) > 253 or not all(_HOST_LABEL.match(label) and len(label) <= 63
+                                              for label in labels):
             _fail(name_of("hostname"), "%r is not a valid hostname (labels of letters, digits "
                   "and '-', at most 63 each)" % hostname)
         spec.hostname = hostname
@@ -502,10 +503,7 @@ def parse_spec(raw, where="", host=None):
         if missing:
             _fail(name_of("cpuset"), "CPU %s does not exist on this host (it has %s)" % (
                 ",".join(map(str, missing)), _cpu_ranges(host.cpus)))
-        spec.cpuset = text
-        if spec.cpus and spec.cpus > len(wanted):
-            _fail(name_of("cpus"), "%s is more than the %d CPUs of cpuset %s" % (
-                spec.cpus, len(wanted), text))
+        spec.cpuset = text  # a quota above the cpuset is allowed: the cpuset caps it
     if data.get("cpu_shares") not in (None, ""):
         spec.cpu_shares = _as_int(name_of("cpu_shares"), data["cpu_shares"], 2, 262144)
 
@@ -642,7 +640,7 @@ def parse_spec(raw, where="", host=None):
             _fail("%s[%d]" % (name_of("dns"), i), "%r is not an IP address" % server)
     for i, domain in enumerate(_as_list(data.get("search"))):
         domain = str(domain).rstrip(".")
-        if not all(_HOST_LABEL.match(l) for l in domain.split(".")):
+        if not all(_HOST_LABEL.match(part) for part in domain.split(".")):
             _fail("%s[%d]" % (name_of("search"), i), "%r is not a domain name" % domain)
         spec.search.append(domain)
 

@@ -150,8 +150,8 @@ def ls(ctx):
     with Netlink.open() as host:
         for name, record in sorted(ctx.store.bridge_records().items()):
             link = host.link(name)
-            ports = [l.get("ifname") for l in host.links()
-                     if link is not None and l.get("master") == link["index"]]
+            ports = [port.get("ifname") for port in host.links()
+                     if link is not None and port.get("master") == link["index"]]
             rows.append(dict(record, state=("up" if link["flags"] & 1 else "down")
                              if link else "missing", ports=ports))
     return rows

@@ -1,0 +1,370 @@
+"""free, top, mpstat, uptime and vmstat: the originals' layouts, the VM's numbers.
+
+Oracle tests run each replacement against the host's root (CVM_PROCVIEW=host) beside
+the real tool at the same moment: same lines, same columns and widths, numbers within
+a small tolerance. VM tests boot real VMs with limits; cgroup v2 is checked against
+fixture trees with values computed by hand.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cvm.cgroups import Cgroup
+from cvm.procview import free, top, uptime
+from cvm.procview.sources import VMSource
+
+from .cgroupfixtures import v1_host_tree_bind, v2_tree
+from .conftest import DEBIAN
+
+TOOLKIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "toolkit")
+
+
+def ours(tool, *args, env=None):
+    environment = dict(os.environ, CVM_PROCVIEW="host", PYTHONPATH=TOOLKIT, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "cvm.procview." + tool] + list(args),
+                          capture_output=True, text=True, env=environment)
+
+
+def original(tool, *args):
+    return subprocess.run([tool] + list(args), capture_output=True, text=True,
+                          env=dict(os.environ, LC_ALL="C"))
+
+
+def columns(line):
+    """Where each field ends: identical for identical layouts with similar numbers."""
+    return [m.end() for m in re.finditer(r"\S+", line)]
+
+
+def close(a, b, tolerance):
+    return abs(float(a) - float(b)) <= tolerance
+
+
+# ---------------------------------------------------------------- oracles
+
+
+@pytest.mark.parametrize("flags", [[], ["-m"], ["-g"], ["-b"], ["-k"], ["-h"], ["-w"],
+                                   ["-t"], ["--si", "-h"], ["-h", "-w"], ["--kilo"],
+                                   ["--mega"], ["--giga"], ["-l"], ["-t", "-m", "-w"]])
+def test_free_matches_procps(flags):
+    mine, theirs = ours("free", *flags).stdout, original("free", *flags).stdout
+    mine_lines, their_lines = mine.splitlines(), theirs.splitlines()
+    assert len(mine_lines) == len(their_lines)
+    assert mine_lines[0] == their_lines[0]  # the header, byte for byte
+    for a, b in zip(mine_lines[1:], their_lines[1:]):
+        assert a.split()[0] == b.split()[0]
+        assert len(a) == len(b) or "-h" in flags or "-b" in flags, (a, b)
+        for x, y in zip(a.split()[1:], b.split()[1:]):
+            if "-h" in flags:
+                assert x[-2:] == y[-2:] or x[-1] == y[-1], (x, y)  # the same unit
+            else:
+                scale = {"-b": 1 << 20, "-k": 1024, "--kilo": 1024}.get(
+                    next((f for f in flags if f in ("-b", "-k", "--kilo")), ""), 0)
+                assert close(x, y, max(scale * 8, 8192 if not flags or flags == ["-l"] or
+                                       "-w" in flags or "-t" in flags else 8)), (x, y)
+
+
+def test_free_human_rules():
+    # procps-ng's scale_size(): 4 characters with --si, 5 with the binary "i" suffix.
+    assert free.scale(0, 0, False, True) == "0B"
+    assert free.scale(9008, 0, False, True) == "8.8Mi"
+    assert free.scale(534392, 0, False, True) == "521Mi"
+    assert free.scale(24684084, 0, False, True) == "23Gi"
+    assert free.scale(24684084, 0, True, True) == "25G"
+    assert free.scale(9008, 0, True, True) == "9.2M"
+    assert free.scale(3, 0, False, True) == "3.0Ki"
+    assert free.scale(524288, 3, False, False) == "512"  # -m truncates
+    assert free.scale(524287, 3, False, False) == "511"
+
+
+def test_uptime_matches_procps():
+    for flags in ([], ["-p"], ["-s"]):
+        mine, theirs = ours("uptime", *flags).stdout, original("uptime", *flags).stdout
+        if not flags:
+            pattern = r"^ \d\d:\d\d:\d\d up (\d+ days?, )?( ?\d+:\d\d|\d+ min),\s+\d+ users?," \
+                      r"  load average: \d+\.\d\d, \d+\.\d\d, \d+\.\d\d$"
+            assert re.match(pattern, mine.strip("\n")) and re.match(pattern, theirs.strip("\n"))
+            assert mine.split("load average:")[0][10:] == theirs.split("load average:")[0][10:]
+            for x, y in zip(mine.split(":")[-1].split(","), theirs.split(":")[-1].split(",")):
+                assert close(x, y, 0.5)
+        else:
+            assert mine == theirs
+
+
+def test_uptime_durations():
+    cases = {30: ("0 min", "0 minutes"), 61: ("1 min", "1 minute"),
+             3600: (" 1:00", "1 hour"), 3725: (" 1:02", "1 hour, 2 minutes"),
+             90061: ("1 day,  1:01", "1 day, 1 hour, 1 minute"),
+             8 * 86400 + 120: ("8 days, 2 min", "1 week, 1 day, 2 minutes")}
+    for seconds, (normal, pretty) in cases.items():
+        assert uptime.duration(seconds, False) == normal
+        assert uptime.duration(seconds, True) == pretty
+
+
+def test_vmstat_matches_procps():
+    for flags in ([], ["-a"], ["-w"], ["-S", "m"], ["-t"]):
+        mine, theirs = ours("vmstat", *flags).stdout, original("vmstat", *flags).stdout
+        mine_lines, their_lines = mine.splitlines(), theirs.splitlines()
+        assert mine_lines[:2] == their_lines[:2], flags
+        a, b = mine_lines[2].split(), their_lines[2].split()
+        assert len(a) == len(b)
+        cpu = slice(-7, -2) if "-t" in flags else slice(-5, None)
+        for x, y in zip(a[cpu], b[cpu]):
+            assert close(x, y, 2), (flags, a, b)
+    mine = ours("vmstat", "1", "2").stdout.splitlines()
+    assert len(mine) == 4 and mine[:2] == original("vmstat").stdout.splitlines()[:2]
+
+
+def test_mpstat_matches_sysstat():
+    for flags in ([], ["-P", "ALL"], ["-u", "-P", "0"], ["-P", "ALL", "1", "2"]):
+        mine, theirs = ours("mpstat", *flags).stdout, original("mpstat", *flags).stdout
+        mine_lines, their_lines = mine.splitlines(), theirs.splitlines()
+        assert len(mine_lines) == len(their_lines), (flags, mine, theirs)
+        assert mine_lines[0] == their_lines[0]
+        for a, b in zip(mine_lines[1:], their_lines[1:]):
+            assert columns(a) == columns(b) or (a.split()[1:2] == b.split()[1:2]), (a, b)
+            if a.startswith("Average:") and "CPU" not in a:
+                assert a.split()[:2] == b.split()[:2]
+
+
+def test_top_matches_procps():
+    mine = ours("top", "-bn1").stdout.splitlines()
+    theirs = original("top", "-bn1").stdout.splitlines()
+    assert mine[0].split(" up ")[0][:6] == "top - "
+    assert re.sub(r"\d", "0", mine[0].split("load average")[0]) == re.sub(
+        r"\d", "0", theirs[0].split("load average")[0])
+    for index in (1, 2, 3, 4):
+        # The same words at the same places; a number may be one digit wider or narrower.
+        assert len(mine[index]) == len(theirs[index]), (mine[index], theirs[index])
+        assert re.sub(r"\s*[\d.]+", " N", mine[index]) == re.sub(r"\s*[\d.]+", " N",
+                                                                  theirs[index])
+    assert mine[5] == theirs[5] == ""
+    assert mine[6] == theirs[6]  # the task header, byte for byte
+    row = re.compile(r"^ *\d+ \S+ +(-?\d+|rt) +-?\d+ +[\d.]+[mgt]? +[\d.]+[mgt]? +[\d.]+[mgt]? "
+                     r"[RSDIZTt] +[\d.]+ +[\d.]+ +\d+:\d\d\.\d\d \S")
+    assert all(row.match(line) for line in mine[7:] if line), mine[7:12]
+    assert max(len(line) for line in mine[6:]) <= 79  # top leaves the last column free
+    assert abs(len(mine) - len(theirs)) < 10  # the same processes, give or take a few
+
+
+def test_top_formatting_helpers():
+    assert top.scale_mem(999999, 6) == "999999"
+    assert top.scale_mem(2097152, 6) == "2.0g"
+    assert top.scale_mem(1048576 * 1500, 7) == "1500.0g"  # fits: top keeps g
+    assert top.scale_mem(1048576 * 1500, 6) == "1.5t"
+    assert top.scale_tics(13.79) == "0:13.79"
+    assert top.scale_tics(3600 * 100) == "6000:00"
+    assert top.scale_pcnt(6.66) == "6.7"
+    assert top.scale_pcnt(1234.5) == "1234"
+
+
+BAD_FLAGS = [("free", ["--bogus"], "free: unrecognized option '--bogus'"),
+             ("free", ["-x"], "free: invalid option -- 'x'"),
+             ("free", ["-m", "-g"], "free: Multiple unit options don't make sense."),
+             ("free", ["-c", "0"], "free: failed to parse count argument: '0': Numerical result "
+                                   "out of range"),
+             ("free", ["-s"], "free: option requires an argument -- 's'"),
+             ("uptime", ["-z"], "uptime: invalid option -- 'z'"),
+             ("vmstat", ["-q"], "vmstat: invalid option -- 'q'"),
+             ("top", ["-Q"], "top: invalid option -- 'Q'"),
+             ("mpstat", ["-P", "99"], "Usage: mpstat [ options ] [ <interval> [ <count> ] ]")]
+
+
+@pytest.mark.parametrize("tool,flags,message", BAD_FLAGS)
+def test_bad_flags_as_the_originals(tool, flags, message):
+    result = ours(tool, *flags)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == message
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- cgroup layouts
+
+
+def test_cgroup_v2_fixture_by_hand(tmp_path):
+    base, proc = v2_tree(str(tmp_path))
+    source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
+    assert source.cgroup.version == 2 and source.cgroup.dirs["unified"] == base
+    memory = source.memory()
+    # 768 MiB limit; 300 MiB used of which 160 MiB page cache and 20 MiB reclaimable slab.
+    assert memory.total == 786432
+    assert memory.free == 786432 - 307200
+    assert memory.cache == 163840 + 20480 and memory.buffers == 0
+    assert memory.available == 479232 + 184320
+    assert memory.used == 122880  # total - available
+    assert memory.shared == 4096
+    assert (memory.swap_total, memory.swap_used) == (0, 0)  # memory.swap.max 0: swap off
+    assert source.cpu_count() == 2  # cpuset 0-3, quota 1.5 -> ceil 2
+    total, per_cpu = source.cpu_times()
+    assert sorted(per_cpu) == [0, 1]
+    assert abs(total["user"] - 60.0) < 1e-6 and abs(total["system"] - 30.0) < 1e-6
+    assert abs(per_cpu[0]["user"] - per_cpu[1]["user"]) < 1e-9  # v2: spread evenly
+    assert abs(total["steal"] - 4.0) < 1e-6  # throttled_usec
+    assert source.cgroup.pids_current() == 42 and source.cgroup.pids_limit() == 4096
+    assert source.cgroup.oom_kills() == 1
+    assert source.cgroup.blkio() == {"8:0": {"rbytes": 1048576, "wbytes": 2097152,
+                                             "rios": 10, "wios": 20}}
+    text = free.render(memory, exponent=3)
+    assert text.splitlines()[1].split() == ["Mem:", "768", "120", "468", "4", "180", "648"]
+
+
+def test_v1_host_tree_bind_fixture(tmp_path):
+    base, proc = v1_host_tree_bind(str(tmp_path))
+    source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
+    # init.scope is pruned: the VM is /docker/abc123, not systemd's own scope.
+    assert source.cgroup.dirs["memory"] == os.path.join(base, "memory", "docker", "abc123")
+    memory = source.memory()
+    assert memory.total == 524288                       # its 512 MiB, not the host's
+    assert memory.available == 524288 - 204800 + 102400
+    assert memory.shared == 1024
+    assert memory.swap_total == 0                        # memsw == memory: swap off
+    assert source.cpu_count() == 1                       # cpuset 0 beats quota 1.5
+    total, per_cpu = source.cpu_times()
+    assert list(per_cpu) == [0] and abs(per_cpu[0]["user"] - 20.0) < 1e-6
+    assert abs(total["steal"] - 2.0) < 1e-6
+
+
+def test_unlimited_values_mean_the_host(tmp_path):
+    base, proc = v1_host_tree_bind(str(tmp_path))
+    with open(os.path.join(base, "memory", "docker", "abc123", "memory.limit_in_bytes"),
+              "w") as handle:
+        handle.write("9223372036854771712\n")
+    source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
+    assert source.memory().total == 16384000  # the fixture host's MemTotal
+
+
+def test_missing_cgroup_file_is_one_line(tmp_path):
+    base, proc = v2_tree(str(tmp_path))
+    os.unlink(os.path.join(base, "memory.stat"))
+    source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
+    with pytest.raises(SystemExit) as exit_info:
+        free.main([], source=source)
+    assert exit_info.value.code == 1
+
+
+def test_load_average_decays_like_the_kernel():
+    from cvm.procview.loadavg import decay
+    loads = (0.0, 0.0, 0.0)
+    for _ in range(12):  # a minute of one busy task, sampled every 5 s
+        loads = decay(loads, 1.0, 5.0)
+    assert 0.6 < loads[0] < 0.65 and loads[0] > loads[1] > loads[2]
+    assert decay((2.0, 2.0, 2.0), 2.0, 30.0) == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_procview_runs_on_python_36():
+    """vermin proves the syntax; the real 3.6 interpreter proves it runs (when present)."""
+    vermin = subprocess.run([os.path.join(os.path.dirname(sys.executable), "vermin"),
+                             "-t=3.6-", "--no-tips", "--violations",
+                             os.path.join(TOOLKIT, "cvm", "procview"),
+                             os.path.join(TOOLKIT, "cvm", "cgroups.py"),
+                             os.path.join(TOOLKIT, "cvm", "procfs.py"),
+                             os.path.join(TOOLKIT, "cvm", "sizes.py")],
+                            capture_output=True, text=True)
+    assert vermin.returncode == 0, vermin.stdout + vermin.stderr
+    python36 = "/root/.pyenv/versions/3.6.15/bin/python3"
+    if not os.path.exists(python36):
+        print("skipped the run on 3.6: no Python 3.6 interpreter on this machine")
+        return
+    for tool in ("free", "uptime", "vmstat", "mpstat", "top"):
+        args = ["-bn1"] if tool == "top" else []
+        result = subprocess.run([python36, "-m", "cvm.procview." + tool] + args,
+                                capture_output=True, text=True,
+                                env=dict(os.environ, CVM_PROCVIEW="host", PYTHONPATH=TOOLKIT))
+        assert result.returncode == 0 and result.stdout, (tool, result.stderr)
+
+
+# ---------------------------------------------------------------- real VMs
+
+
+@pytest.fixture
+def limited_vm(ctx, images, name):
+    from cvm import api
+    from cvm.spec import parse_spec
+    vm = api.create(parse_spec({"name": name, "image": DEBIAN, "memory": "512m", "cpus": 1.5,
+                                "cpuset": "0", "lxcfs": False}), ctx=ctx)
+    from .conftest import wait_for
+    wait_for(lambda: vm.exec(["systemctl", "is-system-running"])[1].strip() in (
+        b"running", b"degraded"), timeout=30, what="the VM to boot")
+    return vm
+
+
+def in_vm(vm, script):
+    code, out, err = vm.exec(["sh", "-c", script])
+    assert code == 0, err
+    return out.decode()
+
+
+@pytest.mark.engine
+def test_tools_inside_a_limited_vm(limited_vm):
+    vm = limited_vm
+    assert in_vm(vm, "for t in free top mpstat uptime vmstat; do command -v $t; done").split() == [
+        "/usr/local/bin/" + t for t in ("free", "top", "mpstat", "uptime", "vmstat")]
+    # The classic one-liners of ops scripts get the VM's numbers.
+    assert in_vm(vm, "free -m | awk '/^Mem:/{print $2}'").strip() == "512"
+    assert in_vm(vm, "free -b | awk '/^Mem:/{print $2}'").strip() == str(512 << 20)
+    assert in_vm(vm, "free | awk '/^Swap:/{print $2}'").strip() == "0"
+    cpu_line = in_vm(vm, "top -bn1 | grep 'Cpu(s)'")
+    assert re.match(r"^%Cpu\(s\):[ \d.]+us,", cpu_line)
+    assert "(1 CPU)" in in_vm(vm, "mpstat")  # cpuset 0 beats the 1.5 quota
+    average = in_vm(vm, "mpstat 1 1 | awk '/Average/'").splitlines()
+    assert len(average) == 2 and average[1].split()[1] == "all"
+    assert re.match(r"^ \d\d:\d\d:\d\d up 0 min,", in_vm(vm, "uptime"))
+    mem_line = in_vm(vm, "top -bn1 | grep 'MiB Mem'")
+    assert mem_line.split()[3] == "512.0"
+    processes = in_vm(vm, "top -bn1 | awk 'NR>7 && NF' | wc -l")
+    counted = in_vm(vm, "ls -d /proc/[0-9]* | wc -l")
+    assert abs(int(processes) - int(counted)) <= 3
+    assert in_vm(vm, "/usr/bin/free -m | awk '/^Mem:/{print $2}'").strip() != "512"  # host's
+
+
+@pytest.mark.engine
+def test_host_side_tools(cvm, limited_vm, name):
+    result = cvm("free", name, "-m", check=True)
+    assert result.stdout.splitlines()[1].split()[1] == "512"
+    assert "(1 CPU)" in cvm("mpstat", name, check=True).stdout
+    top_out = cvm("top", name, "-bn1", check=True).stdout
+    assert "MiB Mem :    512.0 total" in top_out and "systemd" in top_out
+    pids = [int(line.split()[0]) for line in top_out.splitlines()[7:] if line.strip()]
+    assert 1 in pids  # the VM's own PIDs, not the host's
+    assert cvm("uptime", name, "-p", check=True).stdout.startswith("up ")
+    assert len(cvm("vmstat", name, "1", "2", check=True).stdout.splitlines()) == 4
+    missing = cvm("free", "nosuchvm")
+    assert missing.returncode == 1 and missing.stderr == \
+        "cvm: no VM named 'nosuchvm' (see `cvm ls`)\n"
+    cvm("stop", name, "-t", "5", check=True)
+    stopped = cvm("free", name)
+    assert stopped.returncode == 1 and len(stopped.stderr.splitlines()) == 1
+    assert "not running" in stopped.stderr
+
+
+@pytest.mark.engine
+def test_lxcfs_gives_unmodified_programs_the_vm(ctx, images, name):
+    from cvm import api
+    from cvm.engine import lxcfs_running
+    from cvm.spec import parse_spec
+    if not lxcfs_running():
+        pytest.fail("lxcfs is not running; `./run tests` starts it")
+    vm = api.create(parse_spec({"name": name, "image": DEBIAN, "memory": "768m",
+                                "cpus": 1.5}), ctx=ctx)
+    assert vm.record["lxcfs"] is True
+    assert in_vm(vm, "awk '/^MemTotal/{print $2}' /proc/meminfo").strip() == str(768 * 1024)
+    assert in_vm(vm, "/usr/bin/free -m | awk '/^Mem:/{print $2}'").strip() == "768"
+    assert in_vm(vm, "nproc").strip() == "2"  # lxcfs --enable-cfs: ceil(1.5)
+
+
+@pytest.mark.engine
+def test_tools_install_into_any_container(cvm, engine, images, name):
+    container = engine.api.create_container(DEBIAN, ["sleep", "100000"], name=name,
+                                            host_config=engine.api.create_host_config(
+                                                mem_limit="300m", network_mode="none"))
+    try:
+        engine.start(container["Id"])
+        cvm("tools", "install", name, check=True)
+        exec_id = engine.api.exec_create(container["Id"], ["/usr/local/bin/free", "-m"])
+        output = engine.api.exec_start(exec_id).decode()
+        assert output.splitlines()[1].split()[1] == "300"
+    finally:
+        engine.remove(container["Id"], force=True)
