@@ -179,6 +179,8 @@ class VM:
             if self.record.get("init") in ("systemd", "compat"):
                 if cgroup_version() == 2 and self.record.get("init") == "systemd":
                     ns.make_cgroup_writable(pid)
+                if not ns.init_released(pid):
+                    ns.new_boot_id(pid)
                 ns.write_file(pid, READY_FILE, b"ready\n")
         return self
 
@@ -191,7 +193,10 @@ class VM:
         return self
 
     def restart(self, timeout=None):
-        self.ctx.engine.restart(self.container_id, timeout=timeout)
+        """A clean shutdown (within the VM's stop timeout unless given), then a start."""
+        if self.status in ("running", "restarting", "paused"):
+            self.ctx.engine.stop(self.container_id, timeout=timeout)
+        self.ctx.engine.start(self.container_id)
         self._container = self._status = None
         self.wire()
         return self

@@ -113,7 +113,8 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         # kills its init with SIGHUP (reboot) or SIGINT (poweroff), so Docker sees
         # 129/130 and the daemon tells a reboot from a poweroff.
         host["cap_add"] = ["SYS_BOOT"]
-        create["stop_signal"] = "SIGRTMIN+3"
+        # systemd halts cleanly on SIGRTMIN+3; the compat init on SIGTERM.
+        create["stop_signal"] = "SIGRTMIN+3" if init_mode == "systemd" else "SIGTERM"
         create["stop_timeout"] = STOP_TIMEOUT_SYSTEMD
         env["container"] = "docker"
         create["entrypoint"] = ["/bin/sh", WAIT_SCRIPT]

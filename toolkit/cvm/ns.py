@@ -10,6 +10,7 @@ import os
 import subprocess
 
 from .cgroups import Cgroup, CgroupError, read_text
+from .engine import WAIT_SCRIPT
 from .errors import CvmError, NotFound, PermissionDenied
 
 NAMESPACE_FLAGS = {"mount": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net",
@@ -225,6 +226,32 @@ def make_cgroup_writable(pid):
             raise OSError(ctypes_errno(), "remount")
 
     in_mount_namespace(pid, action, "remount /sys/fs/cgroup read-write")
+
+
+def init_released(pid):
+    """Has PID 1 of this start left cvm's wait for the host (exec'd the real init)?"""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return WAIT_SCRIPT.encode() not in handle.read()
+    except OSError:
+        return False
+
+
+def new_boot_id(pid):
+    """Give this start of the VM its own boot ID, as systemd-nspawn does: the kernel's is
+    the host's, so without this journald would see one boot across every VM reboot."""
+    import uuid
+    boot_id = str(uuid.uuid4()).encode() + b"\n"
+    target = b"/proc/sys/kernel/random/boot_id"
+
+    def action(libc):
+        os.makedirs("/run/cvm", exist_ok=True)
+        with open("/run/cvm/boot_id", "wb") as handle:
+            handle.write(boot_id)
+        if libc.mount(b"/run/cvm/boot_id", target, None, MS_BIND, None) != 0:
+            raise OSError(ctypes_errno(), "bind boot_id")
+
+    in_mount_namespace(pid, action, "set the VM's boot ID")
 
 
 def ctypes_errno():
