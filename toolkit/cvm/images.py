@@ -26,8 +26,8 @@ import time
 from . import __version__
 from .errors import ImageError
 
-LOG_DIR = "/var/log/cvm"
-CACHE_DIR = "/var/cache/cvm/rootfs"
+LOG_DIR = os.environ.get("CVM_LOG_DIR", "/var/log/cvm")
+CACHE_DIR = os.environ.get("CVM_CACHE_DIR", "/var/cache/cvm/rootfs")
 TOOLS = ("free", "top", "mpstat", "uptime", "vmstat")
 # Units masked in every image: devices, consoles, kernel mounts, host-owned network and clock.
 MASKED_UNITS = [
@@ -247,6 +247,7 @@ class BuildLog:
         self.handle = open(self.path, "w")
         self.tail = []
         self.step = None
+        self.watched = [CACHE_DIR, "/var/lib/docker"]  # where a full disk breaks builds
 
     def write(self, line):
         self.handle.write(line + "\n")
@@ -254,10 +255,19 @@ class BuildLog:
         if line.strip():
             self.tail = (self.tail + [line.rstrip()])[-12:]
 
+    def full_disk(self):
+        for path in self.watched:
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(path).free < 64 << 20:
+                    return path
+        return None
+
     def fail(self, message):
         self.handle.close()
-        if any("no space left on device" in line.lower() for line in self.tail + [message]):
-            message = "the disk is full (%s)" % message
+        full = self.full_disk()
+        if full or any("no space left on device" in line.lower()
+                       for line in self.tail + [message]):
+            message = "the disk is full%s (%s)" % (" at %s" % full if full else "", message)
         where = " at step %s" % self.step if self.step else ""
         detail = " | ".join(self.tail[-5:])
         raise ImageError("build failed%s: %s%s" % (where, message,
@@ -299,6 +309,7 @@ def debootstrap_rootfs(recipe, extra_packages, log, progress=None):
         log.write("using cached root filesystem %s" % tarball)
         return tarball, key
     workdir = tempfile.mkdtemp(prefix="cvm-debootstrap-", dir=CACHE_DIR)
+    log.watched.insert(0, workdir)
     try:
         target = os.path.join(workdir, "root")
         log.step = "debootstrap"
@@ -389,9 +400,16 @@ def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None,
 
 
 def _build_layer(engine, recipe, rendered, tag, log, progress):
+    previous = None
+    with contextlib.suppress(Exception):
+        previous = engine.image(tag)["Id"]
     with tempfile.TemporaryDirectory(prefix="cvm-build-") as context_dir:
         write_context(context_dir, recipe, rendered)
         _docker_build(engine, context_dir, tag, {}, log, progress)
+    if previous and previous != engine.image(tag)["Id"]:
+        # The image this tag replaced: gone unless containers still use it.
+        with contextlib.suppress(Exception):
+            engine.remove_image(previous)
 
 
 def _image_exists(engine, ref):
