@@ -224,7 +224,37 @@ class VM:
             self.record = self.ctx.store.write_vm(self.name, dict(self.record,
                                                                   spec=new_spec.to_dict()))
         self._container = self._status = None
+        self._write_limits(new_spec)
+        self.retune(new_spec)
         return self
+
+    def _write_limits(self, spec):
+        """Rewrite /etc/cvm/limits.env and .json for the new limits."""
+        from . import limits
+        from .spec import HostFacts
+        files = limits.files(spec, HostFacts.read())
+        if self.running:
+            for path, (content, mode) in files.items():
+                ns.write_file(self.pid, path, content, mode)
+        elif self.container_id and self.status != "missing":
+            self.ctx.engine.put_files(self.container_id, files)
+
+    def retune(self, spec=None):
+        """Re-size the spec's `tune:` services to the current limits and reload them."""
+        spec = spec or self.spec
+        if not spec.tune or not self.running:
+            return []
+        from . import tune
+        failures = []
+        for service in spec.tune:
+            try:
+                tune.apply(self, service, reload=True, ctx=self.ctx)
+            except CvmError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise CvmError("%s: resized, but re-tuning failed: %s" % (
+                self.name, "; ".join(failures)))
+        return spec.tune
 
     def exec(self, argv, input=None, timeout=None):
         """Run a command inside the VM: (exit code, stdout bytes, stderr bytes)."""
@@ -393,8 +423,10 @@ def _make_volume_dirs(spec):
 
 
 def _guest_files(spec, init_mode):
+    from . import limits
     from .engine import network_env
-    files = {}
+    from .spec import HostFacts
+    files = dict(limits.files(spec, HostFacts.read()))
     if init_mode in ("systemd", "compat"):
         files[WAIT_SCRIPT] = (WAIT_SCRIPT_TEXT.encode(), 0o755)
     if spec.ssh_keys:

@@ -366,6 +366,174 @@ def tools_install(containers):
         click.echo(container)
 
 
+# ---------------------------------------------------------------- tuning
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.argument("service")
+@click.option("--show", is_flag=True, help="Show the settings and the diff (the default).")
+@click.option("--apply", "apply_", is_flag=True, help="Write the files and check them.")
+@click.option("--reload", is_flag=True, help="Reload the service (implies --apply).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a computed value (kept for later re-tunes).")
+def tune(name, service, show, apply_, reload, sets):
+    """Size SERVICE (nginx, redis, mysql, php-fpm, jvm) to the VM's limits."""
+    from . import api, tune as tuning
+    vm = api.get(name)
+    definition = tuning.service_named(service)
+    overrides = tuning.parse_sets(definition, sets)
+    if apply_ or reload:
+        result, reported = tuning.apply(vm, service, overrides, reload=reload,
+                                        ctx=api.default_context())
+        for path, _, _ in result.files:
+            click.echo("wrote %s" % path)
+        if reported:
+            click.echo(reported.rstrip())
+        return
+    result, _ = tuning.plan(vm, service, overrides)
+    for key, value in sorted(result.settings.items()):
+        click.echo("%s = %s" % (key, value))
+    diff = result.diff()
+    click.echo(diff.rstrip() if diff else "(the VM already has these settings)")
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+def _si(value):
+    """docker stats' SI sizes for network and block IO: 1.2kB, 3.4MB."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return ("%.0f%s" if unit == "B" else "%.3g%s") % (value, unit)
+        value /= 1000.0
+
+
+def _binary(value):
+    """docker stats' binary sizes for memory: 512MiB, 1.5GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return ("%.0f%s" if unit == "B" else "%.4g%s") % (value, unit)
+        value /= 1024.0
+
+
+def stats_rows(now, before):
+    from .monitor import rates
+    from .table import human_duration
+    rows = []
+    for stats in now:
+        rate = rates(stats, before.get(stats.name)) if before else None
+        if stats.status != "running":
+            rows.append({"name": stats.name, "status": stats.status, "sort": (0, 0, 0)})
+            continue
+        limit = stats.memory_limit
+        memory_pct = 100.0 * stats.memory_working_set / limit if limit else None
+        net_in = sum(n["rx_bytes"] for n in stats.nics.values())
+        net_out = sum(n["tx_bytes"] for n in stats.nics.values())
+        block_in = sum(d["rbytes"] for d in stats.block.values())
+        block_out = sum(d["wbytes"] for d in stats.block.values())
+        cpu = rate["cpu_percent"] if rate else None
+        rows.append({
+            "name": stats.name, "status": "running",
+            "cpu": "%.2f%%" % cpu if cpu is not None else "--",
+            "quota": "%.2f%%" % rate["cpu_quota_percent"] if rate and rate[
+                "cpu_quota_percent"] is not None else "--",
+            "memory": "%s / %s" % (_binary(stats.memory_working_set),
+                                   _binary(limit) if limit else "unlimited"),
+            "memory_pct": "%.2f%%" % memory_pct if memory_pct is not None else "--",
+            "net": "%s / %s" % (_si(net_in), _si(net_out)),
+            "block": "%s / %s" % (_si(block_in), _si(block_out)),
+            "pids": "%d%s" % (stats.pids, " / %d" % stats.pids_limit if stats.pids_limit
+                              else ""),
+            "uptime": human_duration(stats.uptime),
+            "sort": (cpu or 0.0, stats.memory_working_set, net_in + net_out)})
+    return rows
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("names", nargs=-1)
+@click.option("--watch", "watch", is_flag=False, flag_value=2.0, default=None, type=float,
+              metavar="[SECONDS]", help="Refresh in place (every 2 s by default).")
+@click.option("--sort", type=click.Choice(["cpu", "mem", "net", "name"]), default="name")
+@click.option("--json", "as_json", is_flag=True, help="Every counter, with rates.")
+@click.option("--prometheus", is_flag=True, help="cAdvisor-style Prometheus text format.")
+@click.option("--textfile", type=click.Path(), help="Write the Prometheus text here "
+              "(atomically, for node_exporter's textfile collector).")
+@click.option("--interval", default=0.5, show_default=True,
+              help="Seconds between the two sweeps that give rates.")
+@click.option("--verbose", "-v", is_flag=True, help="Name the files that could not be read.")
+def stats(names, watch, sort, as_json, prometheus, textfile, interval, verbose):
+    """Resource use of VMs, read from their cgroups (like docker stats, far cheaper)."""
+    import time
+    from .monitor import Monitor, exposition, write_textfile
+    from .table import render
+    monitor = Monitor(_store())
+    if prometheus:
+        sys.stdout.write(exposition(monitor).decode())
+        return
+    if textfile:
+        write_textfile(monitor, textfile)
+        return
+    previous = {s.name: s for s in monitor.sweep(names)}
+    unknown = [n for n in names if n not in previous]
+    if unknown:
+        from .errors import NotFound
+        raise NotFound("no VM named %r (see `cvm ls`)" % unknown[0])
+    keys = {"cpu": 0, "mem": 1, "net": 2}
+    while True:
+        time.sleep(watch if watch else interval)
+        now = monitor.sweep(names)
+        if as_json:
+            from .monitor import rates
+            _echo_json([dict(s.to_dict(), rates=rates(s, previous.get(s.name))) for s in now])
+            return
+        rows = stats_rows(now, previous)
+        if sort == "name":
+            rows.sort(key=lambda r: r["name"])
+        else:
+            rows.sort(key=lambda r: r["sort"][keys[sort]], reverse=True)
+        table = render(["NAME", "CPU %", "QUOTA %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+                        "BLOCK I/O", "PIDS", "UPTIME"],
+                       [[r["name"], r.get("cpu", r["status"]), r.get("quota", ""),
+                         r.get("memory", ""), r.get("memory_pct", ""), r.get("net", ""),
+                         r.get("block", ""), r.get("pids", ""), r.get("uptime", "")]
+                        for r in rows])
+        if watch:
+            click.echo("\033[H\033[2J" + table, nl=True)
+        else:
+            click.echo(table)
+        if verbose:
+            for s in now:
+                for what, problem in s.errors:
+                    click.echo("cvm: %s: %s: %s" % (s.name, what, problem), err=True)
+        if not watch:
+            return
+        previous = {s.name: s for s in now}
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--listen", default="127.0.0.1:9730", show_default=True, metavar="ADDR:PORT")
+@click.option("--cache", default=1.0, show_default=True, help="Seconds a sweep serves scrapes.")
+@click.option("--install-unit", is_flag=True, help="Install the systemd unit and exit.")
+def exporter(listen, cache, install_unit):
+    """Serve /metrics (cAdvisor's names) for Prometheus, sweeping on scrape."""
+    if install_unit:
+        from .templates import install_systemd_unit
+        click.echo(install_systemd_unit("cvm-exporter.service", listen=listen))
+        return
+    from .monitor import Exporter, Monitor
+    exporter_ = Exporter(Monitor(_store()), listen, cache)
+    try:
+        server = exporter_.serve()
+    except OSError as exc:
+        raise CvmError("listen: cannot listen on %s: %s" % (listen, exc.strerror)) from None
+    click.echo("serving /metrics on %s" % listen, err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
 # ---------------------------------------------------------------- host
 
 

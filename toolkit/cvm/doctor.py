@@ -83,6 +83,27 @@ def check_kernel():
     return rows
 
 
+HOST_LIMITS = {"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 524288,
+               "kernel/keys/maxkeys": 2000}
+
+
+def check_host_limits():
+    """Root's inotify and keyring quotas are shared by every VM's systemd."""
+    low = []
+    for key, wanted in HOST_LIMITS.items():
+        try:
+            with open("/proc/sys/" + key) as handle:
+                value = int(handle.read().split()[0])
+        except (OSError, ValueError):
+            continue
+        if value < wanted:
+            low.append("%s=%d" % (key.replace("/", "."), value))
+    if low:
+        return Check("host limits", WARN, "low: %s; systemd VMs beyond ~20 stall at boot" %
+                     ", ".join(low), "./run setup (writes /etc/sysctl.d/90-cvm.conf)")
+    return Check("host limits", OK, "inotify and keyring quotas fit hundreds of VMs", "")
+
+
 def check_lxcfs():
     meminfo = os.path.join(LXCFS_DIR, "proc", "meminfo")
     if not os.path.isdir(LXCFS_DIR) or not os.path.ismount(LXCFS_DIR):
@@ -131,6 +152,7 @@ def run_checks():
     rows += check_engine(ctx.engine)
     rows += check_cgroups()
     rows += check_kernel()
+    rows.append(check_host_limits())
     rows.append(check_lxcfs())
     rows.append(check_nsenter())
     rows.append(check_disk())

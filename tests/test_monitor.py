@@ -1,0 +1,194 @@
+"""Host-side monitoring: counters from cgroup files and the VMs' own network namespaces,
+the Prometheus exposition with cAdvisor's names, the exporter under churn."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from cvm import api
+from cvm.monitor import Monitor, Target, VMStats, exposition, parse_listen, rates
+from cvm.spec import parse_spec
+
+from .cgroupfixtures import v2_tree
+from .conftest import BUSYBOX, CVM, wait_for
+from .nethelpers import SUBNET
+
+pytestmark = pytest.mark.engine
+
+
+def busy_spec(name, *nics, **fields):
+    raw = {"name": name, "image": BUSYBOX, "init": "none", "memory": "128m", "cpus": 0.5,
+           "pids": 64, "command": ["sh", "-c", "while :; do :; done"], "nics": list(nics)}
+    raw.update(fields)
+    return parse_spec(raw)
+
+
+def test_sweep_reads_cpu_memory_pids_io_and_nics(ctx, images, lab, name, engine):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    nic = {"mode": "bridge", "link": bridge, "ip": "%s.150/24" % SUBNET}
+    vm = api.create(busy_spec(name, nic), ctx=ctx)
+    vm.exec(["sh", "-c", "dd if=/dev/zero of=/tmp/blob bs=1M count=16 2>/dev/null; "
+                         "sleep 1000 </dev/null >/dev/null 2>&1 &"])
+    monitor = Monitor(ctx.store)
+    first = {s.name: s for s in monitor.sweep()}[name]
+    subprocess.run(["ping", "-c", "3", "-i", "0.2", "%s.150" % SUBNET], capture_output=True)
+    time.sleep(1.0)
+    second = {s.name: s for s in monitor.sweep()}[name]
+    assert second.status == "running" and second.errors == []
+    assert second.memory_limit == 128 << 20 and second.cpu_quota == 0.5
+    assert second.pids_limit == 64 and second.pids >= 2
+    assert 0 < second.memory_working_set <= second.memory_usage
+    assert second.memory_cache >= 16 << 20 or second.memory_usage >= 16 << 20  # the blob
+    assert second.nics["eth0"]["rx_packets"] >= first.nics["eth0"]["rx_packets"] + 3
+    assert second.nics["eth0"]["tx_bytes"] > first.nics["eth0"]["tx_bytes"]
+    assert second.uptime > 0 and second.limits["memory"] == "128m"
+    rate = rates(second, first)
+    # A busy loop under a 0.5 CPU quota: ~50% of a host CPU, ~100% of its quota.
+    assert 30 < rate["cpu_percent"] < 65, rate
+    assert 60 < rate["cpu_quota_percent"] < 130, rate
+    assert second.cpu_throttled_periods > 0 and second.cpu_throttled_seconds > 0
+    # The same numbers Docker reports for the container.
+    docker = engine.api.stats(vm.container_id, stream=False)
+    assert abs(docker["memory_stats"]["usage"] - second.memory_usage) < 8 << 20
+    assert docker["memory_stats"]["limit"] == second.memory_limit
+
+
+def test_prometheus_names_and_labels(ctx, images, name, cvm):
+    from prometheus_client.parser import text_string_to_metric_families
+    api.create(busy_spec(name), ctx=ctx)
+    text = cvm("stats", "--prometheus", check=True).stdout
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for metric in ("container_cpu_usage_seconds", "container_memory_working_set_bytes",
+                   "container_spec_memory_limit_bytes", "container_cpu_cfs_throttled_periods",
+                   "container_memory_usage_bytes", "container_threads",
+                   "container_start_time_seconds", "cvm_collector_errors"):
+        assert metric in families, sorted(families)
+    (sample,) = [s for s in families["container_spec_memory_limit_bytes"].samples
+                 if s.labels["name"] == name]
+    assert sample.value == 128 << 20
+    assert sample.labels["id"].startswith("/docker/") and sample.labels["image"] == BUSYBOX
+    cpu = [s for s in families["container_cpu_usage_seconds"].samples
+           if s.labels["name"] == name][0]
+    assert cpu.labels["cpu"] == "total" and cpu.value > 0
+
+
+def test_textfile_is_written_atomically(ctx, images, name, cvm, tmp_path):
+    api.create(busy_spec(name), ctx=ctx)
+    directory = tmp_path / "textfiles"
+    directory.mkdir()
+    target = directory / "cvm.prom"
+    cvm("stats", "--textfile", target, check=True)
+    assert 'name="%s"' % name in target.read_text()
+    assert os.listdir(str(directory)) == ["cvm.prom"]  # no temporary file left
+
+
+def test_stats_table_and_json(ctx, images, name, cvm):
+    api.create(busy_spec(name), ctx=ctx)
+    api.create(busy_spec(name + "s"), ctx=ctx).stop(timeout=1)
+    table = cvm("stats", "--interval", "0.3", check=True).stdout.splitlines()
+    assert table[0].split()[:3] == ["NAME", "CPU", "%"]
+    running = [l for l in table if l.startswith(name + " ")][0]
+    assert "/ 128MiB" in running and "%" in running
+    assert [l for l in table if l.startswith(name + "s ")][0].split()[1] == "stopped"
+    data = json.loads(cvm("stats", name, "--json", "--interval", "0.3", check=True).stdout)
+    assert data[0]["name"] == name and data[0]["rates"]["cpu_percent"] > 10
+    missing = cvm("stats", "nosuchvm")
+    assert missing.returncode == 1 and "no VM named 'nosuchvm'" in missing.stderr
+
+
+def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
+    """A VM whose cgroup vanished mid-sweep is gone; a missing file is counted and named."""
+    from cvm.cgroups import Cgroup
+    from cvm.state import Store
+    base, proc = v2_tree(str(tmp_path))
+    monitor = Monitor(Store(state_dir))
+    ok = Target("ok", {"container_id": "c1", "spec": {}})
+    ok.cgroup, ok.pid, ok.started_at = Cgroup.at(base, 2), os.getpid(), time.time() - 5
+    os.unlink(os.path.join(base, "memory.stat"))
+    stats = VMStats("ok", "c1")
+    monitor._read(ok, stats)
+    assert stats.status == "running" and stats.cpu_seconds == 90.0
+    assert [what for what, _ in stats.errors] == ["memory.stat"]
+    assert monitor.errors_total == {("ok", "memory.stat"): 1}
+    gone = Target("gone", {"container_id": "c2", "spec": {}})
+    gone.cgroup, gone.pid = Cgroup.at(str(tmp_path / "vanished"), 2), os.getpid()
+    stats = VMStats("gone", "c2")
+    monitor._read(gone, stats)
+    assert stats.status == "gone" and stats.errors == []
+    text = exposition(monitor).decode()
+    assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_exporter_serves_through_churn(ctx, images, name, state_dir):
+    port = free_port()
+    server = subprocess.Popen([CVM, "exporter", "--listen", "127.0.0.1:%d" % port],
+                              env=dict(os.environ, CVM_STATE_DIR=state_dir),
+                              stderr=subprocess.PIPE)
+    url = "http://127.0.0.1:%d/metrics" % port
+    failures, scrapes = [], [0]
+    stop = threading.Event()
+
+    def scrape():
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    if response.status != 200:
+                        failures.append(response.status)
+                    response.read()
+                scrapes[0] += 1
+            except Exception as exc:
+                failures.append(repr(exc))
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: _answers(url), timeout=20, what="the exporter to listen")
+        threads = [threading.Thread(target=scrape) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        names = ["%s%d" % (name, i) for i in range(50)]
+        for vm_name in names:
+            api.create(busy_spec(vm_name, command=["sleep", "100000"], cpus=None), ctx=ctx)
+        for vm_name in names:
+            api.get(vm_name, ctx).remove(force=True)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert failures == [] and scrapes[0] > 20, (failures[:5], scrapes)
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait()
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except Exception:
+        return False
+
+
+def test_exporter_listen_errors(cvm):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = cvm("exporter", "--listen", "127.0.0.1:%d" % port, timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "cvm: listen: cannot listen on 127.0.0.1:%d: Address already " \
+        "in use" % port
+    bad = cvm("exporter", "--listen", "nonsense", timeout=20)
+    assert bad.returncode == 2 and "listen: 'nonsense' is not ADDRESS:PORT" in bad.stderr
+    assert parse_listen("[::]:9730") == ("::", 9730)

@@ -1,0 +1,427 @@
+"""Host-side monitoring of every VM from its cgroup files and network counters.
+
+A sweep reads files only: no Docker API call per VM, nor per sweep. VMs are found
+from the state store (the records name each VM's container), whose directory is
+re-listed only when it changes; each VM's cgroup comes from its init process, found
+once and found again only when the VM restarts. A VM that stops or goes away during a
+sweep is reported as gone; a file that cannot be read is counted (collector_errors)
+and named, and never stops the sweep.
+
+The cgroup readers are cvm.cgroups', the same ones the in-VM tools use.
+"""
+
+import os
+import threading
+import time
+
+from .cgroups import Cgroup, CgroupError, read_text
+
+NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets",
+              "tx_errors", "tx_dropped")
+
+
+class VMStats:
+    """One VM at one sweep. Counters are cumulative; see rates() for per-second values."""
+
+    def __init__(self, name, container_id):
+        self.name = name
+        self.container_id = container_id
+        self.status = "running"
+        self.when = time.time()
+        self.cpu_seconds = self.cpu_user_seconds = self.cpu_system_seconds = 0.0
+        self.cpu_periods = self.cpu_throttled_periods = 0
+        self.cpu_throttled_seconds = 0.0
+        self.cpu_quota = None          # CPUs the quota allows (1.5), None: no quota
+        self.cpu_period_us = None
+        self.cpu_quota_us = None
+        self.memory_usage = self.memory_working_set = self.memory_rss = 0
+        self.memory_cache = self.memory_shmem = self.memory_swap = self.memory_mapped = 0
+        self.memory_limit = None
+        self.swap_limit = None
+        self.oom_kills = 0
+        self.pids = 0
+        self.pids_limit = None
+        self.block = {}                # 'MAJ:MIN' -> {rbytes, wbytes, rios, wios}
+        self.nics = {}                 # ifname -> {rx_bytes, ...}
+        self.started_at = None         # epoch seconds of the VM's init
+        self.limits = {}               # what was asked: cpus, memory, pids
+        self.image = None
+        self.errors = []               # (file, problem) that could not be read
+
+    @property
+    def uptime(self):
+        return max(0.0, self.when - self.started_at) if self.started_at else None
+
+    def to_dict(self):
+        data = dict(self.__dict__)
+        data["uptime"] = self.uptime
+        return data
+
+
+def rates(now, before):
+    """Per-second rates between two sweeps of the same VM (None if not comparable)."""
+    if before is None or before.status != "running" or now.status != "running" \
+            or before.started_at != now.started_at:
+        return None
+    elapsed = now.when - before.when
+    if elapsed <= 0:
+        return None
+    cpu = (now.cpu_seconds - before.cpu_seconds) / elapsed
+    result = {"cpu_percent": 100.0 * cpu,  # of one host CPU, as docker stats shows it
+              "cpu_quota_percent": 100.0 * cpu / now.cpu_quota if now.cpu_quota else None}
+    for key in NET_FIELDS:
+        result["net_" + key] = sum(n.get(key, 0) for n in now.nics.values()) - sum(
+            n.get(key, 0) for n in before.nics.values())
+        result["net_" + key] /= elapsed
+    for key in ("rbytes", "wbytes", "rios", "wios"):
+        result["block_" + key] = (sum(d.get(key, 0) for d in now.block.values()) - sum(
+            d.get(key, 0) for d in before.block.values())) / elapsed
+    return result
+
+
+class Target:
+    """What a sweep needs to know about one VM, found once per start of the VM."""
+
+    def __init__(self, name, record):
+        self.name = name
+        self.container_id = record.get("container_id")
+        self.spec = record.get("spec", {})
+        self.cgroup = None
+        self.pid = None
+        self.started_at = None
+        self.start_ticks = None
+
+    def locate(self):
+        """Find the VM's init and cgroup; False if it is not running."""
+        from .ns import init_pid
+        from .errors import NotFound
+        if not self.container_id:
+            return False
+        from .procfs import process_start_time, process_stat
+        try:
+            self.pid = init_pid(self.container_id)
+            self.cgroup = Cgroup.of_vm(self.pid)
+            self.start_ticks = process_stat(self.pid)[22]
+            self.started_at = process_start_time(self.pid)
+        except (NotFound, CgroupError, OSError, IndexError):
+            self.cgroup = self.pid = None
+            return False
+        return True
+
+    def alive(self):
+        """Is the init we found still the VM's (not gone, not replaced by a restart)?"""
+        if self.pid is None:
+            return False
+        from .procfs import process_stat
+        try:
+            return process_stat(self.pid)[22] == self.start_ticks
+        except (OSError, IndexError):
+            return False
+
+
+class Monitor:
+    """Sweeps the VMs of one state store. Thread-safe: the exporter sweeps on scrapes."""
+
+    def __init__(self, store):
+        self.store = store
+        self.targets = {}
+        self._listing_mtime = None
+        self.errors_total = {}  # (vm, file) -> count, for cvm_collector_errors_total
+        self.lock = threading.Lock()
+
+    def _refresh(self):
+        directory = os.path.join(self.store.root, "vms")
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except OSError:
+            self.targets = {}
+            return
+        if mtime == self._listing_mtime:
+            return
+        records = self.store.vm_records()
+        for name in list(self.targets):
+            if name not in records:
+                del self.targets[name]
+        for name, record in records.items():
+            target = self.targets.get(name)
+            if target is None or target.container_id != record.get("container_id"):
+                self.targets[name] = Target(name, record)
+            else:
+                target.spec = record.get("spec", {})
+        self._listing_mtime = mtime
+
+    def sweep(self, names=None):
+        """[VMStats] for every VM (or those named), from files only."""
+        with self.lock:
+            self._refresh()
+            result = []
+            for name in sorted(self.targets):
+                if names and name not in names:
+                    continue
+                target = self.targets[name]
+                stats = VMStats(name, target.container_id)
+                stats.limits = {"cpus": target.spec.get("cpus"),
+                                "memory": target.spec.get("memory"),
+                                "pids": target.spec.get("pids", 4096)}
+                stats.image = target.spec.get("image")
+                if not target.alive() and not target.locate():
+                    stats.status = "stopped"
+                    result.append(stats)
+                    continue
+                self._read(target, stats)
+                result.append(stats)
+            return result
+
+    def _read(self, target, stats):
+        cg = target.cgroup
+        stats.started_at = target.started_at
+
+        def attempt(what, func):
+            try:
+                return func()
+            except (CgroupError, OSError, ValueError, IndexError, TypeError) as exc:
+                stats.errors.append((what, str(exc)))
+                key = (target.name, what)
+                self.errors_total[key] = self.errors_total.get(key, 0) + 1
+                return None
+
+        usage = attempt("cpu usage", cg.cpu_usage)
+        if usage is None and not os.path.isdir(cg.dirs.get("cpuacct") or cg.dirs.get(
+                "unified") or "/nonexistent"):
+            stats.status = "gone"  # removed or stopped between finding it and reading it
+            stats.errors = []
+            target.pid = None
+            return
+        if usage:
+            stats.cpu_seconds, stats.cpu_user_seconds, stats.cpu_system_seconds = usage
+        throttling = attempt("cpu.stat", cg.cpu_throttling)
+        if throttling:
+            stats.cpu_periods, stats.cpu_throttled_periods, stats.cpu_throttled_seconds = \
+                throttling
+        quota = attempt("cpu quota", cg.cpu_quota)
+        if quota:
+            stats.cpu_quota_us, stats.cpu_period_us = quota
+            stats.cpu_quota = quota[0] / float(quota[1])
+        stats.memory_usage = attempt("memory usage", cg.memory_usage) or 0
+        memory = attempt("memory.stat", cg.memory_stat) or {}
+        stats.memory_rss = memory.get("anon", 0)
+        stats.memory_cache = memory.get("file", 0)
+        stats.memory_shmem = memory.get("shmem", 0)
+        stats.memory_mapped = memory.get("mapped_file", 0)
+        stats.memory_working_set = max(0, stats.memory_usage - memory.get("inactive_file", 0))
+        stats.memory_limit = attempt("memory limit", cg.memory_limit)
+        stats.swap_limit = attempt("swap limit", cg.swap_limit)
+        stats.memory_swap = attempt("swap usage", cg.swap_usage) or 0
+        stats.oom_kills = attempt("oom kills", cg.oom_kills) or 0
+        stats.pids = attempt("pids.current", cg.pids_current) or 0
+        stats.pids_limit = attempt("pids.max", cg.pids_limit)
+        stats.block = attempt("block io", cg.blkio) or {}
+        stats.nics = attempt("net/dev", lambda: net_dev(target.pid)) or {}
+
+
+def net_dev(pid):
+    """Counters of the VM's interfaces, from its own network namespace (so macvlan and
+    SR-IOV NICs count as well as veths), without entering it: /proc/<pid>/net/dev."""
+    nics = {}
+    for line in read_text("/proc/%d/net/dev" % pid).splitlines()[2:]:
+        name, _, values = line.partition(":")
+        name = name.strip()
+        if name == "lo":
+            continue
+        numbers = [int(v) for v in values.split()]
+        nics[name] = {"rx_bytes": numbers[0], "rx_packets": numbers[1],
+                      "rx_errors": numbers[2], "rx_dropped": numbers[3],
+                      "tx_bytes": numbers[8], "tx_packets": numbers[9],
+                      "tx_errors": numbers[10], "tx_dropped": numbers[11]}
+    return nics
+
+
+# ---------------------------------------------------------------- Prometheus
+
+
+class PrometheusCollector:
+    """cAdvisor's metric names and labels (name, id, image), from one sweep."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        sweep = self.monitor.sweep()
+        labels = ["id", "image", "name"]
+
+        def family(kind, metric, help_text, extra=()):
+            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            return cls(metric, help_text, labels=labels + list(extra))
+
+        families = {}
+
+        def add(kind, metric, help_text, stats, value, extra=()):
+            if value is None:
+                return
+            key = metric
+            if key not in families:
+                families[key] = family(kind, metric, help_text, [k for k, _ in extra])
+            base = ["/docker/" + (stats.container_id or ""), stats.image or "", stats.name]
+            families[key].add_metric(base + [v for _, v in extra], value)
+
+        for s in sweep:
+            if s.status != "running":
+                continue
+            add("counter", "container_cpu_usage_seconds_total", "Cumulative cpu time consumed",
+                s, s.cpu_seconds, [("cpu", "total")])
+            add("counter", "container_cpu_user_seconds_total", "Cumulative user cpu time "
+                "consumed", s, s.cpu_user_seconds)
+            add("counter", "container_cpu_system_seconds_total", "Cumulative system cpu time "
+                "consumed", s, s.cpu_system_seconds)
+            add("counter", "container_cpu_cfs_periods_total", "Number of elapsed enforcement "
+                "period intervals", s, s.cpu_periods)
+            add("counter", "container_cpu_cfs_throttled_periods_total", "Number of throttled "
+                "period intervals", s, s.cpu_throttled_periods)
+            add("counter", "container_cpu_cfs_throttled_seconds_total", "Total time duration "
+                "the container has been throttled", s, s.cpu_throttled_seconds)
+            add("gauge", "container_memory_usage_bytes", "Current memory usage in bytes, "
+                "including all memory regardless of when it was accessed", s, s.memory_usage)
+            add("gauge", "container_memory_working_set_bytes", "Current working set in bytes",
+                s, s.memory_working_set)
+            add("gauge", "container_memory_rss", "Size of RSS in bytes", s, s.memory_rss)
+            add("gauge", "container_memory_cache", "Number of bytes of page cache memory", s,
+                s.memory_cache)
+            add("gauge", "container_memory_mapped_file", "Size of memory mapped files in bytes",
+                s, s.memory_mapped)
+            add("gauge", "container_memory_swap", "Container swap usage in bytes", s,
+                s.memory_swap)
+            add("counter", "container_oom_events_total", "Count of out of memory events "
+                "observed for the container", s, s.oom_kills)
+            add("gauge", "container_spec_memory_limit_bytes", "Memory limit for the "
+                "container.", s, s.memory_limit or 0)
+            add("gauge", "container_spec_memory_swap_limit_bytes", "Memory swap limit for the "
+                "container.", s, (s.memory_limit or 0) + (s.swap_limit or 0))
+            add("gauge", "container_spec_cpu_quota", "CPU quota of the container.", s,
+                s.cpu_quota_us)
+            add("gauge", "container_spec_cpu_period", "CPU period of the container.", s,
+                s.cpu_period_us)
+            add("gauge", "container_threads", "Number of threads running inside the "
+                "container", s, s.pids)
+            add("gauge", "container_threads_max", "Maximum number of threads allowed inside "
+                "the container, infinity if value is zero", s, s.pids_limit or 0)
+            add("gauge", "container_start_time_seconds", "Start time of the container since "
+                "unix epoch in seconds.", s, s.started_at)
+            add("gauge", "container_last_seen", "Last time a container was seen by the "
+                "exporter", s, s.when)
+            for device, io in sorted(s.block.items()):
+                extra = [("device", device)]
+                add("counter", "container_fs_reads_bytes_total", "Cumulative count of bytes "
+                    "read", s, io["rbytes"], extra)
+                add("counter", "container_fs_writes_bytes_total", "Cumulative count of bytes "
+                    "written", s, io["wbytes"], extra)
+                add("counter", "container_fs_reads_total", "Cumulative count of reads "
+                    "completed", s, io["rios"], extra)
+                add("counter", "container_fs_writes_total", "Cumulative count of writes "
+                    "completed", s, io["wios"], extra)
+            for nic, counters in sorted(s.nics.items()):
+                extra = [("interface", nic)]
+                for field, metric, text in (
+                        ("rx_bytes", "container_network_receive_bytes_total", "bytes received"),
+                        ("tx_bytes", "container_network_transmit_bytes_total",
+                         "bytes transmitted"),
+                        ("rx_packets", "container_network_receive_packets_total",
+                         "packets received"),
+                        ("tx_packets", "container_network_transmit_packets_total",
+                         "packets transmitted"),
+                        ("rx_errors", "container_network_receive_errors_total",
+                         "errors encountered while receiving"),
+                        ("tx_errors", "container_network_transmit_errors_total",
+                         "errors encountered while transmitting"),
+                        ("rx_dropped", "container_network_receive_packets_dropped_total",
+                         "packets dropped while receiving"),
+                        ("tx_dropped", "container_network_transmit_packets_dropped_total",
+                         "packets dropped while transmitting")):
+                    add("counter", metric, "Cumulative count of " + text, s, counters[field],
+                        extra)
+        for metric_family in families.values():
+            yield metric_family
+        errors = CounterMetricFamily("cvm_collector_errors_total", "cgroup or /proc files "
+                                     "cvm could not read, per VM and file", labels=["name",
+                                                                                      "file"])
+        for (vm, what), count in sorted(self.monitor.errors_total.items()):
+            errors.add_metric([vm, what], count)
+        yield errors
+
+
+def exposition(monitor):
+    """The Prometheus text format of one sweep."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PrometheusCollector(monitor))
+    return generate_latest(registry)
+
+
+def write_textfile(monitor, path):
+    """For node_exporter's textfile collector: written atomically."""
+    data = exposition(monitor)
+    temp = "%s.%d.tmp" % (path, os.getpid())
+    with open(temp, "wb") as handle:
+        handle.write(data)
+    os.rename(temp, path)
+
+
+class Exporter:
+    """An HTTP /metrics endpoint. Scrapes within `cache_seconds` of a sweep share it, so
+    concurrent scrapers do not multiply the cost."""
+
+    def __init__(self, monitor, address, cache_seconds=1.0):
+        self.monitor = monitor
+        self.address = address
+        self.cache_seconds = cache_seconds
+        self._cached = (0.0, b"")
+        self._lock = threading.Lock()
+        self.server = None
+
+    def metrics(self):
+        with self._lock:
+            taken, data = self._cached
+            if time.monotonic() - taken > self.cache_seconds:
+                data = exposition(self.monitor)
+                self._cached = (time.monotonic(), data)
+            return data
+
+    def serve(self):
+        import http.server
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics here")
+                    return
+                body = exporter.metrics()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        host, port = parse_listen(self.address)
+        server_class = http.server.ThreadingHTTPServer
+        if ":" in host:
+            import socket
+
+            class Server6(server_class):
+                address_family = socket.AF_INET6
+            server_class = Server6
+        self.server = server_class((host, port), Handler)
+        self.server.daemon_threads = True
+        return self.server
+
+
+def parse_listen(text):
+    from .errors import SpecError
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SpecError("listen", "%r is not ADDRESS:PORT (e.g. 127.0.0.1:9730 or [::]:9730)" %
+                        text)
+    return host.strip("[]") or "0.0.0.0", int(port)
