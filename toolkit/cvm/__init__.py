@@ -14,6 +14,7 @@ _EXPORTS = {
     "apply": ("api", "apply"), "plan": ("api", "plan"), "VM": ("api", "VM"),
     "Context": ("api", "Context"), "parse_spec": ("spec", "parse_spec"),
     "load_file": ("specfile", "load_file"), "VMSpec": ("spec", "VMSpec"),
+    "provision": ("provisioning", "provision"),
 }
 
 

@@ -651,10 +651,16 @@ def bridge_ls(as_json):
 @click.option("--once", is_flag=True, help="Reconcile everything, then exit.")
 @click.option("--install-unit", is_flag=True, help="Install the systemd unit and exit.")
 @click.option("--workers", default=8, show_default=True, help="VMs wired in parallel.")
-def netd(once, install_unit, workers):
+@click.option("--status", is_flag=True, help="Exit 0 if a netd answers for this state, else 1.")
+def netd(once, install_unit, workers, status):
     """The network daemon: re-wires VMs on every start, serves the CLI."""
     import logging
     from . import ns
+    if status:
+        from .client import daemon_running
+        answers = daemon_running(_store())
+        click.echo("cvm netd is %s" % ("running" if answers else "not running"))
+        sys.exit(0 if answers else 1)
     ns.require_root("cvm netd")
     if install_unit:
         from .templates import install_systemd_unit
@@ -674,6 +680,47 @@ def netd(once, install_unit, workers):
         daemon.run()
     except KeyboardInterrupt:
         pass
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("output", type=click.Path(dir_okay=False))
+def dist(output):
+    """Write cvm's source as a reproducible tarball (for installing other hosts)."""
+    from .dist import write_source_tarball
+    changed = write_source_tarball(output)
+    _echo_json({"path": os.path.abspath(output), "changed": changed})
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--inventory", "-i", required=True, type=click.Path(exists=True),
+              help="Inventory of container hosts and their cvm_vms.")
+@click.option("--playbook", default="site.yml", show_default=True,
+              help="site.yml, host.yml, images.yml, vms.yml, or a path.")
+@click.option("--limit", "-l", metavar="PATTERN", help="Only these hosts.")
+@click.option("--check", is_flag=True, help="Report what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show field-by-field changes.")
+@click.option("--tags", "-t", multiple=True, help="Only plays/tasks with these tags.")
+@click.option("--extra-vars", "-e", "extra", multiple=True, metavar="KEY=VALUE")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
+def provision(inventory, playbook, limit, check, diff, tags, extra, as_json):
+    """Run cvm's playbooks (site.yml) through ansible-runner, with live progress."""
+    from .provisioning import LiveDisplay, provision as run_provision
+    from .table import render
+    from .spec import split_key_value
+    extravars = dict(split_key_value("extra-vars", item) for item in extra)
+    result = run_provision(inventory, playbook, limit=limit, check=check, diff=diff,
+                           tags=list(tags), extravars=extravars,
+                           on_change=None if as_json else LiveDisplay())
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        rows = [[h.name, h.ok, h.changed, h.failed, h.unreachable, h.skipped]
+                for h in result.hosts.values()]
+        click.echo(render(["HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED"], rows))
+    if not result.ok:
+        failed = [h.name for h in result.hosts.values() if h.failed or h.unreachable]
+        raise CvmError("provision: failed on %s (ansible-playbook %s)" % (
+            ", ".join(failed) or "the controller", result.status))
 
 
 # ---------------------------------------------------------------- images

@@ -38,6 +38,14 @@ def _fail(field_name, problem):
     raise SpecError(field_name, problem)
 
 
+def split_key_value(field_name, item):
+    """'KEY=VALUE' -> (KEY, VALUE), or a SpecError naming the field."""
+    key, sep, value = str(item).partition("=")
+    if not sep or not key:
+        _fail(field_name, "%r is not KEY=VALUE" % item)
+    return key, value
+
+
 def _suggest(key, known):
     import difflib  # only on errors
     close = difflib.get_close_matches(key, known, n=1)
@@ -595,13 +603,7 @@ def parse_spec(raw, where="", host=None):
 
     env = data.get("env") or {}
     if isinstance(env, list):
-        pairs = {}
-        for item in env:
-            if "=" not in str(item):
-                _fail(name_of("env"), "%r is not KEY=VALUE" % item)
-            key, value = str(item).split("=", 1)
-            pairs[key] = value
-        env = pairs
+        env = dict(split_key_value(name_of("env"), item) for item in env)
     if not isinstance(env, dict):
         _fail(name_of("env"), "use a mapping or a list of KEY=VALUE")
     for key, value in env.items():

@@ -13,6 +13,7 @@ import shlex
 
 from . import sizing
 from .errors import CvmError, NotFound, SpecError
+from .spec import split_key_value
 
 MIB = 1 << 20
 
@@ -151,9 +152,7 @@ def parse_sets(service, pairs):
         allowed = set(service.extra_keys) | {"options"}
     overrides = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SpecError("set", "%r is not key=value" % pair)
+        key, value = split_key_value("set", pair)
         if key not in allowed:
             raise SpecError("set", "%s has no setting %r; it has %s" % (
                 service.name, key, ", ".join(sorted(allowed))))

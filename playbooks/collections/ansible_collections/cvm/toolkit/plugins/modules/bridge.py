@@ -1,0 +1,111 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cvm maintainers. Apache-2.0.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: bridge
+short_description: A host bridge for cvm VMs
+description:
+  - Creates (or adopts) a Linux bridge that cvm persists and recreates at boot, with an
+    optional host address, an address pool for C(ip=auto) NICs and an uplink whose
+    addresses move to the bridge.
+  - A bridge that VMs use is never removed; changing a bridge's settings needs it unused.
+version_added: "0.1.0"
+author: cvm maintainers
+options:
+  name:
+    description: The bridge's interface name.
+    type: str
+    required: true
+  state:
+    description: Whether the bridge exists.
+    type: str
+    choices: [present, absent]
+    default: present
+  address:
+    description: The host's address on the bridge, a CIDR.
+    type: str
+  pool:
+    description: Addresses for C(ip=auto) NICs, C(FIRST-LAST) or a CIDR.
+    type: str
+  uplink:
+    description: An interface to enslave; its addresses and routes move to the bridge.
+    type: str
+  mtu:
+    description: The bridge's MTU.
+    type: int
+  state_dir:
+    description: cvm's state directory on the host.
+    type: path
+"""
+
+EXAMPLES = r"""
+- name: The LAN bridge on the uplink
+  cvm.toolkit.bridge:
+    name: br0
+    uplink: eno1
+
+- name: A host-only lab bridge with a pool
+  cvm.toolkit.bridge:
+    name: lab0
+    address: 203.0.113.1/24
+    pool: 203.0.113.100-203.0.113.199
+"""
+
+RETURN = r"""
+bridge:
+  description: The bridge as cvm records it.
+  returned: when present
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.cvm.toolkit.plugins.module_utils.cvm_common import (  # noqa: E402
+    context, import_cvm)
+
+FIELDS = ("address", "pool", "uplink", "mtu")
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        address=dict(type="str"), pool=dict(type="str"), uplink=dict(type="str"),
+        mtu=dict(type="int"), state_dir=dict(type="path")), supports_check_mode=True)
+    import_cvm(module)
+    from cvm.errors import CvmError
+    from cvm.net import hostbridge
+    params = module.params
+    ctx = context(module)
+    current = ctx.store.read_bridge(params["name"])
+    try:
+        if params["state"] == "absent":
+            if current is None:
+                module.exit_json(changed=False)
+            if not module.check_mode:
+                hostbridge.remove(ctx, params["name"])
+            module.exit_json(changed=True, diff=dict(before=current, after={}))
+        wanted = hostbridge.validate(params["name"], params["address"], params["pool"],
+                                     params["mtu"])
+        wanted["uplink"] = params["uplink"]
+        if current is not None and all(current.get(k) == wanted.get(k) for k in FIELDS):
+            module.exit_json(changed=False, bridge=current)
+        diff = dict(before=current or {}, after=wanted)
+        if module.check_mode:
+            module.exit_json(changed=True, diff=diff)
+        if current is not None:
+            hostbridge.remove(ctx, params["name"])
+        record = hostbridge.add(ctx, params["name"], params["address"], params["uplink"],
+                                params["pool"], params["mtu"])
+    except CvmError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=True, bridge=record, diff=diff)
+
+
+if __name__ == "__main__":
+    main()
