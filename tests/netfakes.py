@@ -123,7 +123,7 @@ class RecordingNetlink:
     # lookups
     def link(self, ifname=None, index=None):
         if index is not None:
-            return next((l for l in self.table.values() if l["index"] == index), None)
+            return next((entry for entry in self.table.values() if entry["index"] == index), None)
         return self.table.get(ifname)
 
     def index(self, ifname):
@@ -194,7 +194,7 @@ class FakeSysfs:
 
         def sync():
             for (pf, number), link in self.followed.items():
-                present = any(l is link for l in host.table.values())
+                present = any(entry is link for entry in host.table.values())
                 self.move_vf(pf, number, link["ifname"] if present else None)
         host.listeners.append(sync)
         sync()

@@ -11,7 +11,6 @@ import glob
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,7 +19,6 @@ import pytest
 
 from cvm import api, images
 from cvm.api import resolve_init
-from cvm.errors import ImageError
 from cvm.spec import parse_spec
 
 from .conftest import DEBIAN, wait_for

@@ -150,7 +150,7 @@ def test_nsrun_uses_a_host_binary_in_the_vm_namespaces(cvm, ctx, images, name):
     api.create(busybox_spec(name), ctx=ctx)
     # `ss` exists on the host only; in the VM's netns it sees only the VM's sockets.
     result = cvm("nsrun", name, "--net", "--", "ip", "-o", "link", check=True)
-    assert [l.split(":")[1].strip() for l in result.stdout.splitlines()] == ["lo"]
+    assert [line.split(":")[1].strip() for line in result.stdout.splitlines()] == ["lo"]
     uts = cvm("nsrun", name, "--uts", "--", "hostname", check=True)
     assert uts.stdout.strip() == name
 

@@ -93,9 +93,9 @@ def test_stats_table_and_json(ctx, images, name, cvm):
     api.create(busy_spec(name + "s"), ctx=ctx).stop(timeout=1)
     table = cvm("stats", "--interval", "0.3", check=True).stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "CPU", "%"]
-    running = [l for l in table if l.startswith(name + " ")][0]
+    running = [row for row in table if row.startswith(name + " ")][0]
     assert "/ 128MiB" in running and "%" in running
-    assert [l for l in table if l.startswith(name + "s ")][0].split()[1] == "stopped"
+    assert [row for row in table if row.startswith(name + "s ")][0].split()[1] == "stopped"
     data = json.loads(cvm("stats", name, "--json", "--interval", "0.3", check=True).stdout)
     assert data[0]["name"] == name and data[0]["rates"]["cpu_percent"] > 10
     missing = cvm("stats", "nosuchvm")

@@ -56,7 +56,7 @@ def test_bridge_mode_traffic_between_vms_host_and_lan(ctx, images, lab, name):
     code, routes, _ = in_vm(two, "ip", "route")
     assert "default via %s.1 dev eth0" % SUBNET in routes
     code, addresses, _ = in_vm(two, "ip", "-6", "addr", "show", "eth0")
-    (line,) = [l for l in addresses.splitlines() if "2001:db8:c0::12/64" in l]
+    (line,) = [entry for entry in addresses.splitlines() if "2001:db8:c0::12/64" in entry]
     assert "tentative" not in line and "dadfailed" not in line
     code, hosts, _ = in_vm(two, "cat", "/etc/hosts")
     assert "%s.12\t%s" % (SUBNET, name + "b") in hosts

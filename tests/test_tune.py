@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cvm import api, sizing, tune
-from cvm.errors import CvmError, NotFound, SpecError
+from cvm.errors import SpecError
 from cvm.spec import parse_spec
 from cvm.templates import render
 
