@@ -59,6 +59,44 @@ def test_sweep_reads_cpu_memory_pids_io_and_nics(ctx, images, lab, name, engine)
     assert docker["memory_stats"]["limit"] == second.memory_limit
 
 
+def test_sweep_follows_resize_restart_and_removal(ctx, images, name):
+    """Limits are cached and files kept open between sweeps: a resize must show at the
+    next sweep, a restart (new init, cgroup made again) must be followed, and a removed
+    VM's files closed."""
+    vm = api.create(busy_spec(name, command=["sleep", "100000"]), ctx=ctx)
+    monitor = Monitor(ctx.store)
+    first = {s.name: s for s in monitor.sweep()}[name]
+    assert first.memory_limit == 128 << 20 and first.cpu_quota == 0.5
+    vm.resize(memory="192m", cpus=0.25)
+    resized = {s.name: s for s in monitor.sweep()}[name]
+    assert resized.memory_limit == 192 << 20 and resized.cpu_quota == 0.25
+
+    vm.restart()
+    restarted = {s.name: s for s in monitor.sweep()}[name]
+    assert restarted.status == "running" and restarted.errors == []
+    assert restarted.started_at >= first.started_at and restarted.pids >= 1
+    assert restarted.memory_limit == 192 << 20
+
+    assert monitor.targets[name].files.fds, "the sweep kept no files open"
+    container_id, pid = vm.container_id, monitor.targets[name].pid
+    assert any(container_id in path for path in open_paths())
+    vm.remove(force=True)
+    assert [s for s in monitor.sweep() if s.name == name] == []
+    leftovers = [p for p in open_paths()
+                 if container_id in p or p.startswith("/proc/%d/" % pid)]
+    assert leftovers == [], leftovers
+
+
+def open_paths():
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.append(os.readlink("/proc/self/fd/" + fd))
+        except OSError:
+            pass
+    return paths
+
+
 def test_prometheus_names_and_labels(ctx, images, name, cvm):
     from prometheus_client.parser import text_string_to_metric_families
     api.create(busy_spec(name), ctx=ctx)

@@ -16,6 +16,11 @@ import time
 
 from .cgroups import Cgroup, CgroupError, read_text
 
+# Limits change only on resize (which rewrites the VM's record, and so refreshes them at
+# once) or by hand (`docker update`): read them again after this many seconds. Reading
+# them walks the cgroup's ancestors, which is most of a sweep's cost.
+LIMITS_TTL = 10.0
+
 NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets",
               "tx_errors", "tx_dropped")
 
@@ -79,6 +84,45 @@ def rates(now, before):
     return result
 
 
+class OpenFiles:
+    """The files a sweep reads again and again, kept open and re-read from offset 0
+    (cgroup and /proc files are generated on each read): one pread per file and sweep
+    instead of an open, a read and a close."""
+
+    CHUNK = 65536
+
+    def __init__(self):
+        self.fds = {}
+
+    def read(self, path):
+        for attempt in (1, 2):
+            fd = self.fds.get(path)
+            try:
+                if fd is None:
+                    fd = self.fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                data = os.pread(fd, self.CHUNK, 0)
+                while len(data) % self.CHUNK == 0 and data:
+                    more = os.pread(fd, self.CHUNK, len(data))
+                    if not more:
+                        break
+                    data += more
+                return data.decode("utf-8", "replace")
+            except OSError as exc:
+                # A cgroup made again at the same path, or a process gone: open afresh once.
+                self._forget(path)
+                if attempt == 2:
+                    raise CgroupError("cannot read %s: %s" % (path, exc.strerror or exc))
+
+    def _forget(self, path):
+        fd = self.fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self):
+        for path in list(self.fds):
+            self._forget(path)
+
+
 class Target:
     """What a sweep needs to know about one VM, found once per start of the VM."""
 
@@ -90,6 +134,9 @@ class Target:
         self.pid = None
         self.started_at = None
         self.start_ticks = None
+        self.limits = None      # {"cpu quota": ..., "memory limit": ..., ...}
+        self.limits_read_at = 0.0
+        self.files = OpenFiles()
 
     def locate(self):
         """Find the VM's init and cgroup; False if it is not running."""
@@ -98,11 +145,14 @@ class Target:
         if not self.container_id:
             return False
         from .procfs import process_start_time, process_stat
+        self.files.close()
         try:
             self.pid = init_pid(self.container_id)
             self.cgroup = Cgroup.of_vm(self.pid)
-            self.start_ticks = process_stat(self.pid)[22]
+            self.cgroup.read = self.files.read
+            self.start_ticks = process_stat(self.pid, reader=self.files.read)[22]
             self.started_at = process_start_time(self.pid)
+            self.limits = None
         except (NotFound, CgroupError, OSError, IndexError):
             self.cgroup = self.pid = None
             return False
@@ -114,9 +164,12 @@ class Target:
             return False
         from .procfs import process_stat
         try:
-            return process_stat(self.pid)[22] == self.start_ticks
-        except (OSError, IndexError):
+            return process_stat(self.pid, reader=self.files.read)[22] == self.start_ticks
+        except (CgroupError, OSError, IndexError):
             return False
+
+    def close(self):
+        self.files.close()
 
 
 class Monitor:
@@ -141,13 +194,16 @@ class Monitor:
         records = self.store.vm_records()
         for name in list(self.targets):
             if name not in records:
-                del self.targets[name]
+                self.targets.pop(name).close()
         for name, record in records.items():
             target = self.targets.get(name)
             if target is None or target.container_id != record.get("container_id"):
+                if target is not None:
+                    target.close()
                 self.targets[name] = Target(name, record)
-            else:
+            elif target.spec != record.get("spec", {}):
                 target.spec = record.get("spec", {})
+                target.limits = None  # resized: read the new limits now
         self._listing_mtime = mtime
 
     def sweep(self, names=None):
@@ -198,7 +254,8 @@ class Monitor:
         if throttling:
             stats.cpu_periods, stats.cpu_throttled_periods, stats.cpu_throttled_seconds = \
                 throttling
-        quota = attempt("cpu quota", cg.cpu_quota)
+        limits = self._limits(target, attempt)
+        quota = limits["cpu quota"]
         if quota:
             stats.cpu_quota_us, stats.cpu_period_us = quota
             stats.cpu_quota = quota[0] / float(quota[1])
@@ -209,21 +266,34 @@ class Monitor:
         stats.memory_shmem = memory.get("shmem", 0)
         stats.memory_mapped = memory.get("mapped_file", 0)
         stats.memory_working_set = max(0, stats.memory_usage - memory.get("inactive_file", 0))
-        stats.memory_limit = attempt("memory limit", cg.memory_limit)
-        stats.swap_limit = attempt("swap limit", cg.swap_limit)
+        stats.memory_limit = limits["memory limit"]
+        stats.swap_limit = limits["swap limit"]
         stats.memory_swap = attempt("swap usage", cg.swap_usage) or 0
         stats.oom_kills = attempt("oom kills", cg.oom_kills) or 0
         stats.pids = attempt("pids.current", cg.pids_current) or 0
-        stats.pids_limit = attempt("pids.max", cg.pids_limit)
+        stats.pids_limit = limits["pids.max"]
         stats.block = attempt("block io", cg.blkio) or {}
-        stats.nics = attempt("net/dev", lambda: net_dev(target.pid)) or {}
+        stats.nics = attempt("net/dev", lambda: net_dev(target.pid, target.files.read)) or {}
 
 
-def net_dev(pid):
+    @staticmethod
+    def _limits(target, attempt):
+        now = time.monotonic()
+        if target.limits is None or now - target.limits_read_at > LIMITS_TTL:
+            cg = target.cgroup
+            target.limits = {"cpu quota": attempt("cpu quota", cg.cpu_quota),
+                             "memory limit": attempt("memory limit", cg.memory_limit),
+                             "swap limit": attempt("swap limit", cg.swap_limit),
+                             "pids.max": attempt("pids.max", cg.pids_limit)}
+            target.limits_read_at = now
+        return target.limits
+
+
+def net_dev(pid, read=read_text):
     """Counters of the VM's interfaces, from its own network namespace (so macvlan and
     SR-IOV NICs count as well as veths), without entering it: /proc/<pid>/net/dev."""
     nics = {}
-    for line in read_text("/proc/%d/net/dev" % pid).splitlines()[2:]:
+    for line in read("/proc/%d/net/dev" % pid).splitlines()[2:]:
         name, _, values = line.partition(":")
         name = name.strip()
         if name == "lo":

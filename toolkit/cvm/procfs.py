@@ -19,9 +19,9 @@ def boot_time(proc="/proc"):
     raise IOError("no btime in %s/stat" % proc)
 
 
-def process_stat(pid, proc="/proc"):
+def process_stat(pid, proc="/proc", reader=read):
     """Fields of /proc/<pid>/stat, indexed as in proc(5) from 1 (comm unparsed safely)."""
-    text = read("%s/%s/stat" % (proc, pid))
+    text = reader("%s/%s/stat" % (proc, pid))
     left, right = text.find("("), text.rfind(")")
     fields = [text[:left].strip(), text[left + 1:right]] + text[right + 2:].split()
     return [None] + fields  # fields[1] = pid, fields[2] = comm, fields[3] = state ...
