@@ -277,6 +277,16 @@ class BuildLog:
     def close(self):
         self.handle.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        """Any unexpected error becomes a build failure naming the step and the log."""
+        if exc is not None and not isinstance(exc, ImageError):
+            self.fail(str(exc).splitlines()[0] if str(exc) else kind.__name__)
+        self.close()
+        return False
+
 
 def _run_logged(argv, log, progress, what):
     try:
@@ -364,8 +374,7 @@ def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None,
     ctx = ctx or default_context()
     recipe = load_recipe(distro)
     tag = tag or "cvm/%s:latest" % distro
-    log = BuildLog(distro)
-    try:
+    with BuildLog(distro) as log:
         if rootfs is not None and base is not None:
             raise ImageError("give --base or --rootfs, not both")
         if rootfs is not None:
@@ -391,11 +400,6 @@ def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None,
             install = True
         rendered = render(recipe, base, description, install, extra_packages)
         _build_layer(ctx.engine, recipe, rendered, tag, log, progress)
-    except ImageError:
-        raise
-    except Exception as exc:
-        log.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    log.close()
     return tag
 
 
@@ -464,8 +468,7 @@ def import_vm(tarball, distro, tag, ctx=None, progress=None):
             tarball, os_id or "an unknown OS", version_id,
             " (%s)" % found if found else "", distro, found or "<one of %s>" %
             ", ".join(known_distros())))
-    log = BuildLog(distro + "-import")
-    try:
+    with BuildLog(distro + "-import") as log:
         with open(tarball, "rb") as handle:
             key = hashlib.sha256(handle.read(1 << 20)).hexdigest()[:16]
         base = "cvm-base/%s-import:%s" % (distro, key)
@@ -474,11 +477,6 @@ def import_vm(tarball, distro, tag, ctx=None, progress=None):
         rendered = render(recipe, base, "VM root filesystem %s" % os.path.basename(tarball),
                           install_packages=False, strip_vm=True)
         _build_layer(ctx.engine, recipe, rendered, tag, log, progress)
-    except ImageError:
-        raise
-    except Exception as exc:
-        log.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    log.close()
     return tag
 
 

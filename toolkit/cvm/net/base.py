@@ -80,6 +80,15 @@ class Transaction:
     def commit(self):
         self._undo = []
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        """All or nothing: any error undoes the steps done so far."""
+        if exc is not None:
+            self.rollback()
+        return False
+
 
 def explain(exc):
     code = getattr(exc, "code", None)

@@ -5,7 +5,7 @@ and routes move to the bridge (how a LAN-attached bridge br0 is made on a host).
 import ipaddress
 import re
 
-from ..errors import Conflict, NetError, NotFound, SpecError
+from ..errors import Conflict, NotFound, SpecError
 from .addresses import parse_pool
 from .base import Transaction
 from .netlink import Netlink, link_kind
@@ -55,12 +55,8 @@ def add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
         if uplink is not None and host.link(uplink) is None:
             raise NotFound("uplink: interface %s does not exist" % uplink)
         record["created"] = existing is None or (existing.get("ifalias") == bridge_tag(ctx.realm))
-        tx = Transaction("bridge %s" % name)
-        try:
+        with Transaction("bridge %s" % name) as tx:
             _make(tx, host, record, ctx.realm)
-        except BaseException:
-            tx.rollback()
-            raise
         ctx.store.write_bridge(name, record)
     return record
 
@@ -165,11 +161,7 @@ def ensure_all(ctx):
             link = host.link(name)
             if link is not None and link["flags"] & 1:
                 continue
-            tx = Transaction("bridge %s" % name)
-            try:
+            with Transaction("bridge %s" % name) as tx:
                 _make(tx, host, record, ctx.realm)
-            except NetError:
-                tx.rollback()
-                raise
             made.append(name)
     return made
