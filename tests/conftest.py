@@ -124,6 +124,8 @@ def residue(context, name, dirs=()):
         left.append("container named %s" % name)
     if context.store.read_vm(name) is not None:
         left.append("state entry %s" % name)
+    if os.path.exists(context.store.guest_dir(name)):
+        left.append("guest files %s" % context.store.guest_dir(name))
     for directory in dirs:
         if os.path.exists(directory):
             left.append("directory %s" % directory)

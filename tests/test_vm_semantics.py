@@ -31,12 +31,20 @@ class Booted:
     """One VM per (image, init mode) with a static IP, an ssh key and cvm netd."""
 
     def __init__(self, image, init, index):
-        from cvm import images
         self.image, self.init = image, init
         self.lab = Lab()
         self.state = tempfile.mkdtemp(prefix="cvm-semantics-")
         self.ctx = api.Context(state_root=self.state)
-        self.netd = NetdProcess(self.state).start()
+        self.netd = NetdProcess(self.state)
+        try:
+            self._boot(image, init, index)
+        except BaseException:
+            self.close()
+            raise
+
+    def _boot(self, image, init, index):
+        from cvm import images
+        self.netd.start()
         self.bridge = self.lab.bridge("198.51.100.1/24", prefix="cvs")
         self.ip = "198.51.100.%d" % (60 + index)
         self.key = os.path.join(self.state, "id_ed25519")

@@ -14,12 +14,13 @@ import contextlib
 import os
 import time
 
-from . import ns
-from .engine import (READY_FILE, WAIT_SCRIPT, WAIT_SCRIPT_TEXT, Engine, cgroup_version,
-                     lxcfs_running)
+from . import guestfiles, ns
+from .engine import READY_FILE, Engine, cgroup_version, lxcfs_running
 from .errors import Conflict, CvmError, NotFound, SpecError
-from .spec import VMSpec, parse_spec
+from .spec import HostFacts, VMSpec, parse_spec
 from .state import Store
+
+AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 
 SYSTEMD_INITS = ("/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd",
                  "/usr/sbin/init")
@@ -231,9 +232,11 @@ class VM:
     def _write_limits(self, spec):
         """Rewrite /etc/cvm/limits.env and .json for the new limits."""
         from . import limits
-        from .spec import HostFacts
         files = limits.files(spec, HostFacts.read())
-        if self.running:
+        if self.record.get("guest_files") == "bound":
+            guestfiles.write(self.ctx.store, self.name,
+                             {path: content for path, (content, _) in files.items()})
+        elif self.running:  # a VM made before its files were bound
             for path, (content, mode) in files.items():
                 ns.write_file(self.pid, path, content, mode)
         elif self.container_id and self.status != "missing":
@@ -356,16 +359,25 @@ def create(spec, start=True, ctx=None):
     early = net.start_probes(spec) if net and start else None
     try:
         record["created_dirs"] = _make_volume_dirs(spec)
+        files = guestfiles.bound_files(spec, init_mode, HostFacts.read())
+        guestfiles.write(ctx.store, spec.name, files)
+        record["guest_files"] = "bound"
         record = ctx.store.write_vm(spec.name, record)
-        record["container_id"] = ctx.engine.create(spec, ctx.realm, ctx.store.root, init_mode,
-                                                   init_argv, lxcfs)
+        record["container_id"] = ctx.engine.create(
+            spec, ctx.realm, ctx.store.root, init_mode, init_argv, lxcfs,
+            guestfiles.binds(ctx.store, spec.name, files))
         record = ctx.store.write_vm(spec.name, record)
-        files = _guest_files(spec, init_mode)
-        if files:
-            ctx.engine.put_files(record["container_id"], files)
+        # root's authorized_keys stays the VM's own file (people add keys to it): written
+        # once, while init waits for its NICs, or into the container when not started.
+        keys = ("\n".join(spec.ssh_keys) + "\n").encode() if spec.ssh_keys else None
+        keys_after_start = start and init_mode in ("systemd", "compat")
+        if keys and not keys_after_start:
+            ctx.engine.put_files(record["container_id"], {AUTHORIZED_KEYS: (keys, 0o600)})
         vm = VM(ctx, spec.name, record)
         if start:
             ctx.engine.start(record["container_id"])
+            if keys and keys_after_start:
+                ns.write_file(vm.pid, AUTHORIZED_KEYS, keys, 0o600, dir_mode=0o700)
             vm.wire(probe=True, early=early)
         record["phase"] = "ready"
         return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
@@ -420,22 +432,6 @@ def _make_volume_dirs(spec):
         raise SpecError("volumes", "cannot create %s: %s" % (exc.filename, exc.strerror)) \
             from None
     return made
-
-
-def _guest_files(spec, init_mode):
-    from . import limits
-    from .engine import network_env
-    from .spec import HostFacts
-    files = dict(limits.files(spec, HostFacts.read()))
-    if init_mode in ("systemd", "compat"):
-        files[WAIT_SCRIPT] = (WAIT_SCRIPT_TEXT.encode(), 0o755)
-    if spec.ssh_keys:
-        files["/root/.ssh/authorized_keys"] = (("\n".join(spec.ssh_keys) + "\n").encode(), 0o600)
-    env = network_env(spec)
-    if env:
-        files["/etc/cvm/network.env"] = ("".join(
-            "%s=%s\n" % (k, v) for k, v in sorted(env.items())).encode(), 0o644)
-    return files
 
 
 # ---------------------------------------------------------------- apply

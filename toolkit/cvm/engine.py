@@ -58,12 +58,13 @@ def lxcfs_running():
 
 
 def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version,
-                     lxcfs=False):
+                     lxcfs=False, file_binds=()):
     """Keyword arguments for the SDK's create_container and create_host_config.
 
     `init_mode` is the resolved mode (systemd, compat or none) and `init_command`
     the argv of PID 1 for systemd/compat; `lxcfs` binds LXCFS's /proc files so that
-    unmodified programs inside see the VM's memory, CPUs and uptime.
+    unmodified programs inside see the VM's memory, CPUs and uptime; `file_binds` are
+    the read-only binds of cvm's own files (see cvm.guestfiles).
     """
     labels = dict(spec.labels)
     labels.update({LABEL_VM: spec.name, LABEL_REALM: realm, LABEL_STATE: state_root,
@@ -74,7 +75,7 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         "network_mode": "none",
         "restart_policy": _restart_policy(spec.restart),
         "pids_limit": spec.pids if spec.pids and spec.pids > 0 else -1,
-        "binds": [v.to_text() for v in spec.volumes],
+        "binds": [v.to_text() for v in spec.volumes] + list(file_binds),
         "dns": spec.dns or None,
         "dns_search": spec.search or None,
     }
@@ -252,9 +253,10 @@ class Engine:
 
     # ------------------------------------------------------------ containers
 
-    def create(self, spec, realm, state_root, init_mode, init_command, lxcfs=False):
+    def create(self, spec, realm, state_root, init_mode, init_command, lxcfs=False,
+               file_binds=()):
         create, host = container_config(spec, realm, state_root, init_mode, init_command,
-                                        cgroup_version(), lxcfs)
+                                        cgroup_version(), lxcfs, file_binds)
         with self._translated("creating %s" % spec.name):
             host_config = self.api.create_host_config(**host)
             try:

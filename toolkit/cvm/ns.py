@@ -193,10 +193,10 @@ def in_mount_namespace(pid, action, what):
         raise CvmError("cannot %s inside the VM (pid %d)" % (what, pid))
 
 
-def write_file(pid, path, content, mode=0o644):
+def write_file(pid, path, content, mode=0o644, dir_mode=0o755):
     """Write a file inside a running VM (atomically, never following a final symlink)."""
     def action(libc):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
         temp = path + ".cvm-tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         os.write(fd, content)

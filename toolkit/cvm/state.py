@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 
 from .errors import PermissionDenied, StateError
@@ -143,8 +144,13 @@ class Store:
         self._write("vms", name, record)
         return record
 
+    def guest_dir(self, name):
+        """Host side of the files bound into the VM (see cvm.guestfiles)."""
+        return os.path.join(self.root, "guests", name)
+
     def delete_vm(self, name):
         self._delete("vms", name)
+        shutil.rmtree(self.guest_dir(name), ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._dir("locks"), name + ".lock"))
 

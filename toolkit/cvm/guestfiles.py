@@ -1,0 +1,50 @@
+"""Files cvm gives every VM, kept on the host and bind-mounted read-only into it.
+
+/etc/cvm/limits.env, /etc/cvm/limits.json, /etc/cvm/network.env and the wait-ready
+entrypoint live in <state>/guests/<vm>/ and are bound file by file (so /etc/cvm stays
+the VM's own directory). Writing them costs a host file write: no copy into the
+container at create (Docker's put_archive mounts the container's filesystem, ~40 ms),
+no entering the VM on resize. They are rewritten in place, never replaced, since a bind
+mount holds on to the file it was given.
+"""
+
+import os
+
+from .engine import WAIT_SCRIPT, WAIT_SCRIPT_TEXT, network_env
+
+
+def bound_files(spec, init_mode, host):
+    """{guest path: bytes} of the files bound into a VM of `spec`."""
+    from . import limits
+    files = {path: content for path, (content, _) in limits.files(spec, host).items()}
+    env = network_env(spec)
+    if env:
+        files["/etc/cvm/network.env"] = "".join(
+            "%s=%s\n" % (k, v) for k, v in sorted(env.items())).encode()
+    if init_mode in ("systemd", "compat"):
+        files[WAIT_SCRIPT] = WAIT_SCRIPT_TEXT.encode()
+    return files
+
+
+def host_path(store, name, guest_path):
+    return os.path.join(store.guest_dir(name), os.path.basename(guest_path))
+
+
+def write(store, name, files):
+    """Write (or rewrite in place) the host side of each bound file."""
+    directory = store.guest_dir(name)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    for guest_path, content in files.items():
+        mode = 0o755 if guest_path == WAIT_SCRIPT else 0o644
+        fd = os.open(host_path(store, name, guest_path), os.O_WRONLY | os.O_CREAT, mode)
+        try:
+            os.write(fd, content)
+            os.ftruncate(fd, len(content))
+        finally:
+            os.close(fd)
+
+
+def binds(store, name, files):
+    """Docker bind specs for the files."""
+    return ["%s:%s:ro" % (host_path(store, name, guest_path), guest_path)
+            for guest_path in sorted(files)]
