@@ -819,8 +819,13 @@ def demo(clean):
     sys.exit(demo_module.main(clean=clean))
 
 
+def _is_cgroup_error(exc):
+    # Only a command that imported cvm.cgroups can raise its error; do not import it here.
+    cgroups = sys.modules.get(__package__ + ".cgroups")
+    return cgroups is not None and isinstance(exc, cgroups.CgroupError)
+
+
 def main(argv=None):
-    from .cgroups import CgroupError
     try:
         result = cli.main(args=argv, prog_name="cvm", standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
@@ -832,14 +837,17 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
-    except (CvmError, CgroupError) as exc:
+    except CvmError as exc:
         click.echo("cvm: %s" % exc, err=True)
-        sys.exit(getattr(exc, "exit_code", 1))
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
     except Exception as exc:  # a bug: say so in one line; CVM_DEBUG=1 shows where
+        if _is_cgroup_error(exc):
+            click.echo("cvm: %s" % exc, err=True)
+            sys.exit(1)
         if os.environ.get("CVM_DEBUG"):
             raise
         click.echo("cvm: internal error: %s: %s (run with CVM_DEBUG=1 for the traceback)" % (
