@@ -307,6 +307,25 @@ def test_vms_reached_over_ssh_through_the_inventory_plugin(fleet):
 
 @pytest.mark.engine
 @pytest.mark.slow
+def test_connection_plugin_reaches_a_vm_through_cvm_exec(fleet):
+    """No ssh: modules, file copies and facts through `cvm exec` on the host."""
+    name = fleet["names"][0]
+    base = ["-i", fleet["inventory"].root, name, "-e", "ansible_connection=cvm.toolkit.cvm",
+            "-e", "cvm_vm=%s" % name, "-e", "cvm_state_dir=%s" % fleet["context"].store.root,
+            "-e", "cvm_command=%s" % os.path.join(BIN, "cvm")]
+    copied = ansible("ansible", *base, "-m", "ansible.builtin.copy", "-a",
+                     "content='through cvm exec\n' dest=/root/plugin.txt")
+    assert copied.returncode == 0 and "CHANGED" in copied.stdout, copied.stdout + copied.stderr
+    read = ansible("ansible", *base, "-m", "ansible.builtin.command", "-a",
+                   "cat /root/plugin.txt")
+    assert read.returncode == 0 and "through cvm exec" in read.stdout, read.stdout
+    facts = ansible("ansible", *base, "-m", "ansible.builtin.setup", "-a",
+                    "filter=ansible_hostname")
+    assert '"ansible_hostname": "%s"' % name in facts.stdout, facts.stdout
+
+
+@pytest.mark.engine
+@pytest.mark.slow
 def test_check_mode_reports_one_memory_change_then_it_is_made_live(fleet):
     context, names = fleet["context"], fleet["names"]
     before = container_of(context, names[2])
