@@ -333,3 +333,42 @@ def test_resize_needs_something(ctx, images, name):
     vm = api.create(busybox_spec(name), ctx=ctx)
     with pytest.raises(SpecError, match="nothing to resize"):
         vm.resize()
+
+
+# ---------------------------------------------------------------- the launcher
+
+
+def test_launcher_forwards_only_what_the_daemon_can_run_for_the_caller(monkeypatch):
+    from cvm.launcher import forwardable
+    monkeypatch.delenv("CVM_NO_DAEMON", raising=False)
+    assert forwardable(["ls"]) and forwardable(["rm", "-f", "web1"])
+    assert forwardable(["create", "web1", "--image", "x", "--", "tail", "-n", "1"])
+    for local in (["create", "-f", "vm.yml"], ["create", "web1", "--file=vm.yml"],
+                  ["create", "web1", "-fvm.yml"], ["create", "web1", "--ssh-key", "id.pub"],
+                  ["exec", "web1", "--", "true"], ["enter", "web1"], ["top", "web1"], [],
+                  ["apply", "-f", "vm.yml"]):
+        assert not forwardable(local), local
+    monkeypatch.setenv("CVM_NO_DAEMON", "1")
+    assert not forwardable(["ls"])
+
+
+def test_forwarded_commands_print_and_exit_as_local_ones(cvm, netd, images, name):
+    """The same command through cvm netd and in-process: same output, same exit code."""
+    local = {"CVM_NO_DAEMON": "1"}
+    cases = [["ls"], ["inspect", name + "x"], ["create", name, "--image", BUSYBOX, "--cpus", "0"],
+             ["create", name, "--image", BUSYBOX, "--hostname", "no_underscores"],
+             ["resize", name + "x", "--memory", "1g"], ["create", "--help"]]
+    for args in cases:
+        here, there = cvm(*args, env=local), cvm(*args)
+        assert (there.returncode, there.stdout, there.stderr) == \
+            (here.returncode, here.stdout, here.stderr), args
+    created = cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000",
+                  check=True)
+    assert created.stdout == name + "\n"
+    refused = cvm("rm", name)
+    assert refused.returncode != 0 and refused.stderr.startswith("cvm: ")
+    assert "running" in refused.stderr
+    assert cvm("rm", "-f", name, check=True).stdout == name + "\n"
+    log = netd.log()
+    for args in (["create", name, "--image", BUSYBOX, "--init", "none"], ["rm", "-f", name]):
+        assert "running `cvm %s" % " ".join(args) in log, log[-2000:]

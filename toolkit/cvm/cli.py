@@ -825,34 +825,41 @@ def _is_cgroup_error(exc):
     return cgroups is not None and isinstance(exc, cgroups.CgroupError)
 
 
-def main(argv=None):
+def run(argv=None):
+    """Run one `cvm` command; its exit code. Errors become one line on stderr."""
     try:
         result = cli.main(args=argv, prog_name="cvm", standalone_mode=False)
-        sys.exit(result if isinstance(result, int) else 0)
+        return result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        return 130
     except CvmError as exc:
         click.echo("cvm: %s" % exc, err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
-        sys.exit(141)
+        return 141
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:  # a bug: say so in one line; CVM_DEBUG=1 shows where
         if _is_cgroup_error(exc):
             click.echo("cvm: %s" % exc, err=True)
-            sys.exit(1)
+            return 1
         if os.environ.get("CVM_DEBUG"):
             raise
         click.echo("cvm: internal error: %s: %s (run with CVM_DEBUG=1 for the traceback)" % (
             type(exc).__name__, exc), err=True)
-        sys.exit(70)
+        return 70
+
+
+def main(argv=None):
+    sys.exit(run(argv))
 
 
 if __name__ == "__main__":

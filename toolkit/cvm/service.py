@@ -5,6 +5,10 @@ itself when no daemon answers: one implementation either way. Arguments and
 results are JSON-safe; errors are cvm's typed exceptions.
 """
 
+import io
+import sys
+import threading
+
 from .errors import CvmError
 
 
@@ -135,6 +139,66 @@ def op_bridge_rm(ctx, name):
 def op_bridge_ls(ctx):
     from .net import hostbridge
     return hostbridge.ls(ctx)
+
+
+class _PerThreadStream:
+    """The daemon's sys.stdout/stderr: what a forwarded command prints goes to its own
+    buffer; everything else to the real stream."""
+
+    encoding, errors = "utf-8", "strict"
+
+    def __init__(self, real):
+        self._real = real
+        self._local = threading.local()
+
+    def capture(self, buffer, tty):
+        self._local.buffer, self._local.tty = buffer, tty
+
+    def _target(self):
+        return getattr(self._local, "buffer", None) or self._real
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def flush(self):
+        self._target().flush()
+
+    def isatty(self):
+        if getattr(self._local, "buffer", None) is not None:
+            return self._local.tty
+        return self._real.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+_install_lock = threading.Lock()
+
+
+def _captured_streams():
+    with _install_lock:
+        if not isinstance(sys.stdout, _PerThreadStream):
+            sys.stdout, sys.stderr = _PerThreadStream(sys.stdout), _PerThreadStream(sys.stderr)
+    return sys.stdout, sys.stderr
+
+
+def op_cli(ctx, argv, tty=False):
+    """Run a `cvm` command line for cvm.launcher, here in the daemon, with its context."""
+    import logging
+    from . import cli, client
+    logging.getLogger("cvm.netd").info("running `cvm %s` for a client", " ".join(argv)[:200])
+    stdout, stderr = _captured_streams()
+    out, err = io.StringIO(), io.StringIO()
+    stdout.capture(out, tty)
+    stderr.capture(err, tty)
+    client.serving.ctx = ctx
+    try:
+        code = cli.run(list(argv))
+    finally:
+        client.serving.ctx = None
+        stdout.capture(None, None)
+        stderr.capture(None, None)
+    return {"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
 OPS = {name[3:]: func for name, func in globals().items() if name.startswith("op_")}

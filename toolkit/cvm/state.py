@@ -14,20 +14,15 @@ Every write is an atomic replace (temp file, fsync, rename, fsync dir).
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import time
 
 from .errors import PermissionDenied, StateError
 
-DEFAULT_ROOT = "/var/lib/cvm"
+from .paths import DEFAULT_ROOT, default_root  # noqa: F401 (part of this module's API)
+
 LOCK_TIMEOUT = 60.0
-
-
-def default_root():
-    return os.environ.get("CVM_STATE_DIR", DEFAULT_ROOT)
 
 
 class Store:
@@ -38,6 +33,7 @@ class Store:
     def realm(self):
         """Short id of this store. Containers and interfaces carry it, so that two
         stores on one host (a test run beside production) never touch each other's."""
+        import hashlib  # ~3.6 ms to import: only for commands that need the realm
         return hashlib.sha1(self.root.encode()).hexdigest()[:8]
 
     # ------------------------------------------------------------ plumbing
@@ -150,6 +146,7 @@ class Store:
 
     def delete_vm(self, name):
         self._delete("vms", name)
+        import shutil  # costs ~3 ms: not for every command that reads the state
         shutil.rmtree(self.guest_dir(name), ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._dir("locks"), name + ".lock"))
