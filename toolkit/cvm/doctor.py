@@ -104,19 +104,29 @@ def check_host_limits():
     return Check("host limits", OK, "inotify and keyring quotas fit hundreds of VMs", "")
 
 
-def check_lxcfs():
-    meminfo = os.path.join(LXCFS_DIR, "proc", "meminfo")
-    if not os.path.isdir(LXCFS_DIR) or not os.path.ismount(LXCFS_DIR):
+def mount_points(mounts_file="/proc/self/mounts"):
+    with open(mounts_file) as handle:
+        # Mount points escape spaces as \\040; LXCFS_DIR has none.
+        return {line.split()[1] for line in handle if line.strip()}
+
+
+def check_lxcfs(lxcfs_dir=LXCFS_DIR):
+    # os.path.isdir/ismount say False for a dead FUSE mount (stat fails with ENOTCONN),
+    # so whether it is mounted comes from the mount table.
+    if lxcfs_dir not in mount_points():
         return Check("lxcfs", WARN, "not running: /proc in VMs shows the host's totals to "
                      "unmodified programs (cvm's free/top still tell the truth)",
-                     "apt-get install lxcfs; lxcfs -l --enable-cfs %s" % LXCFS_DIR)
+                     "apt-get install lxcfs; lxcfs -l --enable-cfs %s (./run setup does both)"
+                     % lxcfs_dir)
     try:
-        with open(meminfo) as handle:
+        with open(os.path.join(lxcfs_dir, "proc", "meminfo")) as handle:
             handle.read(64)
     except OSError as exc:
-        return Check("lxcfs", FAIL, "mounted but broken (%s): VMs' /proc reads fail" %
-                     exc.strerror, "restart lxcfs, then `cvm netd --once` remounts VMs' /proc")
-    return Check("lxcfs", OK, "running at %s" % LXCFS_DIR, "")
+        return Check("lxcfs", FAIL, "mounted but dead (%s): running VMs' /proc/meminfo, "
+                     "/proc/stat... fail to read" % exc.strerror,
+                     "umount -l %s; start lxcfs again (./run setup); then `cvm restart` "
+                     "the VMs created with it" % lxcfs_dir)
+    return Check("lxcfs", OK, "running at %s" % lxcfs_dir, "")
 
 
 def check_nsenter():

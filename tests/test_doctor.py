@@ -1,0 +1,63 @@
+"""`cvm doctor` on this host, with no engine, and against an lxcfs that died."""
+
+import json
+import os
+import signal
+import subprocess
+
+from cvm import doctor
+
+from .conftest import wait_for
+
+
+def rows_of(result):
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_doctor_reports_this_host(cvm):
+    result = cvm("doctor", "--json")
+    rows = rows_of(result)
+    assert rows["root"]["status"] == "OK"
+    assert rows["engine"]["status"] == "OK" and rows["engine"]["detail"].startswith("Docker ")
+    assert rows["cgroups"]["status"] == "OK"
+    for module in ("veth", "bridge", "macvlan"):
+        assert rows["kernel: " + module]["status"] == "OK"
+    assert rows["lxcfs"]["status"] == "OK"  # ./run tests started it
+    assert rows["nsenter"]["status"] == "OK"
+    failed = [row for row in rows.values() if row["status"] == "FAIL"]
+    assert result.returncode == (1 if failed else 0)
+    assert all(row["fix"] for row in rows.values() if row["status"] != "OK")
+
+
+def test_doctor_without_an_engine_fails_and_says_how_to_start_one(cvm):
+    result = cvm("doctor", "--json", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert result.returncode == 1
+    engine = rows_of(result)["engine"]
+    assert engine["status"] == "FAIL" and "dockerd" in engine["fix"]
+
+
+def test_doctor_tells_a_dead_lxcfs_from_a_missing_one(tmp_path):
+    mount_point = str(tmp_path / "lxcfs")
+    os.mkdir(mount_point)
+    lxcfs = subprocess.Popen(["lxcfs", "-p", str(tmp_path / "lxcfs.pid"), mount_point],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(mount_point + "/proc/meminfo"), what="private lxcfs")
+        assert doctor.check_lxcfs(mount_point).status == "OK"
+
+        lxcfs.send_signal(signal.SIGKILL)
+        lxcfs.wait()
+        dead = doctor.check_lxcfs(mount_point)
+        assert dead.status == "FAIL"
+        assert "Transport endpoint is not connected" in dead.detail
+        assert dead.fix.startswith("umount -l %s;" % mount_point) and "cvm restart" in dead.fix
+
+        subprocess.run(["umount", "-l", mount_point], check=True)
+        missing = doctor.check_lxcfs(mount_point)
+        assert missing.status == "WARN" and missing.detail.startswith("not running")
+    finally:
+        if lxcfs.poll() is None:
+            lxcfs.kill()
+            lxcfs.wait()
+        while mount_point in doctor.mount_points():
+            subprocess.run(["umount", "-l", mount_point], check=True)
