@@ -57,17 +57,24 @@ class Lab:
         ip("link", "set", "lo", "up", netns=name)
         return name
 
-    def peer(self, bridge, address, address6=None, prefix="cvp"):
-        """A 'machine on the LAN': a namespace with a veth into `bridge`."""
+    def peer(self, bridge, address, address6=None, prefix="cvp", vlan=None):
+        """A 'machine on the LAN': a namespace with a veth into `bridge` (its port is
+        lab.name(prefix)); with `vlan`, its address is on the tagged lan0.VLAN."""
         namespace = self.netns(prefix + "n")
         outside = self.name(prefix)
         ip("link", "add", outside, "type", "veth", "peer", "name", "lan0", "netns", namespace)
         self.links.append(outside)
         ip("link", "set", outside, "master", bridge, "up")
-        ip("addr", "add", address, "dev", "lan0", netns=namespace)
-        if address6:
-            ip("addr", "add", address6, "dev", "lan0", "nodad", netns=namespace)
         ip("link", "set", "lan0", "up", netns=namespace)
+        device = "lan0"
+        if vlan:
+            device = "lan0.%d" % vlan
+            ip("link", "add", "link", "lan0", "name", device, "type", "vlan", "id", str(vlan),
+               netns=namespace)
+            ip("link", "set", device, "up", netns=namespace)
+        ip("addr", "add", address, "dev", device, netns=namespace)
+        if address6:
+            ip("addr", "add", address6, "dev", device, "nodad", netns=namespace)
         return namespace
 
     def cleanup(self):

@@ -133,6 +133,73 @@ def test_macvlan_mode(ctx, images, lab, name):
     assert name + "-e0" not in host_links()  # nothing on the host side
 
 
+def needs_kernel(feature):
+    """Skip, saying why, where this kernel lacks a NIC feature. The netlink requests
+    such tests would send are asserted in test_net_unit.py on every kernel."""
+    if not kernel.features().get(feature):
+        pytest.skip("this kernel lacks %s; its netlink requests are proven in test_net_unit.py"
+                    % kernel.FEATURES[feature])
+
+
+@pytest.mark.parametrize("ipvlan_mode", ["l2", "l3"])
+def test_ipvlan_mode(ctx, images, lab, name, ipvlan_mode):
+    needs_kernel("ipvlan")
+    parent = lab.bridge(prefix="cvi")
+    peer = lab.peer(parent, "%s.62/24" % SUBNET)
+    vm = api.create(vm_spec(name, {"mode": "ipvlan", "link": parent, "ipvlan_mode": ipvlan_mode,
+                                   "ip": "%s.63/24" % SUBNET}), ctx=ctx)
+    if ipvlan_mode == "l2":  # l3 answers no ARP: the LAN reaches it through a route
+        assert ping("%s.63" % SUBNET, netns=peer)
+    assert in_vm(vm, "cat", "/sys/class/net/eth0/address")[1].strip() == \
+        open("/sys/class/net/%s/address" % parent).read().strip()  # ipvlan shares the parent's MAC
+    api.get(name, ctx).remove(force=True)
+    assert residue(ctx, name) == []
+
+
+def test_macvlan_on_a_vlan(ctx, images, lab, name):
+    needs_kernel("8021q")
+    parent = lab.bridge(prefix="cvl")
+    untagged_peer = lab.peer(parent, "%s.250/24" % SUBNET)
+    tagged_peer = lab.peer(parent, "%s.64/24" % SUBNET, prefix="cvt", vlan=10)
+    api.create(vm_spec(name, {"mode": "macvlan", "link": parent, "vlan": 10,
+                              "ip": "%s.65/24" % SUBNET}), ctx=ctx)
+    assert "%s.10" % parent in host_links()  # the 802.1Q sub-interface cvm made
+    assert ping("%s.65" % SUBNET, netns=tagged_peer)
+    assert not ping("%s.65" % SUBNET, netns=untagged_peer)
+    api.get(name, ctx).remove(force=True)
+    assert "%s.10" % parent not in host_links()  # made by cvm, removed with its last user
+
+
+def test_bridge_port_vlan(ctx, images, lab, name):
+    needs_kernel("bridge_vlan_filtering")
+    bridge = lab.bridge(prefix="cvf")
+    ip("link", "set", bridge, "type", "bridge", "vlan_filtering", "1")
+    same_vlan = lab.peer(bridge, "%s.66/24" % SUBNET, prefix="cvs")
+    other_vlan = lab.peer(bridge, "%s.67/24" % SUBNET, prefix="cvo")
+    for port, vid in ((lab.name("cvs"), "20"), (lab.name("cvo"), "30")):
+        subprocess.run(["bridge", "vlan", "del", "dev", port, "vid", "1"], check=True)
+        subprocess.run(["bridge", "vlan", "add", "dev", port, "vid", vid, "pvid", "untagged"],
+                       check=True)
+    api.create(vm_spec(name, bridge_nic(bridge, 68, vlan=20)), ctx=ctx)
+    assert ping("%s.68" % SUBNET, netns=same_vlan)
+    assert not ping("%s.68" % SUBNET, netns=other_vlan)
+    api.get(name, ctx).remove(force=True)
+    assert residue(ctx, name) == []
+
+
+def test_sriov_mode(ctx, images, name):
+    pf = os.environ.get("CVM_TEST_SRIOV_PF")
+    if not pf:
+        pytest.skip("no SR-IOV PF offered to the tests (set CVM_TEST_SRIOV_PF to one whose VFs "
+                    "they may take); requests and restore are proven in test_net_unit.py")
+    before = host_snapshot()
+    vm = api.create(vm_spec(name, {"mode": "sriov", "link": pf, "ip": "%s.69/24" % SUBNET}),
+                    ctx=ctx)
+    assert in_vm(vm, "cat", "/sys/class/net/eth0/address")[1].strip() == vm.spec.nics[0].mac
+    api.get(name, ctx).remove(force=True)
+    assert host_snapshot() == before  # the VF is back under its name, settings restored
+
+
 def test_unsupported_modes_fail_clearly_here(cvm, ctx, images, lab, name):
     features = kernel.features()
     parent = lab.bridge(prefix="cvq")
