@@ -372,3 +372,63 @@ def test_forwarded_commands_print_and_exit_as_local_ones(cvm, netd, images, name
     log = netd.log()
     for args in (["create", name, "--image", BUSYBOX, "--init", "none"], ["rm", "-f", name]):
         assert "running `cvm %s" % " ".join(args) in log, log[-2000:]
+
+
+def test_wire_frames_round_trip_and_refuse_other_protocols():
+    from cvm import wire
+    message = {"op": "cli", "args": {"argv": ["ls", "--json"], "tty": False, "n": 1.5,
+                                     "none": None, "text": "é\n" * 50000}}
+    frame = wire.encode(message)
+    chunks = [frame[i:i + 7] for i in range(0, len(frame), 7)]  # a socket's short reads
+    assert wire.decode(_reader(chunks)) == message
+    with pytest.raises(wire.NotAFrame):  # what an older netd answered: a JSON line
+        wire.decode(_reader([b'{"ok": false, "error": {"type": "CvmError", "message": "x"}}\n']))
+    with pytest.raises(ConnectionError):
+        wire.decode(_reader([frame[:-1]]))
+
+
+def _reader(chunks):
+    data = bytearray(b"".join(chunks))
+
+    def read(size):
+        piece = bytes(data[:min(size, 7)])
+        del data[:len(piece)]
+        return piece
+    return read
+
+
+def test_netd_answers_garbage_with_an_error(netd, state_dir):
+    from cvm import wire
+    from cvm.paths import netd_socket
+    sock = wire.connect(netd_socket(state_dir), timeout=10)
+    try:
+        sock.sendall(b'{"op": "ls"}\n')
+        reply = wire.decode(sock.recv)
+    finally:
+        sock.close()
+    assert reply["ok"] is False and reply["error"]["message"].startswith("not a cvm request")
+    assert netd.process.poll() is None
+
+
+def test_a_netd_running_older_code_is_bypassed_reported_and_stopped(cvm, netd, state_dir):
+    """After an upgrade the daemon still runs the old code: commands must not run there."""
+    import cvm as package
+    source = os.path.join(os.path.dirname(package.__file__), "wire.py")
+    before = os.stat(source)
+    assert cvm("netd", "--status").returncode == 0
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # "upgraded"
+    try:
+        status = cvm("netd", "--status")
+        assert status.returncode == 3 and "older code" in status.stdout
+        doctor = {row["name"]: row for row in json.loads(cvm("doctor", "--json").stdout)}
+        assert doctor["netd"]["status"] == "WARN" and "before an upgrade" in doctor["netd"]["detail"]
+        marker = len(netd.log())
+        assert cvm("ls", check=True).stdout.startswith("NAME")
+        assert "running `cvm ls`" not in netd.log()[marker:]  # ran in the caller instead
+        second = cvm("netd", timeout=30)  # must not take the socket of a live daemon
+        assert second.returncode == 1 and "another process serves" in second.stderr
+        stopped = cvm("netd", "--stop", check=True)
+        assert "stopped" in stopped.stdout and netd.process.wait(timeout=5) == 0
+        assert cvm("netd", "--status").returncode == 1
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))

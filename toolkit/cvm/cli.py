@@ -647,20 +647,58 @@ def bridge_ls(as_json):
                         r["uplink"] or "-", len(r["ports"])] for r in rows]))
 
 
+def _running(pid):
+    from .procfs import process_stat
+    try:
+        return process_stat(pid)[3] != "Z"  # a zombie has exited; its parent reaps it
+    except OSError:
+        return False
+
+
+def _stop_netd():
+    import signal
+    import time
+    from .client import daemon_code
+    running = daemon_code(_store())
+    if running is None:
+        click.echo("cvm netd is not running")
+        return
+    os.kill(running["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 60  # it finishes the wiring it has in hand
+    while _running(running["pid"]):
+        if time.monotonic() > deadline:
+            raise CvmError("cvm netd (pid %d) did not exit within 60 s" % running["pid"])
+        time.sleep(0.1)
+    click.echo("cvm netd (pid %d) stopped" % running["pid"])
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--once", is_flag=True, help="Reconcile everything, then exit.")
 @click.option("--install-unit", is_flag=True, help="Install the systemd unit and exit.")
 @click.option("--workers", default=8, show_default=True, help="VMs wired in parallel.")
-@click.option("--status", is_flag=True, help="Exit 0 if a netd answers for this state, else 1.")
-def netd(once, install_unit, workers, status):
+@click.option("--status", is_flag=True, help="Exit 0 if a netd answers for this state and "
+              "runs this cvm's code, 3 if it runs older code, 1 if none answers.")
+@click.option("--stop", is_flag=True, help="Stop the netd that answers for this state "
+              "(one running older code, say) and wait for it to exit.")
+def netd(once, install_unit, workers, status, stop):
     """The network daemon: re-wires VMs on every start, serves the CLI."""
     import logging
     from . import ns
+    if stop:
+        _stop_netd()
+        return
     if status:
-        from .client import daemon_running
-        answers = daemon_running(_store())
-        click.echo("cvm netd is %s" % ("running" if answers else "not running"))
-        sys.exit(0 if answers else 1)
+        from .client import daemon_code
+        from .paths import code_stamp
+        running = daemon_code(_store())
+        if running is None:
+            click.echo("cvm netd is not running")
+            sys.exit(1)
+        if running["code"] != code_stamp():
+            click.echo("cvm netd is running older code (pid %d): restart it" % running["pid"])
+            sys.exit(3)
+        click.echo("cvm netd is running (pid %d)" % running["pid"])
+        return
     ns.require_root("cvm netd")
     if install_unit:
         from .templates import install_systemd_unit

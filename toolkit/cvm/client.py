@@ -5,19 +5,17 @@ skip ~300 ms of imports. The same `service.handle()` runs in the daemon and, whe
 no daemon answers, in the calling process: there is one implementation of each
 operation, and the socket only moves its arguments and result.
 
-Protocol: one JSON object per line each way.
+Protocol: one cvm.wire frame each way.
     request  {"op": "create", "args": {...}}
-    response {"ok": true, "result": ...} | {"ok": false, "error": {"type", "message", "field"}}
+    response {"ok": True, "result": ...} | {"ok": False, "error": {"type", "message", "field"}}
 """
 
-import json
 import os
-import socket
 import threading
 
-from .errors import from_dict
-
-SOCKET_NAME = "netd.sock"
+from . import wire
+from .errors import CvmError, from_dict
+from .paths import netd_socket
 
 # Set in the daemon's threads that run a forwarded command: its operations run right
 # there, with the daemon's context, instead of going through the socket again.
@@ -25,35 +23,13 @@ serving = threading.local()
 
 
 def socket_path(store):
-    return socket_path_under(store.root)
-
-
-def socket_path_under(root):
-    return os.path.join(root, SOCKET_NAME)
+    return netd_socket(store.root)
 
 
 def connect(root, timeout):
     """A connected socket to the daemon of the store at `root`, or None."""
-    path = socket_path_under(root)
-    if not os.path.exists(path):
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
-def exchange(sock, request):
-    """Send one request, return the decoded reply."""
-    sock.sendall(json.dumps(request).encode() + b"\n")
-    line = sock.makefile("rb").readline()
-    if not line:
-        raise OSError("the cvm daemon closed the connection")
-    return json.loads(line)
+    path = netd_socket(root)
+    return wire.connect(path, timeout) if os.path.exists(path) else None
 
 
 def daemon_running(store):
@@ -61,6 +37,14 @@ def daemon_running(store):
         return call(store, "ping", {}, timeout=2, local_fallback=False) == "pong"
     except (OSError, ValueError, LookupError):
         return False
+
+
+def daemon_code(store):
+    """{"code", "pid"} of the daemon that answers for `store`, or None."""
+    try:
+        return call(store, "code", {}, timeout=2, local_fallback=False)
+    except (OSError, ValueError, LookupError, CvmError):  # CvmError: it lacks op "code"
+        return None
 
 
 def call(store, op, args, timeout=600, local_fallback=True):
@@ -75,8 +59,10 @@ def call(store, op, args, timeout=600, local_fallback=True):
             raise LookupError("no daemon")
         from . import service
         return service.handle(op, args, store_root=store.root)
-    with sock:
-        reply = exchange(sock, {"op": op, "args": args})
+    try:
+        reply = wire.exchange(sock, {"op": op, "args": args})
+    finally:
+        sock.close()
     if reply.get("ok"):
         return reply.get("result")
     raise from_dict(reply.get("error") or {})

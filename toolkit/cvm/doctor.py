@@ -149,10 +149,16 @@ def check_disk(path="/var/lib/docker"):
 
 def check_netd(store):
     from . import client
-    if client.daemon_running(store):
-        return Check("netd", OK, "answering on %s" % client.socket_path(store), "")
-    return Check("netd", WARN, "not running: VMs are not re-wired after a restart",
-                 "start `cvm netd` (systemd unit: templates/systemd/cvm-netd.service)")
+    from .paths import code_stamp
+    running = client.daemon_code(store)
+    if running is None:
+        return Check("netd", WARN, "not running: VMs are not re-wired after a restart",
+                     "start `cvm netd` (systemd unit: templates/systemd/cvm-netd.service)")
+    if running["code"] != code_stamp():
+        return Check("netd", WARN, "runs the code cvm had before an upgrade (pid %d): "
+                     "commands run without it, slower" % running["pid"],
+                     "systemctl restart cvm-netd (or kill %d; ./run setup)" % running["pid"])
+    return Check("netd", OK, "answering on %s" % client.socket_path(store), "")
 
 
 def run_checks():

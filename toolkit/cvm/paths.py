@@ -1,9 +1,30 @@
-"""Where cvm keeps its state. Imported by the launcher, so: nothing heavy here."""
+"""Where cvm keeps its state, and which code it runs. Imported by the launcher, so:
+nothing heavy here."""
 
 import os
 
 DEFAULT_ROOT = "/var/lib/cvm"
+NETD_SOCKET = "netd.sock"
 
 
 def default_root():
     return os.path.abspath(os.environ.get("CVM_STATE_DIR", DEFAULT_ROOT))
+
+
+def netd_socket(root):
+    return os.path.join(root, NETD_SOCKET)
+
+
+def code_stamp(package_dir=os.path.dirname(os.path.abspath(__file__))):
+    """Changes whenever cvm's code does (a file added, removed or rewritten): lets a
+    command tell a cvm netd started before an upgrade, which still runs the old code."""
+    count = size = mtimes = 0
+    pending = [package_dir]
+    while pending:
+        for entry in os.scandir(pending.pop()):
+            if entry.is_dir() and entry.name != "__pycache__":
+                pending.append(entry.path)
+            elif entry.name.endswith(".py"):
+                info = entry.stat()
+                count, size, mtimes = count + 1, size + info.st_size, mtimes + info.st_mtime_ns
+    return "%d-%d-%d" % (count, size, mtimes)

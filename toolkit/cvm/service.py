@@ -2,14 +2,18 @@
 
 `handle(op, args)` runs in the daemon for a request from its socket, or in the CLI
 itself when no daemon answers: one implementation either way. Arguments and
-results are JSON-safe; errors are cvm's typed exceptions.
+results are plain data (cvm.wire frames); errors are cvm's typed exceptions.
 """
 
 import io
+import os
 import sys
 import threading
 
 from .errors import CvmError
+from .paths import code_stamp
+
+LOADED_CODE = code_stamp()  # the code this process runs, whatever is on disk later
 
 
 def _ctx(store_root):
@@ -21,6 +25,11 @@ def _ctx(store_root):
 
 def op_ping(ctx):
     return "pong"
+
+
+def op_code(ctx):
+    """Which code this daemon runs (see paths.code_stamp), and its pid."""
+    return {"code": LOADED_CODE, "pid": os.getpid()}
 
 
 def op_create(ctx, spec, start=True, where=""):
@@ -182,8 +191,11 @@ def _captured_streams():
     return sys.stdout, sys.stderr
 
 
-def op_cli(ctx, argv, tty=False):
-    """Run a `cvm` command line for cvm.launcher, here in the daemon, with its context."""
+def op_cli(ctx, argv, tty=False, code=None):
+    """Run a `cvm` command line for cvm.launcher, here in the daemon, with its context.
+    A launcher of other code (cvm upgraded since this daemon started) runs it itself."""
+    if code is not None and code != LOADED_CODE:
+        raise CvmError("cvm netd runs other code than this cvm; restart it")
     import logging
     from . import cli, client
     logging.getLogger("cvm.netd").info("running `cvm %s` for a client", " ".join(argv)[:200])

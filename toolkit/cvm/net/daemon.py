@@ -20,12 +20,16 @@ import socketserver
 import threading
 import time
 
-from .. import service
+from .. import service, wire
 from ..client import socket_path
 from ..errors import CvmError, NotFound
 
 log = logging.getLogger("cvm.netd")
 POWEROFF_EXIT = "130"  # 128 + SIGINT: the kernel's verdict on poweroff in a PID namespace
+
+
+def _error_reply(message):
+    return {"ok": False, "error": {"type": "CvmError", "message": message}}
 
 
 class Daemon:
@@ -144,26 +148,36 @@ class Daemon:
     def serve(self):
         path = socket_path(self.ctx.store)
         if os.path.exists(path):
-            os.unlink(path)
+            live = wire.connect(path, timeout=2)
+            if live is not None:
+                live.close()
+                raise CvmError("another process serves %s (a cvm netd of older code? stop "
+                               "it: cvm netd --stop, or pkill -f 'cvm netd')" % path)
+            os.unlink(path)  # left by a netd that died
         ctx = self.ctx
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
-                line = self.rfile.readline()
-                if not line:
+                try:
+                    request = wire.decode(self.rfile.read)
+                except ConnectionError:
+                    return
+                except ValueError as exc:
+                    self.wfile.write(wire.encode(_error_reply("not a cvm request: %s" % exc)))
                     return
                 try:
-                    request = json.loads(line)
                     result = service.handle(request.get("op"), request.get("args"), ctx=ctx)
                     reply = {"ok": True, "result": result}
                 except CvmError as exc:
                     reply = {"ok": False, "error": exc.to_dict()}
                 except Exception as exc:
-                    log.exception("request %s failed", line[:200])
-                    reply = {"ok": False, "error": {"type": "CvmError", "message":
-                                                    "daemon error: %s: %s" % (
-                                                        type(exc).__name__, exc)}}
-                self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
+                    log.exception("request %r failed", request.get("op"))
+                    reply = _error_reply("daemon error: %s: %s" % (type(exc).__name__, exc))
+                try:
+                    frame = wire.encode(reply)
+                except ValueError:  # a value marshal lacks (a datetime): as JSON would show it
+                    frame = wire.encode(json.loads(json.dumps(reply, default=str)))
+                self.wfile.write(frame)
 
         old_umask = os.umask(0o177)  # root only
         try:
