@@ -16,6 +16,7 @@ BRIDGE = "cvmdemo0"
 # halves) can run beside the demo.
 BRIDGE_ADDRESS = "203.0.113.129/25"
 POOL = "203.0.113.200-203.0.113.250"
+IMAGE = "cvm/debian12:latest"
 DEMO_DIR = "/var/lib/cvm/demo"
 KEY = os.path.join(DEMO_DIR, "id_ed25519")
 VMS = [
@@ -29,7 +30,7 @@ def spec_file():
     with open(KEY + ".pub") as handle:
         key = handle.read().strip()
     lines = ["# cvm demo: three Debian 12 VMs with systemd on a host-only bridge.",
-             "defaults:", "  image: cvm/debian12:latest", "  init: systemd",
+             "defaults:", "  image: %s" % IMAGE, "  init: systemd",
              "  ssh_keys: [%s]" % key, "vms:"]
     for vm in VMS:
         lines += ["  - name: %s" % vm["name"], "    cpus: %s" % vm["cpus"],
@@ -73,6 +74,33 @@ def wait_running(cvm, names, timeout=60):
     return pending
 
 
+def outdated(names):
+    """Demo VMs that would not show what the demo says: made from an older build of the
+    image, or without LXCFS while it now runs. Demo VMs are disposable: they are remade."""
+    from . import api
+    from .engine import lxcfs_running
+    from .errors import NotFound
+    ctx = api.default_context()
+    current = ctx.engine.image(IMAGE)["Id"]
+    stale = []
+    for name in names:
+        try:
+            vm = api.get(name, ctx)
+        except NotFound:
+            continue
+        if (vm.container or {}).get("Image") != current or (
+                lxcfs_running() and not vm.record.get("lxcfs")):
+            stale.append(name)
+    return stale
+
+
+def mem_total_mib(free_output):
+    for line in free_output.splitlines():
+        if line.startswith("Mem:"):
+            return int(line.split()[1])
+    return None
+
+
 def main(clean=False):
     cvm = cvm_command()
     if clean:
@@ -95,6 +123,10 @@ def main(clean=False):
     say("three VMs from one spec file, each with its own static IP, limits and systemd")
     path = spec_file()
     run("cat %s" % path)
+    stale = outdated([v["name"] for v in VMS])
+    if stale:
+        say("%s: made from an older image build or without LXCFS; made again" % ", ".join(stale))
+        run("%s rm -f %s" % (cvm, " ".join(stale)))
     run("%s apply -f %s" % (cvm, path))
     run("%s ls" % cvm)
     run("%s net ls" % cvm)
@@ -110,7 +142,9 @@ def main(clean=False):
     run("ssh -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
         "root@203.0.113.141 'hostname; uptime'" % KEY)
     say("free and top inside a VM tell the VM's truth (db1 has 1.5 CPUs and 1 GiB)")
-    run("%s exec db1 -- free -m" % cvm)
+    total = mem_total_mib(run("%s exec db1 -- free -m" % cvm).stdout)
+    if total != 1024:
+        raise SystemExit("demo: free in db1 says %s MiB of memory, not its 1024" % total)
     run("%s exec db1 -- sh -c 'top -bn1 | head -5'" % cvm)
     say("restarted behind cvm's back, a VM comes back on its IP: cvm netd re-wires it")
     run("docker restart -t 1 web2")
