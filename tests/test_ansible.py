@@ -259,6 +259,15 @@ def fleet(tmp_path_factory, images):
                    settings=settings)
 
 
+def fleet_created(fleet):
+    """The fleet with its VMs, made by vms.yml unless the test of that already made them
+    (so that each test also runs alone: pytest -k)."""
+    if not fleet.get("created"):
+        succeeded(run_vms(fleet))
+        fleet["created"] = True
+    return fleet
+
+
 def run_vms(fleet, *args):
     return ansible("ansible-playbook", "-i", fleet["inventory"].root, "vms.yml", *args)
 
@@ -273,6 +282,7 @@ def container_of(context, name):
 @pytest.mark.slow
 def test_vms_playbook_creates_then_changes_nothing(fleet):
     first = succeeded(run_vms(fleet))
+    fleet["created"] = True
     assert first["here"]["changed"] == 1 and first["here"]["failed"] == 0
     context = fleet["context"]
     for name in fleet["names"]:
@@ -286,11 +296,15 @@ def test_vms_playbook_creates_then_changes_nothing(fleet):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_vms_reached_over_ssh_through_the_inventory_plugin(fleet):
+    fleet_created(fleet)
     play = os.path.join(fleet["root"], "facts.yml")
     with open(play, "w") as handle:
         yaml.safe_dump([{
-            "name": "Facts of every VM", "hosts": "webservers", "gather_facts": True,
-            "tasks": [{"name": "The VM is what the inventory declares",
+            "name": "Facts of every VM", "hosts": "webservers", "gather_facts": False,
+            "tasks": [{"name": "A VM just made is still starting sshd",
+                       "ansible.builtin.wait_for_connection": {"timeout": 60}},
+                      {"name": "Facts", "ansible.builtin.setup": {}},
+                      {"name": "The VM is what the inventory declares",
                        "ansible.builtin.assert": {"that": [
                            "ansible_hostname == inventory_hostname",
                            "ansible_default_ipv4.address == cvm_spec.nics[0].ip.split('/')[0]",
@@ -302,13 +316,14 @@ def test_vms_reached_over_ssh_through_the_inventory_plugin(fleet):
                            "-o UserKnownHostsFile=/dev/null'")
     hosts = succeeded(result)
     assert set(fleet["names"]) <= set(hosts), hosts
-    assert all(hosts[name]["ok"] == 2 for name in fleet["names"]), hosts
+    assert all(hosts[name]["ok"] == 3 for name in fleet["names"]), hosts
 
 
 @pytest.mark.engine
 @pytest.mark.slow
 def test_connection_plugin_reaches_a_vm_through_cvm_exec(fleet):
     """No ssh: modules, file copies and facts through `cvm exec` on the host."""
+    fleet_created(fleet)
     name = fleet["names"][0]
     base = ["-i", fleet["inventory"].root, name, "-e", "ansible_connection=cvm.toolkit.cvm",
             "-e", "cvm_vm=%s" % name, "-e", "cvm_state_dir=%s" % fleet["context"].store.root,
@@ -327,6 +342,7 @@ def test_connection_plugin_reaches_a_vm_through_cvm_exec(fleet):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_check_mode_reports_one_memory_change_then_it_is_made_live(fleet):
+    fleet_created(fleet)
     context, names = fleet["context"], fleet["names"]
     before = container_of(context, names[2])
     fleet["settings"]["cvm_vms"][2]["memory"] = "512m"
@@ -349,6 +365,7 @@ def test_check_mode_reports_one_memory_change_then_it_is_made_live(fleet):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_provision_reports_per_host_results_and_fails_non_zero(fleet, tmp_path):
+    fleet_created(fleet)
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
     cvm = os.path.join(BIN, "cvm")
     good = subprocess.run([cvm, "provision", "-i", fleet["inventory"].root, "--playbook",
@@ -381,6 +398,7 @@ def test_provision_reports_per_host_results_and_fails_non_zero(fleet, tmp_path):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_absent_removes_the_vm_and_its_wiring(fleet):
+    fleet_created(fleet)
     context, names = fleet["context"], fleet["names"]
     from cvm.net.base import default_host_name
     host_interface = default_host_name(names[1], 0)
