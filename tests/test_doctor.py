@@ -7,7 +7,7 @@ import subprocess
 
 from cvm import doctor
 
-from .conftest import wait_for
+from .conftest import BUSYBOX, wait_for
 
 
 def rows_of(result):
@@ -61,3 +61,20 @@ def test_doctor_tells_a_dead_lxcfs_from_a_missing_one(tmp_path):
             lxcfs.wait()
         while mount_point in doctor.mount_points():
             subprocess.run(["umount", "-l", mount_point], check=True)
+
+
+def test_doctor_names_vms_made_while_lxcfs_was_down(ctx, images, name, monkeypatch):
+    from cvm import api
+    from cvm.spec import parse_spec
+
+    def busybox(vm_name, **fields):
+        return parse_spec(dict({"name": vm_name, "image": BUSYBOX, "init": "none",
+                                "command": ["sleep", "1000"]}, **fields))
+    api.create(busybox(name + "a"), ctx=ctx)  # LXCFS runs here: bound
+    api.create(busybox(name + "b", lxcfs=False), ctx=ctx)  # chosen: never listed
+    assert doctor.check_vms_without_lxcfs(ctx.store).status == "OK"
+    monkeypatch.setattr(api, "lxcfs_running", lambda: False)  # as if LXCFS were down
+    api.create(busybox(name + "c"), ctx=ctx)
+    check = doctor.check_vms_without_lxcfs(ctx.store)
+    assert check.status == "WARN" and check.detail.endswith(": %sc" % name)
+    assert "recreate" in check.fix

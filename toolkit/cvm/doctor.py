@@ -129,6 +129,17 @@ def check_lxcfs(lxcfs_dir=LXCFS_DIR):
     return Check("lxcfs", OK, "running at %s" % lxcfs_dir, "")
 
 
+def check_vms_without_lxcfs(store):
+    """VMs whose spec left LXCFS to the host but that were made while it was down."""
+    missing = sorted(name for name, record in store.vm_records().items()
+                     if not record.get("lxcfs") and record["spec"].get("lxcfs") is None)
+    if not missing:
+        return Check("VMs and lxcfs", OK, "every VM that may bind LXCFS binds it", "")
+    return Check("VMs and lxcfs", WARN, "made while LXCFS was down, their /proc shows the "
+                 "host's totals to unmodified tools: %s" % ", ".join(missing),
+                 "recreate them (cvm rm -f NAME; cvm apply), or set lxcfs: false in their spec")
+
+
 def check_nsenter():
     path = shutil.which("nsenter")
     if not path:
@@ -170,6 +181,8 @@ def run_checks():
     rows += check_kernel()
     rows.append(check_host_limits())
     rows.append(check_lxcfs())
+    if rows[-1].status == OK and os.geteuid() == 0:
+        rows.append(check_vms_without_lxcfs(ctx.store))
     rows.append(check_nsenter())
     rows.append(check_disk())
     rows.append(check_netd(ctx.store))
