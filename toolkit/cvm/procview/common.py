@@ -42,6 +42,14 @@ def fail(name, message, code=1):
     sys.exit(code)
 
 
+def number(convert, text, name, message):
+    """`convert(text)`, or the tool's own error line (procps words it differently per tool)."""
+    try:
+        return convert(text)
+    except ValueError:
+        fail(name, message)
+
+
 def run(name, body):
     """Run a tool's body; data errors become one line on stderr, never a traceback."""
     try:

@@ -8,7 +8,7 @@ from the cgroup as LXCFS computes /proc/meminfo, swap from memsw (v1) or swap (v
 import sys
 import time
 
-from .common import VERSION, fail, float32, parse, run
+from .common import VERSION, fail, float32, number, parse, run
 from .sources import default_source
 
 SHORT = "bkmghltvc:ws:V"
@@ -147,17 +147,11 @@ def main(argv=None, source=None):
         elif option in ("-v", "--committed"):
             settings["committed"] = True
         elif option in ("-s", "--seconds"):
-            try:
-                interval = float(value)
-            except ValueError:
-                fail("free", "seconds argument failed: '%s'" % value)
+            interval = number(float, value, "free", "seconds argument failed: '%s'" % value)
             if interval * 1000000 < 1:
                 fail("free", "seconds argument `%s' is not positive number" % value)
         elif option in ("-c", "--count"):
-            try:
-                count = int(value)
-            except ValueError:
-                fail("free", "failed to parse count argument: '%s'" % value)
+            count = number(int, value, "free", "failed to parse count argument: '%s'" % value)
             if count < 1:
                 fail("free", "failed to parse count argument: '%s': Numerical result out of "
                      "range" % value)

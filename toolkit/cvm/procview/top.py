@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import state
-from .common import VERSION, fail, float32, parse, run
+from .common import VERSION, fail, float32, number, parse, run
 from .sources import CLK_TCK, default_source, task_ticks
 from .uptime import uptime_line
 
@@ -251,32 +251,21 @@ def main(argv=None, source=None):
         elif option in ("-c", "--cmdline-toggle"):
             cmdline = not cmdline
         elif option in ("-d", "--delay"):
-            try:
-                delay = float(value)
-            except ValueError:
-                fail("top", "bad delay interval '%s'" % value)
+            delay = number(float, value, "top", "bad delay interval '%s'" % value)
             if delay < 0:
                 fail("top", "delay interval '%s' can't be negative" % value)
         elif option in ("-n", "--iterations"):
-            try:
-                iterations = int(value)
-            except ValueError:
-                fail("top", "bad iterations argument '%s'" % value)
+            iterations = number(int, value, "top", "bad iterations argument '%s'" % value)
         elif option in ("-o", "--sort-override"):
             field = value.lstrip("+-").upper()
             if field not in ("%CPU", "%MEM", "TIME+", "PID", "TIME"):
                 fail("top", "unrecognized field name '%s'" % value)
             sort_field = "TIME+" if field == "TIME" else field
         elif option in ("-p", "--pid"):
-            try:
-                pids = set(int(p) for p in value.split(",") if p)
-            except ValueError:
-                fail("top", "bad pid '%s'" % value)
+            pids = number(lambda text: set(int(p) for p in text.split(",") if p), value, "top",
+                          "bad pid '%s'" % value)
         elif option in ("-w", "--width"):
-            try:
-                width = int(value)
-            except ValueError:
-                fail("top", "bad width arg '%s'" % value)
+            width = number(int, value, "top", "bad width arg '%s'" % value)
         elif option in ("-1", "--single-cpu-toggle"):
             per_cpu = not per_cpu
         elif option in ("-h", "--help"):
