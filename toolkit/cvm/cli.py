@@ -658,8 +658,8 @@ def _running(pid):
 def _stop_netd():
     import signal
     import time
-    from .client import daemon_code
-    running = daemon_code(_store())
+    from .client import daemon_status
+    running = daemon_status(_store())
     if running is None:
         click.echo("cvm netd is not running")
         return
@@ -688,13 +688,12 @@ def netd(once, install_unit, workers, status, stop):
         _stop_netd()
         return
     if status:
-        from .client import daemon_code
-        from .paths import code_stamp
-        running = daemon_code(_store())
+        from .client import daemon_status
+        running = daemon_status(_store())
         if running is None:
             click.echo("cvm netd is not running")
             sys.exit(1)
-        if running["code"] != code_stamp():
+        if not running["current"]:
             click.echo("cvm netd is running older code (pid %d): restart it" % running["pid"])
             sys.exit(3)
         click.echo("cvm netd is running (pid %d)" % running["pid"])

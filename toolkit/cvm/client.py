@@ -15,7 +15,7 @@ import threading
 
 from . import wire
 from .errors import CvmError, from_dict
-from .paths import netd_socket
+from .paths import code_stamp, netd_socket
 
 # Set in the daemon's threads that run a forwarded command: its operations run right
 # there, with the daemon's context, instead of going through the socket again.
@@ -28,8 +28,7 @@ def socket_path(store):
 
 def connect(root, timeout):
     """A connected socket to the daemon of the store at `root`, or None."""
-    path = netd_socket(root)
-    return wire.connect(path, timeout) if os.path.exists(path) else None
+    return wire.connect(netd_socket(root), timeout)
 
 
 def daemon_running(store):
@@ -39,12 +38,14 @@ def daemon_running(store):
         return False
 
 
-def daemon_code(store):
-    """{"code", "pid"} of the daemon that answers for `store`, or None."""
+def daemon_status(store):
+    """{"pid", "current"} of the daemon that answers for `store`, or None. `current`:
+    it runs the installed code (not what was installed before an upgrade)."""
     try:
-        return call(store, "code", {}, timeout=2, local_fallback=False)
+        running = call(store, "code", {}, timeout=2, local_fallback=False)
     except (OSError, ValueError, LookupError, CvmError):  # CvmError: it lacks op "code"
         return None
+    return {"pid": running["pid"], "current": running["code"] == code_stamp()}
 
 
 def call(store, op, args, timeout=600, local_fallback=True):

@@ -160,12 +160,11 @@ def check_disk(path="/var/lib/docker"):
 
 def check_netd(store):
     from . import client
-    from .paths import code_stamp
-    running = client.daemon_code(store)
+    running = client.daemon_status(store)
     if running is None:
         return Check("netd", WARN, "not running: VMs are not re-wired after a restart",
                      "start `cvm netd` (systemd unit: templates/systemd/cvm-netd.service)")
-    if running["code"] != code_stamp():
+    if not running["current"]:
         return Check("netd", WARN, "runs the code cvm had before an upgrade (pid %d): "
                      "commands run without it, slower" % running["pid"],
                      "systemctl restart cvm-netd (or kill %d; ./run setup)" % running["pid"])

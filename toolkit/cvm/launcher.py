@@ -32,8 +32,7 @@ def forward(argv):
     """(exit code, stdout, stderr) from the daemon, or None to run the command here."""
     from . import wire
     from .paths import code_stamp, default_root, netd_socket
-    path = netd_socket(default_root())
-    sock = wire.connect(path) if os.path.exists(path) else None
+    sock = wire.connect(netd_socket(default_root()))
     if sock is None:
         return None
     try:
