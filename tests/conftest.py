@@ -119,8 +119,7 @@ def residue(context, name, dirs=()):
     for container in context.engine.vm_containers(context.realm):
         if container["Labels"].get("io.cvm.vm") == name:
             left.append("container %s" % container["Names"])
-    info = context.engine.inspect(name)
-    if info is not None:
+    if context.engine.named(name) is not None:
         left.append("container named %s" % name)
     if context.store.read_vm(name) is not None:
         left.append("state entry %s" % name)

@@ -273,7 +273,7 @@ def run_vms(fleet, *args):
 
 
 def container_of(context, name):
-    info = context.engine.inspect(name)
+    info = context.engine.named(name)
     assert info is not None, "no container for %s" % name
     return info["Id"], info["HostConfig"]["Memory"]
 
@@ -288,7 +288,7 @@ def test_vms_playbook_creates_then_changes_nothing(fleet):
     for name in fleet["names"]:
         record = context.store.read_vm(name)
         assert record is not None, name
-        assert context.engine.inspect(name)["State"]["Running"], name
+        assert context.engine.named(name)["State"]["Running"], name
     second = succeeded(run_vms(fleet))
     assert second["here"]["changed"] == 0, second
 
@@ -406,7 +406,7 @@ def test_absent_removes_the_vm_and_its_wiring(fleet):
     fleet["settings"]["cvm_vms"][1]["state"] = "absent"
     fleet["inventory"].host("here", **fleet["settings"])
     assert succeeded(run_vms(fleet))["here"]["changed"] == 1
-    assert context.engine.inspect(names[1]) is None
+    assert context.engine.named(names[1]) is None
     assert context.store.read_vm(names[1]) is None
     assert not os.path.exists("/sys/class/net/%s" % host_interface)
     assert succeeded(run_vms(fleet))["here"]["changed"] == 0

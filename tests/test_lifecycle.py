@@ -219,6 +219,47 @@ def test_duplicate_name_and_foreign_container(ctx, images, name, engine):
         engine.remove(container["Id"], force=True)
 
 
+def test_a_name_that_prefixes_another_containers_id_is_free(ctx, images, engine):
+    """Docker resolves a reference by ID prefix too, and names like "ba2" are hex."""
+    foreign = []
+    try:
+        while not foreign or foreign[-1][0] not in "abcdef":  # a VM name starts with a letter
+            foreign.append(engine.api.create_container(BUSYBOX, ["true"])["Id"])
+        hex_name = foreign[-1][:8]
+        assert engine.inspect(hex_name)["Id"] == foreign[-1]
+        assert engine.named(hex_name) is None
+        vm = api.create(busybox_spec(hex_name), ctx=ctx)
+        assert vm.container_id != foreign[-1]
+        vm.remove(force=True)
+        assert engine.inspect(foreign[-1]) is not None  # never touched
+    finally:
+        for container in foreign:
+            engine.remove(container, force=True)
+
+
+KILLED_BEFORE_ID_IS_RECORDED = """
+import os, signal, sys
+from cvm import api, engine
+from cvm.spec import parse_spec
+engine.Engine.start = lambda self, container: os.kill(os.getpid(), signal.SIGKILL)
+spec = parse_spec({"name": sys.argv[2], "image": sys.argv[3], "init": "none",
+                   "command": ["sleep", "100000"]})
+api.create(spec, ctx=api.Context(state_root=sys.argv[1]))
+"""
+
+
+def test_create_killed_before_the_record_has_its_container(cvm, ctx, images, name):
+    killed = subprocess.run([os.sys.executable, "-c", KILLED_BEFORE_ID_IS_RECORDED,
+                             ctx.store.root, name, BUSYBOX])
+    assert killed.returncode == -signal.SIGKILL
+    record = ctx.store.read_vm(name)
+    assert record["phase"] == "creating" and record["container_id"] is None
+    assert ctx.engine.named(name)["Config"]["Labels"]["io.cvm.realm"] == ctx.realm
+    assert "creating" in cvm("ls", check=True).stdout
+    cvm("rm", name, check=True)
+    assert residue(ctx, name) == []
+
+
 BAD_CREATE = [
     (["--image", "nope/missing"], "image: 'nope/missing' is not on this host"),
     (["--memory", "12x"], "memory: '12x' is not a size"),

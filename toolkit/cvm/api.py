@@ -346,27 +346,32 @@ def create(spec, start=True, ctx=None):
     with ctx.store.lock():
         if ctx.store.read_vm(spec.name) is not None:
             raise Conflict("name: a VM named %r already exists" % spec.name)
-        if ctx.engine.inspect(spec.name) is not None:
-            raise Conflict("name: a container named %r already exists (not a cvm VM of this "
-                           "host's state); pick another name" % spec.name)
         if net:
             spec = net.claim_addresses(ctx, spec)
         record = ctx.store.write_vm(spec.name, {
             "spec": spec.to_dict(), "phase": "creating", "container_id": None,
             "desired": "running" if start else "stopped", "created_dirs": [],
-            "init": init_mode, "init_reason": init_reason, "lxcfs": lxcfs})
+            "guest_files": "bound", "init": init_mode, "init_reason": init_reason,
+            "lxcfs": lxcfs})
     # Probe the segment for the VM's addresses while Docker creates and starts it.
     early = net.start_probes(spec) if net and start else None
+    name_taken = False
     try:
         record["created_dirs"] = _make_volume_dirs(spec)
+        if record["created_dirs"]:
+            record = ctx.store.write_vm(spec.name, record)  # for `cvm rm` after a kill
         files = guestfiles.bound_files(spec, init_mode, HostFacts.read())
         guestfiles.write(ctx.store, spec.name, files)
-        record["guest_files"] = "bound"
-        record = ctx.store.write_vm(spec.name, record)
-        record["container_id"] = ctx.engine.create(
-            spec, ctx.realm, ctx.store.root, init_mode, init_argv, lxcfs,
-            guestfiles.binds(ctx.store, spec.name, files))
-        record = ctx.store.write_vm(spec.name, record)
+        # Docker refuses a taken name (409), so there is no separate check. Until the
+        # record has the id, a kill leaves a container that `cvm rm` finds by name.
+        try:
+            record["container_id"] = ctx.engine.create(
+                spec, ctx.realm, ctx.store.root, init_mode, init_argv, lxcfs,
+                guestfiles.binds(ctx.store, spec.name, files))
+        except Conflict:
+            name_taken = True
+            raise Conflict("name: a container named %r already exists (not a cvm VM of "
+                           "this host's state); pick another name" % spec.name) from None
         # root's authorized_keys stays the VM's own file (people add keys to it): written
         # once, while init waits for its NICs, or into the container when not started.
         keys = ("\n".join(spec.ssh_keys) + "\n").encode() if spec.ssh_keys else None
@@ -383,16 +388,20 @@ def create(spec, start=True, ctx=None):
         return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
     except BaseException:
         with contextlib.suppress(Exception):
-            _remove(ctx, spec.name, ctx.store.read_vm(spec.name) or record)
+            _remove(ctx, spec.name, record, find_by_name=not name_taken)
         if early is not None:
             early.wait()  # let the probes finish before their sockets' interfaces go
         raise
 
 
-def _remove(ctx, name, record):
-    """Undo everything a VM has on the host. Safe on half-created VMs."""
+def _remove(ctx, name, record, find_by_name=True):
+    """Undo everything a VM has on the host. Safe on half-created VMs, whose container
+    may exist before the record has its id (then it is found by name)."""
     container_id = record.get("container_id")
-    info = ctx.engine.inspect(container_id or name)
+    if container_id:
+        info = ctx.engine.inspect(container_id)
+    else:
+        info = ctx.engine.named(name) if find_by_name else None
     if info is not None and info["Config"]["Labels"].get("io.cvm.realm") != ctx.realm:
         info = None  # a same-named container that is not ours: never touch it
     spec = None

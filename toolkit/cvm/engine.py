@@ -299,6 +299,13 @@ class Engine:
         except NotFound:
             return None
 
+    def named(self, name):
+        """The container called exactly `name`, or None. Docker also resolves a reference
+        by ID prefix, and names like "ba2" or "cafe" are hex: a plain inspect of such a
+        name may return another container."""
+        info = self.inspect(name)
+        return info if info is not None and info.get("Name") == "/" + name else None
+
     def vm_containers(self, realm, all=True):
         """Summaries of this realm's VM containers (one API call)."""
         with self._translated("list"):
