@@ -171,6 +171,8 @@ class VM:
         `probe` checks on the segment that each address is free (create and attach).
         """
         spec = self.spec
+        if not spec.nics and self.record.get("init") not in ("systemd", "compat"):
+            return self  # no NICs and no init waiting to be released
         pid = self.pid
         with self.ctx.store.vm_lock(self.name):
             if spec.nics:

@@ -111,7 +111,8 @@ def create(name, spec_file, no_start, as_json, command, **flags):
     if command:
         overrides["command"] = list(command)
     _require_root("cvm create")
-    result = _call("create", spec=merge(raw, overrides), start=not no_start, where=where)
+    result = _call("create", spec=merge(raw, overrides), start=not no_start, where=where,
+                   details=as_json)
     if as_json:
         _echo_json(result)
     else:

@@ -60,7 +60,12 @@ def main():
         run_here()
         return
     code, out, err = outcome
-    sys.stdout.write(out)
-    sys.stderr.write(err)
-    sys.stdout.flush()
-    sys.exit(code)
+    try:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+        sys.stderr.write(err)
+        sys.stderr.flush()
+    except BrokenPipeError:  # `cvm ls | head -1`
+        pass
+    # Nothing is left to tear down: skipping the interpreter's finalization saves ~3 ms.
+    os._exit(code)

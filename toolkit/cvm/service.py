@@ -32,11 +32,13 @@ def op_code(ctx):
     return {"code": LOADED_CODE, "pid": os.getpid()}
 
 
-def op_create(ctx, spec, start=True, where=""):
-    """`spec` is raw (flags over a file): it is validated here, next to the engine."""
+def op_create(ctx, spec, start=True, where="", details=True):
+    """`spec` is raw (flags over a file): it is validated here, next to the engine.
+    Without `details`, only the name: the full view costs Docker another inspect."""
     from . import api
     from .spec import parse_spec
-    return api.create(parse_spec(spec, where=where), start=start, ctx=ctx).to_dict()
+    vm = api.create(parse_spec(spec, where=where), start=start, ctx=ctx)
+    return vm.to_dict() if details else {"name": vm.name}
 
 
 def _each(ctx, names, action):
