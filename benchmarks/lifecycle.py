@@ -1,13 +1,15 @@
 """Issue 2 benchmark: creating VMs with cvm vs plain Docker, on the same image.
 
 20 VMs with `cvm create` (no network) and 20 with the Docker SDK's
-containers.run(..., network_mode="none"), interleaved; median per-VM time each and
-the ratio. cvm is measured three ways: the CLI served by cvm netd (how hosts run
-it), the CLI alone (CVM_NO_DAEMON=1: every call imports the Docker SDK), and the
-Python API in-process (the same work as containers.run, plus cvm's).
+containers.run(..., network_mode="none"), interleaved in a shuffled order each round;
+median per-VM time each and the ratio. cvm is measured three ways: the CLI served by
+cvm netd (how hosts run it), the CLI alone (CVM_NO_DAEMON=1: every call imports the
+Docker SDK), and the Python API in-process (the same work as containers.run, plus
+cvm's). BENCH_COUNT=N runs N rounds instead of 20.
 """
 
 import os
+import random
 import subprocess
 import time
 
@@ -24,38 +26,43 @@ def main():
     client = docker.from_env()
     header("lifecycle: create %d VMs, median per VM (image %s, no network)" % (COUNT, BUSYBOX))
     timings = {"docker": [], "docker cli": [], "cli+netd": [], "cli alone": [], "api": []}
+    plain = []  # the baseline's containers, removed however the run ends
+    order = random.Random(2)  # a fixed shuffle: no method always follows the same one
     with realm() as (ctx, env):
         alone = dict(env, CVM_NO_DAEMON="1")
-        for i in range(COUNT):
-            started = time.perf_counter()
-            client.containers.run(BUSYBOX, ["sleep", "100000"], network_mode="none",
-                                  detach=True, name="bench-docker-%d" % i)
-            timings["docker"].append(time.perf_counter() - started)
 
-            started = time.perf_counter()
-            subprocess.run(["docker", "run", "-d", "--network", "none", "--name",
-                            "bench-dcli-%d" % i, BUSYBOX, "sleep", "100000"], check=True,
-                           capture_output=True)
-            timings["docker cli"].append(time.perf_counter() - started)
+        def sdk(i):
+            plain.append(client.containers.run(BUSYBOX, ["sleep", "100000"],
+                                               network_mode="none", detach=True,
+                                               name="bench-docker-%d" % i).id)
 
-            started = time.perf_counter()
-            cvm(env, "create", "bd%d" % i, "--image", BUSYBOX, "--init", "none", "--",
-                "sleep", "100000")
-            timings["cli+netd"].append(time.perf_counter() - started)
+        def docker_cli(i):
+            plain.append(subprocess.run(
+                ["docker", "run", "-d", "--network", "none", "--name", "bench-dcli-%d" % i,
+                 BUSYBOX, "sleep", "100000"], check=True, capture_output=True,
+                text=True).stdout.strip())
 
-            started = time.perf_counter()
-            cvm(alone, "create", "bn%d" % i, "--image", BUSYBOX, "--init", "none", "--",
-                "sleep", "100000")
-            timings["cli alone"].append(time.perf_counter() - started)
+        def cvm_cli(environment, prefix):
+            return lambda i: cvm(environment, "create", "%s%d" % (prefix, i), "--image",
+                                 BUSYBOX, "--init", "none", "--", "sleep", "100000")
 
-            spec = parse_spec({"name": "ba%d" % i, "image": BUSYBOX, "init": "none",
-                               "command": ["sleep", "100000"]})
-            started = time.perf_counter()
-            api.create(spec, ctx=ctx)
-            timings["api"].append(time.perf_counter() - started)
-        for i in range(COUNT):
-            client.containers.get("bench-docker-%d" % i).remove(force=True)
-            client.containers.get("bench-dcli-%d" % i).remove(force=True)
+        def cvm_api(i):
+            api.create(parse_spec({"name": "ba%d" % i, "image": BUSYBOX, "init": "none",
+                                   "command": ["sleep", "100000"]}), ctx=ctx)
+
+        methods = [("docker", sdk), ("docker cli", docker_cli),
+                   ("cli+netd", cvm_cli(env, "bd")), ("cli alone", cvm_cli(alone, "bn")),
+                   ("api", cvm_api)]
+        try:
+            for i in range(COUNT):
+                order.shuffle(methods)
+                for key, create in methods:
+                    started = time.perf_counter()
+                    create(i)
+                    timings[key].append(time.perf_counter() - started)
+        finally:
+            for container in plain:
+                client.api.remove_container(container, force=True)
     base = median(timings["docker"])
     cli_base = median(timings["docker cli"])
     print("%-34s %10s %14s %14s" % ("", "median", "vs SDK", "vs docker CLI"))
