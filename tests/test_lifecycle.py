@@ -410,6 +410,11 @@ def test_forwarded_commands_print_and_exit_as_local_ones(cvm, netd, images, name
     assert refused.returncode != 0 and refused.stderr.startswith("cvm: ")
     assert "running" in refused.stderr
     assert cvm("rm", "-f", name, check=True).stdout == name + "\n"
+    detailed = json.loads(cvm("create", name, "--image", BUSYBOX, "--init", "none", "--json",
+                              "--", "sleep", "1000", check=True).stdout)
+    assert detailed["status"] == "running" and len(detailed["container_id"]) == 64
+    assert detailed["spec"]["command"] == ["sleep", "1000"]
+    cvm("rm", "-f", name, check=True)
     log = netd.log()
     for args in (["create", name, "--image", BUSYBOX, "--init", "none"], ["rm", "-f", name]):
         assert "running `cvm %s" % " ".join(args) in log, log[-2000:]
