@@ -402,20 +402,14 @@ def tune(name, service, show, apply_, reload, sets):
 # ---------------------------------------------------------------- monitoring
 
 
-def _si(value):
-    """docker stats' SI sizes for network and block IO: 1.2kB, 3.4MB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return ("%.0f%s" if unit == "B" else "%.3g%s") % (value, unit)
-        value /= 1000.0
-
-
-def _binary(value):
-    """docker stats' binary sizes for memory: 512MiB, 1.5GiB."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return ("%.0f%s" if unit == "B" else "%.4g%s") % (value, unit)
-        value /= 1024.0
+def _docker_size(value, binary=False):
+    """docker stats' sizes: binary for memory (512MiB, 1.5GiB), SI for IO (1.2kB, 3.4MB)."""
+    base, units, number = (1024.0, ("B", "KiB", "MiB", "GiB", "TiB"), "%.4g%s") if binary \
+        else (1000.0, ("B", "kB", "MB", "GB", "TB"), "%.3g%s")
+    for unit in units:
+        if abs(value) < base or unit == units[-1]:
+            return ("%.0f%s" if unit == "B" else number) % (value, unit)
+        value /= base
 
 
 def stats_rows(now, before):
@@ -439,11 +433,11 @@ def stats_rows(now, before):
             "cpu": "%.2f%%" % cpu if cpu is not None else "--",
             "quota": "%.2f%%" % rate["cpu_quota_percent"] if rate and rate[
                 "cpu_quota_percent"] is not None else "--",
-            "memory": "%s / %s" % (_binary(stats.memory_working_set),
-                                   _binary(limit) if limit else "unlimited"),
+            "memory": "%s / %s" % (_docker_size(stats.memory_working_set, binary=True),
+                                   _docker_size(limit, binary=True) if limit else "unlimited"),
             "memory_pct": "%.2f%%" % memory_pct if memory_pct is not None else "--",
-            "net": "%s / %s" % (_si(net_in), _si(net_out)),
-            "block": "%s / %s" % (_si(block_in), _si(block_out)),
+            "net": "%s / %s" % (_docker_size(net_in), _docker_size(net_out)),
+            "block": "%s / %s" % (_docker_size(block_in), _docker_size(block_out)),
             "pids": "%d%s" % (stats.pids, " / %d" % stats.pids_limit if stats.pids_limit
                               else ""),
             "uptime": human_duration(stats.uptime),

@@ -275,7 +275,6 @@ class Monitor:
         stats.block = attempt("block io", cg.blkio) or {}
         stats.nics = attempt("net/dev", lambda: net_dev(target.pid, target.files.read)) or {}
 
-
     @staticmethod
     def _limits(target, attempt):
         now = time.monotonic()

@@ -72,21 +72,12 @@ def scale(kib, exponent, si, human):
     text = "%dB" % nbytes
     if len(text) <= 4:
         return text
+    suffix, width = ("", 4) if si else ("i", 5)  # 1.5G or 1.5Gi
     for power, unit in enumerate("KMGTP", 1):
         value = nbytes / base ** power
-        if si:
-            text = "%.1f%s" % (float32(value), unit)
-            if len(text) <= 4:
-                return text
-            text = "%d%s" % (int(value), unit)
-            if len(text) <= 4:
-                return text
-        else:
-            text = "%.1f%si" % (float32(value), unit)
-            if len(text) <= 5:
-                return text
-            text = "%d%si" % (int(value), unit)
-            if len(text) <= 5:
+        for text in ("%.1f%s%s" % (float32(value), unit, suffix),
+                     "%d%s%s" % (int(value), unit, suffix)):
+            if len(text) <= width:
                 return text
     return text
 
