@@ -262,6 +262,7 @@ def test_create_killed_before_the_record_has_its_container(cvm, ctx, images, nam
 
 BAD_CREATE = [
     (["--image", "nope/missing"], "image: 'nope/missing' is not on this host"),
+    (["--image", "nope/missing", "--init", "auto"], "image: 'nope/missing' is not on this host"),
     (["--memory", "12x"], "memory: '12x' is not a size"),
     (["--memory", "1m"], "memory: 1m is below Docker's minimum of 6m"),
     (["--cpus", "0"], "cpus: 0 must be above 0"),

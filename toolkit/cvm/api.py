@@ -170,9 +170,10 @@ class VM:
         for the same start; the per-VM lock serialises them and the second finds it done.
         `probe` checks on the segment that each address is free (create and attach).
         """
-        spec = self.spec
-        if not spec.nics and self.record.get("init") not in ("systemd", "compat"):
+        if not self.record["spec"].get("nics") and \
+                self.record.get("init") not in ("systemd", "compat"):
             return self  # no NICs and no init waiting to be released
+        spec = self.spec
         pid = self.pid
         with self.ctx.store.vm_lock(self.name):
             if spec.nics:
@@ -339,7 +340,8 @@ def create(spec, start=True, ctx=None):
     net = _net() if spec.nics else None
     if net:
         net.check_host(spec)
-    image = ctx.engine.image(spec.image)
+    # init none takes nothing from the image; Docker's create then reports a missing one.
+    image = ctx.engine.image(spec.image) if spec.init != "none" else {}
     init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
     lxcfs = spec.lxcfs if spec.lxcfs is not None else lxcfs_running()
     if spec.lxcfs and not lxcfs_running():

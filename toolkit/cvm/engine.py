@@ -57,6 +57,11 @@ def lxcfs_running():
         return False
 
 
+def _missing_image(ref):
+    return SpecError("image", "%r is not on this host (no registry is used); build it with "
+                     "`cvm image build` or see `cvm image ls`" % ref)
+
+
 def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version,
                      lxcfs=False, file_binds=()):
     """Keyword arguments for the SDK's create_container and create_host_config.
@@ -230,8 +235,7 @@ class Engine:
             with self._translated("image %s" % ref):
                 return self.api.inspect_image(ref)
         except NotFound:
-            raise SpecError("image", "%r is not on this host (no registry is used); build it "
-                            "with `cvm image build` or see `cvm image ls`" % ref) from None
+            raise _missing_image(ref) from None
 
     def images(self, label=None):
         with self._translated("images"):
@@ -257,15 +261,18 @@ class Engine:
                file_binds=()):
         create, host = container_config(spec, realm, state_root, init_mode, init_command,
                                         cgroup_version(), lxcfs, file_binds)
-        with self._translated("creating %s" % spec.name):
-            host_config = self.api.create_host_config(**host)
-            try:
-                return self.api.create_container(host_config=host_config, **create)["Id"]
-            except Exception as exc:
-                if getattr(exc, "status_code", None) == 409:
-                    raise Conflict("name: a container named %r already exists" % spec.name) \
-                        from None
-                raise
+        try:
+            with self._translated("creating %s" % spec.name):
+                host_config = self.api.create_host_config(**host)
+                try:
+                    return self.api.create_container(host_config=host_config, **create)["Id"]
+                except Exception as exc:
+                    if getattr(exc, "status_code", None) == 409:
+                        raise Conflict("name: a container named %r already exists"
+                                       % spec.name) from None
+                    raise
+        except NotFound:  # the only thing a create can miss is its image
+            raise _missing_image(spec.image) from None
 
     def start(self, container):
         with self._translated("start %s" % container):
