@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -19,6 +20,12 @@ import pytest
 CVM = os.path.join(os.path.dirname(sys.executable), "cvm")
 BUSYBOX = "cvm/busybox:latest"
 DEBIAN = "cvm/debian12:latest"
+# The tests' image builds log here, not among the host's build logs in /var/log/cvm.
+BUILD_LOG_DIR = os.environ["CVM_LOG_DIR"] = tempfile.mkdtemp(prefix="cvm-test-logs-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(BUILD_LOG_DIR, ignore_errors=True)
 
 
 def engine_answers():

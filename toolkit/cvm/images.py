@@ -238,18 +238,26 @@ def write_context(directory, recipe, rendered):
 
 
 class BuildLog:
-    """The full build output on disk, and the tail kept for error messages."""
+    """The full build output on disk, and the tail kept for error messages. The file is
+    made with the first line: a build refused before any output leaves no empty log."""
 
     def __init__(self, distro):
-        os.makedirs(LOG_DIR, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = os.path.join(LOG_DIR, "build-%s-%s.log" % (distro, stamp))
-        self.handle = open(self.path, "w")
+        self.handle = None
         self.tail = []
         self.step = None
         self.watched = [CACHE_DIR, "/var/lib/docker"]  # where a full disk breaks builds
 
+    @property
+    def written(self):
+        """The log's path once it holds output, else None (for error messages)."""
+        return self.path if self.handle else None
+
     def write(self, line):
+        if self.handle is None:
+            os.makedirs(LOG_DIR, exist_ok=True)
+            self.handle = open(self.path, "w")
         self.handle.write(line + "\n")
         self.handle.flush()
         if line.strip():
@@ -263,7 +271,7 @@ class BuildLog:
         return None
 
     def fail(self, message):
-        self.handle.close()
+        self.close()
         full = self.full_disk()
         if full or any("no space left on device" in line.lower()
                        for line in self.tail + [message]):
@@ -272,10 +280,11 @@ class BuildLog:
         detail = " | ".join(self.tail[-5:])
         raise ImageError("build failed%s: %s%s" % (where, message,
                                                     (" -- last output: " + detail) if detail
-                                                    else ""), self.path)
+                                                    else ""), self.written)
 
     def close(self):
-        self.handle.close()
+        if self.handle:
+            self.handle.close()
 
     def __enter__(self):
         return self
@@ -309,7 +318,8 @@ def debootstrap_rootfs(recipe, extra_packages, log, progress=None):
         raise ImageError("%s cannot be built with debootstrap; use --base IMAGE (one of its "
                          "registry images, e.g. %s)" % (recipe["distro"], recipe["registry_base"]))
     if shutil.which("debootstrap") is None:
-        raise ImageError("debootstrap is not installed; apt-get install debootstrap", log.path)
+        raise ImageError("debootstrap is not installed; apt-get install debootstrap",
+                         log.written)
     packages = recipe["profile"] + [p for p in list(recipe["extra_packages"]) +
                                     list(extra_packages) if p not in recipe["profile"]]
     key = hashlib.sha256(json.dumps([settings, packages]).encode()).hexdigest()[:16]
@@ -395,7 +405,7 @@ def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None,
                 raise ImageError("base image %s is not on this host and cvm pulls from no "
                                  "registry; `docker pull %s` on a connected host (or `docker "
                                  "load`), or build offline with --rootfs debootstrap" % (base, base),
-                                 log.path)
+                                 log.written)
             description = "registry image %s" % base
             install = True
         rendered = render(recipe, base, description, install, extra_packages)
