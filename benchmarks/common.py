@@ -24,6 +24,19 @@ def median(values):
     return statistics.median(values)
 
 
+def ratio_interval(values, baseline, resamples=2000):
+    """90% bootstrap interval of median(values) / median(baseline), resampling whole
+    rounds (the i-th of each was measured together): how much of a ratio is noise."""
+    import random
+    pick = random.Random(1)
+    rounds = range(len(values))
+    ratios = sorted(
+        statistics.median(values[i] for i in chosen) /
+        statistics.median(baseline[i] for i in chosen)
+        for chosen in ([pick.choice(rounds) for _ in rounds] for _ in range(resamples)))
+    return ratios[int(0.05 * resamples)], ratios[int(0.95 * resamples)]
+
+
 def p95(values):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]

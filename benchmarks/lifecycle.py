@@ -2,10 +2,11 @@
 
 20 VMs with `cvm create` (no network) and 20 with the Docker SDK's
 containers.run(..., network_mode="none"), interleaved in a shuffled order each round;
-median per-VM time each and the ratio. cvm is measured three ways: the CLI served by
-cvm netd (how hosts run it), the CLI alone (CVM_NO_DAEMON=1: every call imports the
-Docker SDK), and the Python API in-process (the same work as containers.run, plus
-cvm's). BENCH_COUNT=N runs N rounds instead of 20.
+median per-VM time each and the ratio, with a bootstrap interval of that ratio (at 20
+rounds, noise moves it by a few hundredths). cvm is measured three ways: the CLI
+served by cvm netd (how hosts run it), the CLI alone (CVM_NO_DAEMON=1: every call
+imports the Docker SDK), and the Python API in-process (the same work as
+containers.run, plus cvm's). BENCH_COUNT=N runs N rounds instead of 20.
 """
 
 import os
@@ -15,7 +16,7 @@ import time
 
 import docker
 
-from common import BUSYBOX, cvm, header, median, ms, realm
+from common import BUSYBOX, cvm, header, median, ms, ratio_interval, realm
 
 COUNT = int(os.environ.get("BENCH_COUNT", "20"))
 
@@ -65,13 +66,16 @@ def main():
                 client.api.remove_container(container, force=True)
     base = median(timings["docker"])
     cli_base = median(timings["docker cli"])
-    print("%-34s %10s %14s %14s" % ("", "median", "vs SDK", "vs docker CLI"))
+    print("%-30s %9s %8s %13s %14s" % ("", "median", "vs SDK", "(90% interval)",
+                                       "vs docker CLI"))
     for key, label in (("docker", "Docker SDK containers.run"), ("docker cli", "docker run (CLI)"),
                        ("api", "cvm.create() (Python API)"),
                        ("cli+netd", "cvm create (CLI, via netd)"),
                        ("cli alone", "cvm create (CLI, no daemon)")):
         value = median(timings[key])
-        print("%-34s %10s %14.2f %14.2f" % (label, ms(value), value / base, value / cli_base))
+        low, high = ratio_interval(timings[key], timings["docker"])
+        print("%-30s %9s %8.2f %13s %14.2f" % (label, ms(value), value / base,
+                                               "(%.2f-%.2f)" % (low, high), value / cli_base))
 
 
 if __name__ == "__main__":
