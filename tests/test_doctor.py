@@ -1,4 +1,5 @@
-"""`cvm doctor` on this host, with no engine, and against an lxcfs that died."""
+"""`cvm doctor` on this host, with no engine, and against an lxcfs that died (as
+create's own liveness check sees it, too)."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import signal
 import subprocess
 
 from cvm import doctor
+from cvm.engine import lxcfs_running
 
 from .conftest import BUSYBOX, wait_for
 
@@ -39,14 +41,20 @@ def test_doctor_without_an_engine_fails_and_says_how_to_start_one(cvm):
 def test_doctor_tells_a_dead_lxcfs_from_a_missing_one(tmp_path):
     mount_point = str(tmp_path / "lxcfs")
     os.mkdir(mount_point)
+    assert not lxcfs_running(mount_point)
     lxcfs = subprocess.Popen(["lxcfs", "-p", str(tmp_path / "lxcfs.pid"), mount_point],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: os.path.exists(mount_point + "/proc/meminfo"), what="private lxcfs")
-        assert doctor.check_lxcfs(mount_point).status == "OK"
+        assert doctor.check_lxcfs(mount_point).status == "OK" and lxcfs_running(mount_point)
+        os.stat(mount_point + "/proc/meminfo")  # now in the kernel's attribute cache
 
         lxcfs.send_signal(signal.SIGKILL)
         lxcfs.wait()
+        # A killed LXCFS leaves its mount, and stat() still "works" from that cache:
+        # create must not bind such files into a VM.
+        os.stat(mount_point + "/proc/meminfo")
+        assert not lxcfs_running(mount_point)
         dead = doctor.check_lxcfs(mount_point)
         assert dead.status == "FAIL"
         assert "Transport endpoint is not connected" in dead.detail
@@ -55,6 +63,7 @@ def test_doctor_tells_a_dead_lxcfs_from_a_missing_one(tmp_path):
         subprocess.run(["umount", "-l", mount_point], check=True)
         missing = doctor.check_lxcfs(mount_point)
         assert missing.status == "WARN" and missing.detail.startswith("not running")
+        assert not lxcfs_running(mount_point)
     finally:
         if lxcfs.poll() is None:
             lxcfs.kill()
