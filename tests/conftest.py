@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-CVM = os.path.join(os.path.dirname(sys.executable), "cvm")
+CVM = os.path.join(os.path.dirname(sys.executable), "cvm")  # the Python CLI (its launcher)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSYBOX = "cvm/busybox:latest"
 DEBIAN = "cvm/debian12:latest"
 # The tests' image builds log here, not among the host's build logs in /var/log/cvm.
@@ -86,27 +87,46 @@ def name():
     return "t" + secrets.token_hex(4)
 
 
-class CvmRunner:
-    """Runs the real `cvm` command against the test's state directory."""
+@pytest.fixture(scope="session")
+def c_client():
+    """cvm's C client built from this checkout, beside the Python `cvm` it runs whenever
+    cvm netd does not run a command: what `./run setup` puts on PATH."""
+    directory = tempfile.mkdtemp(prefix="cvm-test-client-")
+    try:
+        os.symlink(CVM, os.path.join(directory, "cvm"))
+        binary = os.path.join(directory, "cvm-client")
+        built = subprocess.run([os.path.join(ROOT, "toolkit", "client", "build"), binary],
+                               capture_output=True, text=True)
+        assert built.returncode == 0 and not built.stdout + built.stderr, built.stderr
+        yield binary
+    finally:
+        shutil.rmtree(directory)
 
-    def __init__(self, state_dir):
+
+class CvmRunner:
+    """Runs a real `cvm` command (by default the C client, as on hosts) against the
+    test's state directory."""
+
+    def __init__(self, state_dir, program):
+        self.program = program
         self.env = dict(os.environ, CVM_STATE_DIR=state_dir)
 
-    def __call__(self, *args, check=False, timeout=120, env=None, input=None):
-        result = subprocess.run([CVM] + [str(a) for a in args], capture_output=True, text=True,
-                                timeout=timeout, env=dict(self.env, **(env or {})), input=input)
+    def __call__(self, *args, check=False, timeout=120, env=None, input=None, cwd=None):
+        result = subprocess.run([self.program] + [str(a) for a in args], capture_output=True,
+                                text=True, timeout=timeout, env=dict(self.env, **(env or {})),
+                                input=input, cwd=cwd)
         if check and result.returncode != 0:
             raise AssertionError("cvm %s failed (%d): %s%s" % (
                 " ".join(map(str, args)), result.returncode, result.stdout, result.stderr))
         return result
 
     def popen(self, *args, **kwargs):
-        return subprocess.Popen([CVM] + [str(a) for a in args], env=self.env, **kwargs)
+        return subprocess.Popen([self.program] + [str(a) for a in args], env=self.env, **kwargs)
 
 
 @pytest.fixture
-def cvm(state_dir, ctx):
-    return CvmRunner(state_dir)
+def cvm(state_dir, ctx, c_client):
+    return CvmRunner(state_dir, c_client)
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):

@@ -209,9 +209,13 @@ def test_host_playbook_converges_then_changes_nothing(tmp_path_factory, engine):
                 unit = handle.read()
             assert "Environment=CVM_STATE_DIR=%s" % context.store.root in unit
             assert "ExecStart=%s netd" % os.path.join(root, "bin", "cvm") in unit
-            version = subprocess.run([os.path.join(root, "bin", "cvm"), "--version"],
-                                     capture_output=True, text=True)
+            command = os.path.join(root, "bin", "cvm")
+            assert os.path.realpath(command) == os.path.join(root, "venv", "bin", "cvm-client")
+            version = subprocess.run([command, "--version"], capture_output=True, text=True)
             assert version.returncode == 0 and "cvm" in version.stdout
+            listing = subprocess.run([command, "ls"], capture_output=True, text=True,
+                                     env=dict(os.environ, CVM_STATE_DIR=context.store.root))
+            assert listing.returncode == 0 and listing.stdout.startswith("NAME")
         finally:
             kill_processes_under(root)
 

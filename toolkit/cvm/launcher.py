@@ -1,4 +1,6 @@
-"""The `cvm` command's entry point: short commands go straight to cvm netd.
+"""The Python `cvm` command's entry point (pip's console script): short commands go
+straight to cvm netd. On hosts the C client (toolkit/client/cvm.c) comes first, and
+runs this for whatever netd did not run.
 
 Of a `cvm ls` that cvm netd serves, ~35 ms would be Python importing click and cvm's
 CLI, and ~10 ms json and socket. The launcher imports none of them: when a netd that
@@ -22,7 +24,8 @@ def _names_a_path(arg, option):
 
 
 def forwardable(argv):
-    if not argv or argv[0] not in FORWARDED or os.environ.get("CVM_NO_DAEMON"):
+    """Whether cvm netd may run this command line for its caller."""
+    if not argv or argv[0] not in FORWARDED:
         return False
     return not any(_names_a_path(arg, option) for option in PATH_OPTIONS.get(argv[0], ())
                    for arg in argv[1:])
@@ -54,7 +57,8 @@ def forward(argv):
 
 def main():
     argv = sys.argv[1:]
-    outcome = forward(argv) if forwardable(argv) else None
+    wanted = forwardable(argv) and not os.environ.get("CVM_NO_DAEMON")
+    outcome = forward(argv) if wanted else None
     if outcome is None:
         from .cli import main as run_here
         run_here()

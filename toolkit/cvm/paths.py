@@ -8,7 +8,7 @@ NETD_SOCKET = "netd.sock"
 
 
 def default_root():
-    return os.path.abspath(os.environ.get("CVM_STATE_DIR", DEFAULT_ROOT))
+    return os.path.abspath(os.environ.get("CVM_STATE_DIR") or DEFAULT_ROOT)
 
 
 def netd_socket(root):

@@ -14,6 +14,7 @@ from .errors import CvmError
 from .paths import code_stamp
 
 LOADED_CODE = code_stamp()  # the code this process runs, whatever is on disk later
+INSTALLED = "installed"  # a client's stamp for "the code installed where netd runs from"
 
 
 def _ctx(store_root):
@@ -194,10 +195,20 @@ def _captured_streams():
 
 
 def op_cli(ctx, argv, tty=False, code=None):
-    """Run a `cvm` command line for cvm.launcher, here in the daemon, with its context.
-    A launcher of other code (cvm upgraded since this daemon started) runs it itself."""
+    """Run a `cvm` command line for a client, here in the daemon, with its context.
+
+    Refused, so that the client runs it itself, when the command must run in the
+    caller's process, or when this daemon runs other code than `code`: the stamp of the
+    Python launcher's cvm, or INSTALLED from the C client (cvm upgraded since the
+    daemon started). The C client sends its argv as bytes."""
+    from .launcher import forwardable
+    argv = [os.fsdecode(arg) for arg in argv]
+    if code == INSTALLED:
+        code = code_stamp()
     if code is not None and code != LOADED_CODE:
         raise CvmError("cvm netd runs other code than this cvm; restart it")
+    if not forwardable(argv):
+        raise CvmError("`cvm %s` runs in its caller's process" % " ".join(argv[:1]))
     import logging
     from . import cli, client
     logging.getLogger("cvm.netd").info("running `cvm %s` for a client", " ".join(argv)[:200])

@@ -2,9 +2,12 @@
 
 One request frame, one reply frame per connection. A frame is a header line
 b"CVM1 <length>\\n" and then <length> bytes of marshal data (dicts, lists, strings,
-numbers, None). Builtin modules only: cvm.launcher imports this for every short
+bytes, numbers, None). Builtin modules only: cvm.launcher imports this for every short
 command, and json and socket alone would cost it ~10 ms. marshal trusts its input:
 so does the daemon, whose socket only root can open.
+
+A request for "cli" with "reply": "raw" (the C client, toolkit/client/cvm.c, which
+decodes no marshal) is answered with a raw frame instead: see encode_output.
 """
 
 import _socket
@@ -33,6 +36,17 @@ def connect(path, timeout=None):
 def encode(message):
     data = marshal.dumps(message)
     return MAGIC + str(len(data)).encode() + b"\n" + data
+
+
+def encode_output(reply):
+    """The raw reply to a "cli" request: b"CVM1 RAN <exit> <out length> <err length>\\n"
+    and what the command printed, or b"CVM1 NOTRUN\\n" when it did not run here."""
+    if not reply.get("ok"):
+        return b"CVM1 NOTRUN\n"
+    result = reply["result"]
+    out, err = (result[stream].encode("utf-8", "backslashreplace")  # as sys.stderr does
+                for stream in ("stdout", "stderr"))
+    return b"CVM1 RAN %d %d %d\n" % (result["exit"], len(out), len(err)) + out + err
 
 
 def decode(read):

@@ -173,10 +173,13 @@ class Daemon:
                 except Exception as exc:
                     log.exception("request %r failed", request.get("op"))
                     reply = _error_reply("daemon error: %s: %s" % (type(exc).__name__, exc))
-                try:
-                    frame = wire.encode(reply)
-                except ValueError:  # a value marshal lacks (a datetime): as JSON would show it
-                    frame = wire.encode(json.loads(json.dumps(reply, default=str)))
+                if request.get("op") == "cli" and request.get("reply") == "raw":
+                    frame = wire.encode_output(reply)
+                else:
+                    try:
+                        frame = wire.encode(reply)
+                    except ValueError:  # a value marshal lacks (a datetime): as JSON shows it
+                        frame = wire.encode(json.loads(json.dumps(reply, default=str)))
                 self.wfile.write(frame)
 
         old_umask = os.umask(0o177)  # root only
