@@ -15,7 +15,9 @@ import sys
 import tempfile
 import time
 
-CVM = os.path.join(os.path.dirname(sys.executable), "cvm")
+CVM = os.path.join(os.path.dirname(sys.executable), "cvm")  # the Python CLI
+# What hosts run as `cvm`: the C client that `./run setup` builds beside it.
+CVM_CLIENT = os.path.join(os.path.dirname(sys.executable), "cvm-client")
 BUSYBOX = "cvm/busybox:latest"
 DEBIAN = "cvm/debian12:latest"
 
@@ -76,8 +78,8 @@ def realm(with_netd=True):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def cvm(env, *args, check=True):
-    result = subprocess.run([CVM] + [str(a) for a in args], env=env, capture_output=True,
+def cvm(env, *args, check=True, program=CVM_CLIENT):
+    result = subprocess.run([program] + [str(a) for a in args], env=env, capture_output=True,
                             text=True)
     if check and result.returncode != 0:
         raise SystemExit("bench: cvm %s: %s" % (" ".join(map(str, args)), result.stderr))

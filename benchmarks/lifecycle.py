@@ -3,9 +3,10 @@
 20 VMs with `cvm create` (no network) and 20 with the Docker SDK's
 containers.run(..., network_mode="none"), interleaved in a shuffled order each round;
 median per-VM time each and the ratio, with a bootstrap interval of that ratio (at 20
-rounds, noise moves it by a few hundredths). cvm is measured three ways: the CLI
-served by cvm netd (how hosts run it), the CLI alone (CVM_NO_DAEMON=1: every call
-imports the Docker SDK), and the Python API in-process (the same work as
+rounds, noise moves it by a few hundredths). cvm is measured four ways: the CLI
+served by cvm netd (how hosts run it: the C client), the same through the Python
+launcher (a `pip install` without the C client), the CLI alone (CVM_NO_DAEMON=1: every
+call imports the Docker SDK), and the Python API in-process (the same work as
 containers.run, plus cvm's). BENCH_COUNT=N runs N rounds instead of 20.
 """
 
@@ -16,7 +17,7 @@ import time
 
 import docker
 
-from common import BUSYBOX, cvm, header, median, ms, ratio_interval, realm
+from common import BUSYBOX, CVM, cvm, header, median, ms, ratio_interval, realm
 
 COUNT = int(os.environ.get("BENCH_COUNT", "20"))
 
@@ -26,7 +27,8 @@ def main():
     from cvm.spec import parse_spec
     client = docker.from_env()
     header("lifecycle: create %d VMs, median per VM (image %s, no network)" % (COUNT, BUSYBOX))
-    timings = {"docker": [], "docker cli": [], "cli+netd": [], "cli alone": [], "api": []}
+    timings = {"docker": [], "docker cli": [], "cli+netd": [], "launcher+netd": [],
+               "cli alone": [], "api": []}
     plain = []  # the baseline's containers, removed however the run ends
     order = random.Random(2)  # a fixed shuffle: no method always follows the same one
     with realm() as (ctx, env):
@@ -43,16 +45,18 @@ def main():
                  BUSYBOX, "sleep", "100000"], check=True, capture_output=True,
                 text=True).stdout.strip())
 
-        def cvm_cli(environment, prefix):
+        def cvm_cli(environment, prefix, **program):
             return lambda i: cvm(environment, "create", "%s%d" % (prefix, i), "--image",
-                                 BUSYBOX, "--init", "none", "--", "sleep", "100000")
+                                 BUSYBOX, "--init", "none", "--", "sleep", "100000", **program)
 
         def cvm_api(i):
             api.create(parse_spec({"name": "ba%d" % i, "image": BUSYBOX, "init": "none",
                                    "command": ["sleep", "100000"]}), ctx=ctx)
 
         methods = [("docker", sdk), ("docker cli", docker_cli),
-                   ("cli+netd", cvm_cli(env, "bd")), ("cli alone", cvm_cli(alone, "bn")),
+                   ("cli+netd", cvm_cli(env, "bd")),
+                   ("launcher+netd", cvm_cli(env, "bl", program=CVM)),
+                   ("cli alone", cvm_cli(alone, "bn")),
                    ("api", cvm_api)]
         try:
             for i in range(COUNT):
@@ -71,6 +75,7 @@ def main():
     for key, label in (("docker", "Docker SDK containers.run"), ("docker cli", "docker run (CLI)"),
                        ("api", "cvm.create() (Python API)"),
                        ("cli+netd", "cvm create (CLI, via netd)"),
+                       ("launcher+netd", "same, Python launcher"),
                        ("cli alone", "cvm create (CLI, no daemon)")):
         value = median(timings[key])
         low, high = ratio_interval(timings[key], timings["docker"])
