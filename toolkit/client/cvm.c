@@ -166,6 +166,7 @@ static void run_in_python(char **argv)
         path[length] = '\0';
         slash = strrchr(path, '/');
         strcpy(slash != NULL ? slash : path, "/cvm");
+        signal(SIGPIPE, SIG_DFL);
         execv(path, argv);
     }
     fprintf(stderr, "cvm: cannot run the Python CLI %s: %s\n", path, strerror(errno));
@@ -190,6 +191,9 @@ int main(int argc, char **argv)
     int sock, code, consumed = 0;
     char *output;
 
+    /* A netd that closes the socket, or a reader that leaves (`cvm ls | head -1`):
+     * the client goes on, and exits as the command did. */
+    signal(SIGPIPE, SIG_IGN);
     if (no_daemon != NULL && *no_daemon != '\0')
         run_in_python(argv);
     sock = connect_netd();
@@ -219,7 +223,6 @@ int main(int argc, char **argv)
     }
     if (read_all(sock, output, out_length + err_length) != 0)
         lost_netd(command);
-    signal(SIGPIPE, SIG_IGN); /* `cvm ls | head -1`: exit as the command did */
     write_all(STDOUT_FILENO, output, out_length);
     write_all(STDERR_FILENO, output + out_length, err_length);
     return code;
