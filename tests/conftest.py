@@ -93,6 +93,7 @@ def c_client():
     cvm netd does not run a command: what `./run setup` puts on PATH."""
     directory = tempfile.mkdtemp(prefix="cvm-test-client-")
     try:
+        os.chmod(directory, 0o755)  # as a venv's bin: users other than root run it too
         os.symlink(CVM, os.path.join(directory, "cvm"))
         binary = os.path.join(directory, "cvm-client")
         built = subprocess.run([os.path.join(ROOT, "toolkit", "client", "build"), binary],

@@ -330,13 +330,17 @@ def test_no_engine_is_one_clear_line(cvm, name):
 
 
 def test_not_root_is_one_clear_line(cvm, state_dir, name):
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             os.path.join(os.path.dirname(os.sys.executable), "cvm"), "create",
-                             name, "--image", BUSYBOX], capture_output=True, text=True,
-                            env=dict(cvm.env))
-    assert result.returncode == 1
-    assert result.stderr == "cvm: cvm create needs root (it enters another process's " \
-        "namespaces); run it as root or with sudo\n"
+    os.makedirs(os.path.join(state_dir, "vms"), mode=0o700)  # as root made it
+    expected = {
+        ("create", name, "--image", BUSYBOX): "cvm: cvm create needs root (it enters another "
+                                              "process's namespaces); run it as root or with sudo",
+        # Not an empty table: the VMs are there, this user cannot see them.
+        ("ls",): "cvm: cannot read %s/vms; run cvm as root" % state_dir}
+    for args, line in expected.items():
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 cvm.program] + list(args), capture_output=True, text=True,
+                                env=dict(cvm.env))
+        assert (result.returncode, result.stderr) == (1, line + "\n"), args
 
 
 @pytest.mark.parametrize("delay", [0.1, 0.2, 0.25, 0.3, 0.35, 0.5])

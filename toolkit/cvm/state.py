@@ -94,10 +94,13 @@ class Store:
             os.unlink(self._path(kind, name))
 
     def _names(self, kind):
+        directory = os.path.join(self.root, kind)
         try:
-            entries = os.listdir(self._dir(kind))
-        except PermissionDenied:
-            return []
+            entries = os.listdir(directory)
+        except FileNotFoundError:
+            return []  # nothing was ever stored there
+        except PermissionError:
+            raise PermissionDenied("cannot read %s; run cvm as root" % directory) from None
         return sorted(e[:-5] for e in entries if e.endswith(".json"))
 
     # ------------------------------------------------------------ locks
