@@ -14,7 +14,7 @@ import pytest
 from cvm import wire
 from cvm.paths import netd_socket
 
-from .conftest import BUSYBOX, CVM, CvmRunner
+from .conftest import BUSYBOX, CVM, CvmRunner, NetdProcess
 
 LOST = "cvm: lost cvm netd while it ran `cvm %s`; see `cvm ls` and the netd log\n"
 
@@ -148,6 +148,17 @@ def test_a_netd_running_older_code_is_bypassed_reported_and_stopped(cvm, netd, s
         assert cvm("netd", "--status").returncode == 1
     finally:
         os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_netd_makes_its_store_on_a_fresh_host(state_dir, ctx):
+    fresh = os.path.join(state_dir, "fresh")  # no cvm command ever wrote it
+    daemon = NetdProcess(fresh)
+    daemon.log_path = os.path.join(state_dir, "fresh-netd.log")
+    try:
+        daemon.start()
+        assert os.stat(fresh).st_mode & 0o777 == 0o700
+    finally:
+        daemon.stop()
 
 
 def test_netd_answers_garbage_with_an_error(netd, state_dir):

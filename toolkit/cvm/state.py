@@ -123,9 +123,13 @@ class Store:
         finally:
             os.close(fd)  # closing drops the lock
 
+    def make(self):
+        """Create the store's root directory (root only), if missing."""
+        self._dir("vms")
+
     def lock(self, timeout=LOCK_TIMEOUT):
         """Host-wide lock: names, addresses and MACs are checked and claimed under it."""
-        self._dir("vms")
+        self.make()
         return self._flock(os.path.join(self.root, "lock"), timeout, "the cvm state lock")
 
     def vm_lock(self, name, timeout=LOCK_TIMEOUT):

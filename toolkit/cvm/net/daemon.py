@@ -192,7 +192,7 @@ class Daemon:
         log.info("serving on %s", path)
 
     def run(self):
-        self.ctx.store.vm_names()  # fail early without root
+        self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
         try:
             self.follow_events()
