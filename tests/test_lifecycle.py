@@ -335,7 +335,8 @@ def test_not_root_is_one_clear_line(cvm, state_dir, name):
         ("create", name, "--image", BUSYBOX): "cvm: cvm create needs root (it enters another "
                                               "process's namespaces); run it as root or with sudo",
         # Not an empty table: the VMs are there, this user cannot see them.
-        ("ls",): "cvm: cannot read %s/vms; run cvm as root" % state_dir}
+        ("ls",): "cvm: cannot read %s/vms; run cvm as root" % state_dir,
+        ("inspect", name): "cvm: cannot read %s/vms/%s.json; run cvm as root" % (state_dir, name)}
     for args, line in expected.items():
         result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                  cvm.program] + list(args), capture_output=True, text=True,

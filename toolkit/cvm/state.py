@@ -53,7 +53,7 @@ class Store:
         return os.path.join(self._dir(kind), name + ".json")
 
     def _read(self, kind, name):
-        path = self._path(kind, name)
+        path = os.path.join(self.root, kind, name + ".json")  # reading creates nothing
         try:
             with open(path) as handle:
                 return json.load(handle)
