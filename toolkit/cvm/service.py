@@ -208,7 +208,7 @@ def op_cli(ctx, argv, tty=False, code=None):
     if code is not None and code != LOADED_CODE:
         raise CvmError("cvm netd runs other code than this cvm; restart it")
     if not forwardable(argv):
-        raise CvmError("`cvm %s` runs in its caller's process" % " ".join(argv[:1]))
+        raise CvmError("`cvm %s` runs in its caller's process" % (argv[0] if argv else ""))
     import logging
     from . import cli, client
     logging.getLogger("cvm.netd").info("running `cvm %s` for a client", " ".join(argv)[:200])
@@ -218,7 +218,7 @@ def op_cli(ctx, argv, tty=False, code=None):
     stderr.capture(err, tty)
     client.serving.ctx = ctx
     try:
-        code = cli.run(list(argv))
+        code = cli.run(argv)
     finally:
         client.serving.ctx = None
         stdout.capture(None, None)
