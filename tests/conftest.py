@@ -141,6 +141,38 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise AssertionError("timed out after %.0fs waiting for %s (last: %r)" % (timeout, what, last))
 
 
+def enter_session(cvm, name, script, timeout=20):
+    """What `cvm enter NAME` shows on a pseudo-terminal when `script` is typed at the VM's
+    prompt (as a user types: keys sent before the shell runs are not read by it)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(CVM, ["cvm", "enter", name], cvm.env)
+    output, typed = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([fd], [], [], 0.2)[0]:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the shell exited and closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not typed and output.rstrip().endswith((b"#", b"$", b"\x1b[6n")):
+                os.write(fd, script.encode() + b"\n")
+                typed = True
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return output.decode(errors="replace")
+
+
 def residue(context, name, dirs=()):
     """What a VM left behind: containers, state, directories. Empty means clean."""
     left = []

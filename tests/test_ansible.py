@@ -341,6 +341,12 @@ def test_connection_plugin_reaches_a_vm_through_cvm_exec(fleet):
     facts = ansible("ansible", *base, "-m", "ansible.builtin.setup", "-a",
                     "filter=ansible_hostname")
     assert '"ansible_hostname": "%s"' % name in facts.stdout, facts.stdout
+    # Modules run with the VM's privileges (Docker's exec), not the host's.
+    caps = ansible("ansible", *base, "-m", "ansible.builtin.command", "-a",
+                   "grep -E '^(CapEff|Seccomp):' /proc/self/status")
+    expected = subprocess.run(["docker", "exec", name, "grep", "-E", "^(CapEff|Seccomp):",
+                               "/proc/self/status"], capture_output=True, text=True).stdout
+    assert expected and expected.strip() in caps.stdout.replace("\\t", "\t"), caps.stdout
 
 
 @pytest.mark.engine

@@ -13,7 +13,7 @@ from cvm.cgroups import Cgroup
 from cvm.errors import Conflict, NotFound, SpecError
 from cvm.spec import parse_spec
 
-from .conftest import BUSYBOX, residue
+from .conftest import BUSYBOX, enter_session, residue
 
 pytestmark = pytest.mark.engine
 
@@ -125,24 +125,7 @@ def test_exec_and_enter_count_against_the_vm(cvm, ctx, images, name):
     result = cvm("exec", name, "--", "sh", "-c", "head -c 67108864 /dev/zero | tail > /dev/null")
     assert result.returncode != 0
     # cvm enter, through a pseudo-terminal: a login shell in the VM's cgroup.
-    import pty
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(cvm.env and os.path.join(os.path.dirname(os.sys.executable), "cvm"),
-                  ["cvm", "enter", name], cvm.env)
-    output = b""
-    os.write(fd, b"echo MARK; cat /proc/self/cgroup; hostname; exit\n")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.waitpid(pid, 0)
-    text = output.decode(errors="replace")
+    text = enter_session(cvm, name, "echo MARK; cat /proc/self/cgroup; hostname; exit")
     assert "MARK" in text and (":memory:%s" % vm_cgroup) in text and name in text
 
 

@@ -290,23 +290,38 @@ def _running_vm(name):
     return vm
 
 
+def _attached(vm, argv, tty):
+    """Run argv in the VM with the caller's stdio; exit with its exit code."""
+    from . import relay
+    process, sock = vm.start_process(argv, tty=tty, env={"TERM": os.environ.get(
+        "TERM", "xterm")} if tty else None)
+    try:
+        relay.attach(sock, tty, resize=lambda rows, columns: vm.ctx.engine.exec_resize(
+            process, rows, columns))
+    finally:
+        sock.close()
+    sys.exit(vm.process_exit_code(process))
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("name")
 def enter(name):
-    """An interactive login shell inside the VM (counted against its limits)."""
+    """An interactive login shell inside the VM, with the VM's own privileges and limits."""
     from . import ns
     vm = _running_vm(name)
-    ns.enter(vm.pid, vm.cgroup())
+    _attached(vm, ns.login_command(vm.pid), tty=sys.stdin.isatty())
 
 
 @cli.command("exec", context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True))
 @click.argument("name")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a terminal.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(name, command):
-    """Run CMD inside the VM; stdio and exit code pass through: cvm exec NAME -- CMD..."""
-    from . import ns
-    vm = _running_vm(name)
-    ns.exec_command(vm.pid, vm.cgroup(), list(command))
+def exec_(name, tty, command):
+    """Run CMD inside the VM; stdio and exit code pass through: cvm exec NAME -- CMD...
+
+    The command has the VM's capabilities, seccomp profile and cgroups, as the VM's own
+    processes do (Docker's exec starts it)."""
+    _attached(_running_vm(name), list(command), tty=tty)
 
 
 @cli.command(context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True))
@@ -316,12 +331,19 @@ def exec_(name, command):
 @click.option("--ipc", "namespaces", flag_value="ipc", multiple=True)
 @click.option("--pid", "namespaces", flag_value="pid", multiple=True)
 @click.option("--mount", "namespaces", flag_value="mount", multiple=True)
+@click.option("--drop-caps/--keep-caps", default=True, show_default=True,
+              help="Run with the VM's capability set, or with the host's (full power).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def nsrun(name, namespaces, command):
-    """Run a host binary in the VM's namespaces (default: --net): cvm nsrun NAME -- ss -lnt"""
+def nsrun(name, namespaces, drop_caps, command):
+    """Run a HOST binary in the VM's namespaces (default: --net): cvm nsrun NAME -- ss -lnt
+
+    \b
+    Host-privileged by design: it stays in the host's cgroups, root and environment.
+    By default it has no more capabilities than the VM's processes; --keep-caps gives
+    it all of root's on the host. With --mount, the binary comes from the VM."""
     from . import ns
     vm = _running_vm(name)
-    ns.nsrun(vm.pid, list(namespaces), list(command))
+    ns.nsrun(vm.pid, list(namespaces), list(command), keep_caps=not drop_caps)
 
 
 # ---------------------------------------------------------------- the VM's own numbers

@@ -365,6 +365,71 @@ class Engine:
         with self._translated("copy into %s" % container):
             self.api.put_archive(container, "/", buffer.getvalue())
 
+    # ------------------------------------------------------------ processes in a container
+
+    def exec_start(self, container, argv, tty=False, env=None):
+        """Start `argv` in a running container exactly as `docker exec` does: with the
+        container's capabilities, seccomp profile, no_new_privs, AppArmor/SELinux label,
+        user and cgroups. Returns (exec id, a socket carrying its stdio): stdin is written
+        to it (shutdown(SHUT_WR) is EOF), stdout and stderr come back framed unless `tty`
+        (see cvm.relay)."""
+        with self._translated("exec in %s" % container):
+            exec_id = self.api.exec_create(container, list(argv), stdin=True, tty=tty,
+                                           environment=env)["Id"]
+        return exec_id, self._hijack("/exec/%s/start" % exec_id, {"Detach": False, "Tty": tty})
+
+    def exec_status(self, exec_id):
+        """(running, exit code, host pid) of a process started by exec_start."""
+        with self._translated("exec %s" % exec_id[:12]):
+            info = self.api.exec_inspect(exec_id)
+        return info.get("Running"), info.get("ExitCode"), info.get("Pid")
+
+    def exec_resize(self, exec_id, rows, columns):
+        with self._translated("exec %s" % exec_id[:12]):
+            self.api.exec_resize(exec_id, height=rows, width=columns)
+
+    def _hijack(self, path, body):
+        """POST `body` to `path` asking Docker to upgrade the connection to a raw stream,
+        and return the socket once the response's headers are read, and not a byte more.
+
+        The SDK's exec_start(socket=True) reads the headers through a buffered reader and
+        hands out the socket under it: output that arrived with the headers is lost
+        (docker/docker-py#3332). Here the headers are peeked at and consumed exactly."""
+        import json
+        import socket
+        payload = json.dumps(body).encode()
+        version = self.api.api_version
+        request = ("POST /v%s%s HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                   "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n"
+                   % (version, path, len(payload))).encode() + payload
+        url = self.base_url
+        try:
+            if url.startswith(("unix://", "http+unix://")):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect("/" + url.split("://", 1)[1].lstrip("/"))
+            elif url.startswith("tcp://"):
+                host, _, port = url[len("tcp://"):].rpartition(":")
+                sock = socket.create_connection((host, int(port)))
+            else:
+                raise CvmError("cvm exec needs a unix:// or tcp:// Docker engine, not %s" % url)
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                peeked = sock.recv(4096, socket.MSG_PEEK)
+                if not peeked:
+                    raise ConnectionError("the engine closed the connection")
+                end = (head + peeked).find(b"\r\n\r\n")
+                take = len(peeked) if end < 0 else end + 4 - len(head)
+                head += sock.recv(take)
+        except OSError as exc:
+            raise self._unavailable(exc) from None
+        status = head.split(b"\r\n", 1)[0].split()
+        if len(status) < 2 or status[1] not in (b"101", b"200"):
+            sock.close()
+            raise CvmError("%s: Docker refused: %s" % (path, head.split(b"\r\n", 1)[0].decode(
+                errors="replace")))
+        return sock
+
     def events(self, realm, since=None):
         """Decoded container events of this realm's VMs, forever."""
         filters = {"type": "container", "label": "%s=%s" % (LABEL_REALM, realm)}

@@ -1,13 +1,14 @@
-"""Acting inside a VM from the host: nsenter helpers with cgroup placement.
+"""Acting on a VM from the host: its init's pid, host binaries in its namespaces, and
+cvm's own writes into its filesystem.
 
-A process that plain nsenter starts stays in the host's cgroups and so escapes
-the VM's CPU, memory and pids limits. Every helper here first moves itself into
-the VM's cgroups, then execs util-linux nsenter, so the command (and anything it
-forks) is accounted to the VM, exactly like a process started inside it.
+What a user runs inside a VM (`cvm exec`, `cvm enter`, the Ansible connection) is started
+by Docker's exec (see Engine.exec_start), so it has exactly the VM's capabilities,
+seccomp profile, label and cgroups. `cvm nsrun` is the one deliberate exception: a host
+binary borrowing the VM's namespaces, run by default with no more capabilities than the
+VM has (--keep-caps gives it the host's: it is then as powerful as root on the host).
 """
 
 import os
-import subprocess
 
 from .cgroups import Cgroup, CgroupError, read_text
 from .engine import WAIT_SCRIPT
@@ -23,12 +24,16 @@ def require_root(what):
                                "it as root or with sudo" % what)
 
 
-def nsenter_path():
+def _host_tool(name, package="util-linux"):
     import shutil
-    path = shutil.which("nsenter")
+    path = shutil.which(name)
     if path is None:
-        raise CvmError("nsenter is not installed; install util-linux")
+        raise CvmError("%s is not installed; install %s" % (name, package))
     return path
+
+
+def nsenter_path():
+    return _host_tool("nsenter")
 
 
 def init_pid(container_id):
@@ -49,46 +54,6 @@ def init_pid(container_id):
     raise NotFound("VM container %s has no init process (is it running?)" % container_id[:12])
 
 
-def vm_environment(pid, term=None):
-    """The environment PID 1 of the VM was started with, plus HOME and TERM."""
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as handle:
-            raw = handle.read().split(b"\0")
-    except OSError:
-        raw = []
-    env = {}
-    for item in raw:
-        if b"=" in item:
-            key, value = item.split(b"=", 1)
-            env[key.decode(errors="replace")] = value.decode(errors="replace")
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    env.setdefault("HOME", "/root")
-    if term:
-        env["TERM"] = term
-    else:
-        env.pop("TERM", None)
-    return env
-
-
-def join_cgroups(cgroup):
-    """Move the calling process into `cgroup` (every v1 hierarchy, or the v2 leaf)."""
-    me = str(os.getpid())
-    for controller, directory in sorted(set((c, d) for c, d in cgroup.dirs.items())):
-        target = os.path.join(directory, "cgroup.procs")
-        try:
-            with open(target, "w") as handle:
-                handle.write(me)
-        except OSError as exc:
-            if cgroup.version == 2 and exc.errno == 16:  # EBUSY: not a leaf (systemd inside)
-                leaf = os.path.join(directory, "cvm-exec")
-                os.makedirs(leaf, exist_ok=True)
-                with open(os.path.join(leaf, "cgroup.procs"), "w") as handle:
-                    handle.write(me)
-            else:
-                raise CvmError("cannot join the VM's %s cgroup (%s): %s" % (
-                    controller, target, exc.strerror)) from None
-
-
 def login_shell(pid):
     """root's login shell from the VM's /etc/passwd, falling back to /bin/sh."""
     try:
@@ -106,59 +71,48 @@ def login_shell(pid):
     raise CvmError("the VM has no shell (/bin/sh); use `cvm nsrun` with a host binary")
 
 
-def command_in_vm(pid, argv, namespaces=None, root=True):
-    """The nsenter argv that runs `argv` in the VM (all namespaces and its root by default)."""
-    cmd = [nsenter_path(), "--target", str(pid)]
-    if namespaces is None:
-        cmd += [NAMESPACE_FLAGS[n] for n in ("mount", "uts", "ipc", "net", "pid", "cgroup")]
-    else:
-        cmd += [NAMESPACE_FLAGS[n] for n in namespaces]
-    if root:
-        cmd += ["--root", "--wd"]
-    return cmd + ["--"] + list(argv)
+def login_command(pid):
+    """The argv of an interactive login shell in the VM, started in root's home."""
+    return ["/bin/sh", "-c", 'cd "$HOME" 2>/dev/null || cd /; exec "$0" -l', login_shell(pid)]
 
 
-def _exec(pid, cgroup, argv, env, namespaces=None, root=True):
-    join_cgroups(cgroup)
-    os.execve(nsenter_path(), command_in_vm(pid, argv, namespaces, root), env)
+def capabilities(pid):
+    """{"CapInh": int, "CapPrm": ..., "CapEff": ..., "CapBnd": ...} of a process."""
+    caps = {}
+    for line in read_text("/proc/%d/status" % pid).splitlines():
+        key, _, value = line.partition(":")
+        if key.startswith("Cap"):
+            caps[key] = int(value.strip(), 16)
+    return caps
 
 
-def enter(pid, cgroup):
-    """Replace this process with an interactive login shell inside the VM."""
-    require_root("cvm enter")
-    shell = login_shell(pid)
-    env = vm_environment(pid, term=os.environ.get("TERM", "xterm"))
-    argv = ["/bin/sh", "-c", 'cd "$HOME" 2>/dev/null || cd /; exec "$0" -l', shell]
-    _exec(pid, cgroup, argv, env)
+def _setpriv_caps(caps):
+    """setpriv's argument for exactly these capability bits: -all,+cap_0,+cap_5,..."""
+    return ",".join(["-all"] + ["+cap_%d" % bit for bit in range(64) if caps >> bit & 1])
 
 
-def exec_command(pid, cgroup, argv):
-    """Replace this process with `argv` run inside the VM; its exit code becomes ours."""
-    require_root("cvm exec")
-    _exec(pid, cgroup, argv, vm_environment(pid))
+def nsrun_command(pid, namespaces, argv, keep_caps=False):
+    """The argv that runs host binary `argv` in the VM's `namespaces` (default: net).
+
+    Without `keep_caps`, setpriv (util-linux, beside nsenter) gives the command the VM's
+    capability bounding and inheritable sets once nsenter has joined the namespaces: as
+    root, its permitted and effective sets are then the VM's too. Unlike `cvm exec`, it
+    stays in the host's cgroups, root and environment: a host tool borrowing the VM's
+    view (ss, tcpdump, ip)."""
+    command = [nsenter_path(), "--target", str(pid)] + [
+        NAMESPACE_FLAGS[n] for n in (namespaces or ["net"])] + ["--"]
+    if not keep_caps:
+        vm = capabilities(pid)
+        command += [_host_tool("setpriv"), "--bounding-set", _setpriv_caps(vm["CapBnd"]),
+                    "--inh-caps", _setpriv_caps(vm["CapInh"]), "--"]
+    return command + list(argv)
 
 
-def nsrun(pid, namespaces, argv):
-    """Replace this process with a host binary run in the chosen namespaces of the VM.
-
-    It is a host tool borrowing the VM's view (ss, tcpdump, ip), so it stays in the host's
-    cgroups and keeps the host's root and environment.
-    """
+def nsrun(pid, namespaces, argv, keep_caps=False):
+    """Replace this process with a host binary run in the chosen namespaces of the VM."""
     require_root("cvm nsrun")
-    os.execve(nsenter_path(), command_in_vm(pid, argv, namespaces or ["net"], root=False),
-              dict(os.environ))
-
-
-def run(pid, cgroup, argv, input=None, timeout=None):
-    """Run `argv` inside the VM and return (exit code, stdout, stderr) — for the API."""
-    require_root("running a command in a VM")
-
-    def place():
-        join_cgroups(cgroup)
-
-    result = subprocess.run(command_in_vm(pid, argv), input=input, capture_output=True,
-                            timeout=timeout, env=vm_environment(pid), preexec_fn=place)
-    return result.returncode, result.stdout, result.stderr
+    command = nsrun_command(pid, namespaces, argv, keep_caps)
+    os.execve(command[0], command, dict(os.environ))
 
 
 CLONE_NEWNS = 0x00020000

@@ -11,9 +11,10 @@ short_description: Reach a VM through cvm exec on its container host
 version_added: "0.1.0"
 author: cvm maintainers
 description:
-  - Runs commands in a cvm VM with C(cvm exec) (nsenter into the VM, counted against its
-    limits) on the VM's container host, locally or over ssh to the host. For VMs without
-    sshd, or before their network exists.
+  - Runs commands in a cvm VM with C(cvm exec) on the VM's container host, locally or over
+    ssh to the host. For VMs without sshd, or before their network exists.
+  - Commands have the VM's own privileges (capabilities, seccomp profile, cgroups), as
+    processes that C(docker exec) starts; they are counted against the VM's limits.
 options:
   cvm_vm:
     description: The VM's name.
