@@ -423,11 +423,17 @@ class Engine:
                 head += sock.recv(take)
         except OSError as exc:
             raise self._unavailable(exc) from None
-        status = head.split(b"\r\n", 1)[0].split()
-        if len(status) < 2 or status[1] not in (b"101", b"200"):
-            sock.close()
-            raise CvmError("%s: Docker refused: %s" % (path, head.split(b"\r\n", 1)[0].decode(
-                errors="replace")))
+        status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        if status_line.split()[1:2] not in (["101"], ["200"]):
+            sock.settimeout(5)
+            try:
+                body = sock.recv(65536).decode(errors="replace")
+                reason = json.loads(body[body.index("{"):]).get("message") or body
+            except (OSError, ValueError):
+                reason = status_line
+            finally:
+                sock.close()
+            raise CvmError("%s: Docker refused: %s" % (path, reason.strip()))
         return sock
 
     def events(self, realm, since=None):
