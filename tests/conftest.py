@@ -38,6 +38,25 @@ def engine_answers():
         return False
 
 
+def restart_dockerd(timeout=120):
+    """Stop dockerd (it stops every container, as on a host shutdown) and start it again
+    the way `./run setup` did."""
+    if os.path.isdir("/run/systemd/system"):
+        subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=timeout)
+    else:
+        with open("/var/run/docker.pid") as handle:
+            pid = int(handle.read())
+        os.kill(pid, 15)
+        wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=timeout,
+                 what="dockerd to stop")
+        os.makedirs("/var/log/cvm", exist_ok=True)
+        with open("/var/log/cvm/dockerd.log", "a") as log:
+            # setsid -f: dockerd is not our child, so no zombie of it outlives its exit.
+            subprocess.run(["setsid", "-f", "dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, check=True)
+    wait_for(engine_answers, timeout=60, interval=0.5, what="dockerd to answer again")
+
+
 @pytest.fixture(scope="session")
 def engine():
     if not engine_answers():

@@ -43,7 +43,7 @@ def test_every_recipe_renders_and_lints(distro, tmp_path):
     for label in ("distro", "version", "cvm-version", "build-date", "init-mode",
                   "systemd-version"):
         assert "io.cvm.%s=" % label in dockerfile
-    assert "STOPSIGNAL SIGRTMIN+3" in dockerfile and 'CMD ["/sbin/init"]' in dockerfile
+    assert "STOPSIGNAL SIGPWR" in dockerfile and 'CMD ["/sbin/init"]' in dockerfile
     images.write_context(str(tmp_path), recipe, rendered)
     lint = subprocess.run([HADOLINT, "--failure-threshold", "warning",
                            str(tmp_path / "Dockerfile")], capture_output=True, text=True)

@@ -17,7 +17,7 @@ import pytest
 from cvm import api
 from cvm.spec import parse_spec
 
-from .conftest import CVM, NetdProcess, wait_for
+from .conftest import CVM, NetdProcess, restart_dockerd, wait_for
 from .nethelpers import Lab, ping
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -219,6 +219,69 @@ def test_clean_stop_then_poweroff_stays_off(booted):
                    env=dict(os.environ, CVM_STATE_DIR=booted.state))
     booted.wait_running(time.monotonic())
     assert ping(booted.ip)
+
+
+def _started_at(booted):
+    return booted.container()["State"]["StartedAt"]
+
+
+def _back_up_and_wired(booted, before):
+    wait_for(lambda: booted.container()["State"]["Running"] and _started_at(booted) != before,
+             timeout=90, what="the VM to come back")
+    booted.wait_running(time.monotonic())
+    assert ping(booted.ip)
+    assert booted.ctx.store.read_vm(booted.name)["desired"] == "running"
+
+
+def test_ordinary_restarts_never_change_what_the_vm_should_be(booted):
+    """Only a poweroff inside the VM keeps it off: not Docker's restart or stop, not a
+    killed or OOM-killed init (their exit codes are the same as a poweroff's or a crash's:
+    the VM's shutdown path tells them apart)."""
+    docker = ["docker"]
+    before = _started_at(booted)
+    subprocess.run(docker + ["restart", booted.name], check=True, capture_output=True)
+    _back_up_and_wired(booted, before)
+
+    subprocess.run(docker + ["stop", booted.name], check=True, capture_output=True)
+    time.sleep(1)  # netd has seen the container die
+    assert booted.ctx.store.read_vm(booted.name)["desired"] == "running"
+    before = _started_at(booted)
+    subprocess.run(docker + ["start", booted.name], check=True, capture_output=True)
+    _back_up_and_wired(booted, before)
+
+    before = _started_at(booted)
+    os.kill(api.get(booted.name, booted.ctx).pid, 9)
+    _back_up_and_wired(booted, before)
+
+    before = _started_at(booted)
+    init = api.get(booted.name, booted.ctx).pid
+    with open("/proc/%d/oom_score_adj" % init, "w") as handle:
+        handle.write("1000")  # the memory cgroup's OOM killer picks PID 1
+    try:
+        booted.run("head -c 734003200 /dev/zero | tail > /dev/null", check=False, timeout=60)
+    except Exception:
+        pass  # the VM died under it
+    wait_for(lambda: booted.container()["State"]["OOMKilled"] or _started_at(booted) != before,
+             timeout=60, what="the OOM killer to end the VM's init")
+    _back_up_and_wired(booted, before)
+
+
+@pytest.mark.parametrize("command", ["halt", "shutdown -h now"])
+def test_halt_or_shutdown_inside_keeps_the_vm_off(booted, command):
+    booted.run("(sleep 0.5; %s) >/dev/null 2>&1 &" % command)
+    wait_for(lambda: booted.ctx.store.read_vm(booted.name)["desired"] == "stopped",
+             timeout=60, what="netd to record the VM stopped")
+    wait_for(lambda: booted.container()["State"]["Status"] == "exited", timeout=60,
+             what="the VM to stay off")
+    subprocess.run([CVM, "start", booted.name], check=True, capture_output=True,
+                   env=dict(os.environ, CVM_STATE_DIR=booted.state))
+    booted.wait_running(time.monotonic())
+
+
+def test_vms_come_back_running_and_wired_after_dockerd_restarts(booted):
+    before = _started_at(booted)
+    restart_dockerd()
+    _back_up_and_wired(booted, before)
 
 
 def test_init_choice_is_shown(booted):

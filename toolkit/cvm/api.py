@@ -15,7 +15,7 @@ import os
 import time
 
 from . import guestfiles, ns
-from .engine import READY_FILE, Engine, cgroup_version, lxcfs_running
+from .engine import READY_FILE, Engine, cgroup_version, host_stop_signal, lxcfs_running
 from .errors import Conflict, CvmError, NotFound, SpecError
 from .spec import HostFacts, VMSpec, parse_spec
 from .state import Store
@@ -183,7 +183,8 @@ class VM:
             if self.record.get("init") in ("systemd", "compat"):
                 if cgroup_version() == 2 and self.record.get("init") == "systemd":
                     ns.make_cgroup_writable(pid)
-                if not ns.init_released(pid):
+                if not ns.init_released(pid):  # a new boot
+                    guestfiles.clear_report(self.ctx.store, self.name)
                     ns.new_boot_id(pid)
                 ns.write_file(pid, READY_FILE, b"ready\n")
         return self
@@ -370,6 +371,7 @@ def create(spec, start=True, ctx=None):
     # init none takes nothing from the image; Docker's create then reports a missing one.
     image = ctx.engine.image(spec.image) if spec.init != "none" else {}
     init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
+    stop_signal, reports_shutdown = host_stop_signal(image, init_mode)
     lxcfs = spec.lxcfs if spec.lxcfs is not None else lxcfs_running()
     if spec.lxcfs and not lxcfs_running():
         raise SpecError("lxcfs", "LXCFS is not running on this host (apt-get install lxcfs; "
@@ -383,7 +385,7 @@ def create(spec, start=True, ctx=None):
             "spec": spec.to_dict(), "phase": "creating", "container_id": None,
             "desired": "running" if start else "stopped", "created_dirs": [],
             "guest_files": "bound", "init": init_mode, "init_reason": init_reason,
-            "lxcfs": lxcfs})
+            "lxcfs": lxcfs, "reports_shutdown": reports_shutdown})
     # Probe the segment for the VM's addresses while Docker creates and starts it.
     early = net.start_probes(spec) if net and start else None
     name_taken = False
@@ -398,7 +400,8 @@ def create(spec, start=True, ctx=None):
         try:
             record["container_id"] = ctx.engine.create(
                 spec, ctx.realm, ctx.store.root, init_mode, init_argv, lxcfs,
-                guestfiles.binds(ctx.store, spec.name, files))
+                guestfiles.binds(ctx.store, spec.name, files, report=reports_shutdown),
+                stop_signal)
         except Conflict:
             name_taken = True
             raise Conflict("name: a container named %r already exists (not a cvm VM of "

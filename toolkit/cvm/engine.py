@@ -64,13 +64,14 @@ def _missing_image(ref):
 
 
 def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version,
-                     lxcfs=False, file_binds=()):
+                     lxcfs=False, file_binds=(), stop_signal=None):
     """Keyword arguments for the SDK's create_container and create_host_config.
 
     `init_mode` is the resolved mode (systemd, compat or none) and `init_command`
     the argv of PID 1 for systemd/compat; `lxcfs` binds LXCFS's /proc files so that
     unmodified programs inside see the VM's memory, CPUs and uptime; `file_binds` are
-    the read-only binds of cvm's own files (see cvm.guestfiles).
+    the binds of cvm's own files (see cvm.guestfiles); `stop_signal` is the one the
+    image's init shuts down cleanly on (see host_stop_signal).
     """
     labels = dict(spec.labels)
     labels.update({LABEL_VM: spec.name, LABEL_REALM: realm, LABEL_STATE: state_root,
@@ -120,8 +121,7 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         # kills its init with SIGHUP (reboot) or SIGINT (poweroff), so Docker sees
         # 129/130 and the daemon tells a reboot from a poweroff.
         host["cap_add"] = ["SYS_BOOT"]
-        # systemd halts cleanly on SIGRTMIN+3; the compat init on SIGTERM.
-        create["stop_signal"] = "SIGRTMIN+3" if init_mode == "systemd" else "SIGTERM"
+        create["stop_signal"] = stop_signal or host_stop_signal({}, init_mode)[0]
         create["stop_timeout"] = STOP_TIMEOUT_SYSTEMD
         env["container"] = "docker"
         create["entrypoint"] = ["/bin/sh", WAIT_SCRIPT]
@@ -138,6 +138,20 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
     elif spec.command:
         create["command"] = list(spec.command)
     return create, host
+
+
+def host_stop_signal(image_attrs, init_mode):
+    """(signal Docker stops the VM with, whether the VM then reports who asked for its
+    shutdown). cvm's images (their systemd, and cvm's compat init) power off on SIGPWR
+    and say it was the host's doing; any other systemd halts cleanly on SIGRTMIN+3 but
+    reports nothing, so a poweroff inside it cannot be told from a `docker stop`."""
+    labels = (image_attrs.get("Config") or {}).get("Labels") or {}
+    if init_mode == "compat":
+        return "SIGPWR", True
+    if init_mode == "systemd":
+        signal = labels.get("io.cvm.host-stop-signal")
+        return (signal, True) if signal else ("SIGRTMIN+3", False)
+    return None, False
 
 
 def network_env(spec):
@@ -259,9 +273,9 @@ class Engine:
     # ------------------------------------------------------------ containers
 
     def create(self, spec, realm, state_root, init_mode, init_command, lxcfs=False,
-               file_binds=()):
+               file_binds=(), stop_signal=None):
         create, host = container_config(spec, realm, state_root, init_mode, init_command,
-                                        cgroup_version(), lxcfs, file_binds)
+                                        cgroup_version(), lxcfs, file_binds, stop_signal)
         try:
             with self._translated("creating %s" % spec.name):
                 host_config = self.api.create_host_config(**host)

@@ -1,4 +1,5 @@
-"""Files cvm gives every VM, kept on the host and bind-mounted read-only into it.
+"""Files cvm gives every VM, kept on the host and bind-mounted read-only into it, and the
+one directory a VM writes for the host: how its last shutdown went.
 
 /etc/cvm/limits.env, /etc/cvm/limits.json, /etc/cvm/network.env and the wait-ready
 entrypoint live in <state>/guests/<vm>/ and are bound file by file (so /etc/cvm stays
@@ -11,6 +12,11 @@ mount holds on to the file it was given.
 import os
 
 from .engine import WAIT_SCRIPT, WAIT_SCRIPT_TEXT, network_env
+
+# The VM's shutdown path writes here (read-write, the VM's own): `shutdown` holds the
+# verb systemd-shutdown ran (poweroff, halt, reboot), `initiator` says "host" when the
+# host's stop signal started it. See os-images/common and the compat init.
+REPORT_DIR = "/run/cvm/report"
 
 
 def bound_files(spec, init_mode, host):
@@ -44,7 +50,44 @@ def write(store, name, files):
             os.close(fd)
 
 
-def binds(store, name, files):
-    """Docker bind specs for the files."""
-    return ["%s:%s:ro" % (host_path(store, name, guest_path), guest_path)
-            for guest_path in sorted(files)]
+def binds(store, name, files, report=False):
+    """Docker bind specs for the files (and the shutdown report's directory)."""
+    specs = ["%s:%s:ro" % (host_path(store, name, guest_path), guest_path)
+             for guest_path in sorted(files)]
+    if report:
+        os.makedirs(report_dir(store, name), mode=0o755, exist_ok=True)
+        specs.append("%s:%s:rw" % (report_dir(store, name), REPORT_DIR))
+    return specs
+
+
+def report_dir(store, name):
+    return os.path.join(store.guest_dir(name), "report")
+
+
+def read_report(store, name):
+    """{"shutdown": verb or None, "initiator": "host" or None} of the VM's last shutdown."""
+    report = {}
+    for key in ("shutdown", "initiator"):
+        try:
+            with open(os.path.join(report_dir(store, name), key)) as handle:
+                report[key] = handle.read().strip() or None
+        except OSError:
+            report[key] = None
+    return report
+
+
+def clear_report(store, name):
+    """Forget the last shutdown's report: a new boot writes its own."""
+    for key in ("shutdown", "initiator"):
+        try:
+            os.unlink(os.path.join(report_dir(store, name), key))
+        except OSError:
+            pass
+
+
+def powered_off_from_inside(store, name):
+    """Did the VM's last shutdown come from inside it (poweroff, halt, shutdown -h) rather
+    than from the host (docker stop or restart, dockerd or host shutdown) or a crash (a
+    killed or OOM-killed init writes nothing)?"""
+    report = read_report(store, name)
+    return report["shutdown"] in ("poweroff", "halt") and report["initiator"] != "host"

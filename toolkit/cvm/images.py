@@ -134,6 +134,9 @@ def image_labels(recipe, build_date):
         "io.cvm.systemd-version": str(recipe["systemd"]),
         "io.cvm.init": " ".join(recipe["init"]),
         "io.cvm.compat-init": "/usr/lib/cvm/compat/init",
+        # The image's systemd powers off on this signal and reports who asked (see
+        # os-images/common: cvm-host-stop.service, system-shutdown/cvm-report).
+        "io.cvm.host-stop-signal": "SIGPWR",
         "io.cvm.recipe-hash": recipe_hash(recipe["distro"]),
     }
 

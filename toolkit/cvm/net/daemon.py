@@ -4,8 +4,10 @@ It follows the Docker event stream of this host's VMs. Whenever a VM's container
 starts -- cvm restart, docker restart, a crash under a restart policy, a reboot from
 inside the VM, a dockerd restart, a host reboot -- it re-applies that VM's NICs from
 the persisted spec and releases the VM's init. When a VM's init exits because the
-guest powered off (SIGINT from the kernel: exit 130), it stops the container so that
-the restart policy does not boot it again. At its own start, and after losing the
+guest powered off (its shutdown path reports poweroff or halt, not asked by the host's
+stop signal: see cvm.guestfiles), it stops the container and records it stopped, so
+that the restart policy does not boot it again. A docker stop or restart, a dockerd or
+host shutdown, a killed or OOM-killed init never change what the VM should be. At its own start, and after losing the
 event stream, it reconciles everything: bridges, running VMs, leftovers, stray VFs.
 
 It also answers the CLI on <state>/netd.sock (see cvm.client), so that heavy
@@ -20,12 +22,12 @@ import socketserver
 import threading
 import time
 
-from .. import service, wire
+from .. import guestfiles, service, wire
 from ..client import socket_path
 from ..errors import CvmError, NotFound
 
 log = logging.getLogger("cvm.netd")
-POWEROFF_EXIT = "130"  # 128 + SIGINT: the kernel's verdict on poweroff in a PID namespace
+POWEROFF_EXIT = "130"  # 128 + SIGINT: how the kernel ends a PID namespace on poweroff/halt
 
 
 def _error_reply(message):
@@ -106,11 +108,18 @@ class Daemon:
         if action == "start":
             self.pool.submit(self.wire, name)
         elif action == "die":
-            self.pool.submit(self.on_die, name, attributes)
+            # Read now, in event order: the next start's wiring clears the report.
+            report = guestfiles.read_report(self.ctx.store, name)
+            log.info("%s exited %s (%s)", name, attributes.get("exitCode"),
+                     "%s, asked by the %s" % (report["shutdown"], report["initiator"] or "VM")
+                     if report["shutdown"] else "no shutdown reported")
+            inside = attributes.get("exitCode") == POWEROFF_EXIT and \
+                attributes.get("io.cvm.init") in ("systemd", "compat") and \
+                guestfiles.powered_off_from_inside(self.ctx.store, name)
+            self.pool.submit(self.on_die, name, inside)
 
-    def on_die(self, name, attributes):
-        if attributes.get("exitCode") == POWEROFF_EXIT and \
-                attributes.get("io.cvm.init") in ("systemd", "compat"):
+    def on_die(self, name, powered_off_inside):
+        if powered_off_inside:
             self.powered_off(name)
         self.cleanup(name)
 
