@@ -238,12 +238,14 @@ class NetdProcess:
         from cvm import client
         from cvm.state import Store
         log = open(self.log_path, "a")
+        earlier = log.tell()  # a netd started before logged here too
         self.process = subprocess.Popen([CVM, "netd"], stdout=log, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, CVM_STATE_DIR=self.state_dir))
         log.close()
         wait_for(lambda: client.daemon_running(Store(self.state_dir)), timeout=20,
                  what="cvm netd to answer")
-        wait_for(lambda: "reconciled" in self.log(), timeout=20, what="netd's first reconcile")
+        wait_for(lambda: "reconciled" in self.log()[earlier:], timeout=20,
+                 what="netd's first reconcile")
         return self
 
     def log(self):

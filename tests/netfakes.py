@@ -11,6 +11,7 @@ import contextlib
 import copy
 import itertools
 import os
+import re
 
 from pyroute2.iproute.linux import get_arguments_processor, get_dump_filter
 from pyroute2.netlink.rtnl import RTM_NEWLINK
@@ -64,6 +65,7 @@ class RecordingNetlink:
         self.table = {link["ifname"]: link for link in links}
         self.vfinfo = []
         self.listeners = []  # called after every request (FakeSysfs follows VFs with it)
+        self._nft = RecordingNft(where, self.log)
 
     # the seam
     def request(self, family, command, **kwargs):
@@ -159,6 +161,9 @@ class RecordingNetlink:
     def own_netns_fd(self):
         return self.netns_fd if self.netns_fd is not None else -1
 
+    def nft(self):
+        return self._nft
+
     @contextlib.contextmanager
     def temporary_namespace(self):
         temp = RecordingNetlink(netns_fd=-99, where="temp", log=self.log, world=self.world)
@@ -176,6 +181,44 @@ class RecordingNetlink:
     def requests(self, family="link"):
         return [(where, command, kwargs) for where, fam, command, kwargs in self.log
                 if fam == family]
+
+
+class RecordingNft:
+    """Quacks like cvm.net.filtering.Nft: records each batch of nft commands in the shared
+    log (family "nft") and keeps which tables, chains and map elements exist."""
+
+    def __init__(self, where, log):
+        self.where = where
+        self.log = log
+        self.tables = {}  # (family, name) -> {"chains": set, "elements": set}
+
+    def run(self, commands, what):
+        self.log.append((self.where, "nft", "batch", list(commands)))
+        for command in commands:
+            words = command.split()
+            key = tuple(words[2:4])
+            if words[:2] == ["add", "table"]:
+                self.tables.setdefault(key, {"chains": set(), "elements": set()})
+            elif words[:2] == ["delete", "table"]:
+                self.tables.pop(key, None)
+            elif words[1] in ("chain", "element"):
+                table = self.tables[key]
+                kind = "chains" if words[1] == "chain" else "elements"
+                name = re.search(r'"([^"]+)"', command) if kind == "elements" else None
+                name = name.group(1) if name else words[4].strip('"')
+                if words[0] == "add":
+                    table[kind].add(name)
+                elif words[0] == "delete":
+                    table[kind].discard(name)
+        return []
+
+    def table(self, family, name):
+        found = self.tables.get((family, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def batches(self):
+        return [commands for where, family, _, commands in self.log
+                if family == "nft" and where == self.where]
 
 
 class FakeSysfs:

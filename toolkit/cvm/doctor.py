@@ -171,9 +171,32 @@ def check_netd(store):
     return Check("netd", OK, "answering on %s" % client.socket_path(store), "")
 
 
-def run_checks():
+def check_nic_filters(ctx):
+    """Every running VM's bridge and routed NICs have their anti-spoofing chain, and no
+    chain is left for a port no running VM has (see cvm.net.filtering)."""
+    from .errors import CvmError
+    from .net import filter_report
+    from .net.netlink import Netlink
+    try:
+        running = {c["Labels"].get("io.cvm.vm") for c in ctx.engine.vm_containers(ctx.realm)
+                   if c["State"] == "running"}
+        with Netlink.open() as host:
+            report = filter_report(ctx, running, host.nft())
+    except CvmError as exc:
+        return Check("NIC filters", WARN, str(exc)[:120], "")
+    problems = ["missing for %s %s (%s)" % entry for entry in report["missing"]] + [
+        "stale: %s port %s" % entry for entry in report["stale"]]
+    if problems:
+        return Check("NIC filters", WARN, "; ".join(problems)[:300],
+                     "restart cvm netd: it re-applies missing filters and removes stale "
+                     "ones (systemctl restart cvm-netd)")
+    return Check("NIC filters", OK, "every running VM's NIC sends only from its own MAC "
+                 "and addresses (nftables)", "")
+
+
+def run_checks(ctx=None):
     from .api import Context
-    ctx = Context()
+    ctx = ctx or Context()
     rows = [check_root()]
     rows += check_engine(ctx.engine)
     rows += check_cgroups()
@@ -185,4 +208,6 @@ def run_checks():
     rows.append(check_nsenter())
     rows.append(check_disk())
     rows.append(check_netd(ctx.store))
+    if os.geteuid() == 0 and rows[1].status == OK:
+        rows.append(check_nic_filters(ctx))
     return rows

@@ -144,13 +144,14 @@ class NicSpec:
     link_state: str = "auto"
     min_rate: int = None
     max_rate: int = None
+    filtering: bool = None  # None: on when the NIC has a static address (net.filtering)
 
     COMMON = ("mode", "link", "name", "ip", "ip6", "gw", "gw6", "mac", "mtu", "routes")
     PER_MODE = {
-        "bridge": ("hairpin", "host_name", "vlan"),
-        "routed": ("host_name",),
-        "macvlan": ("macvlan_mode", "vlan"),
-        "ipvlan": ("ipvlan_mode", "vlan"),
+        "bridge": ("hairpin", "host_name", "vlan", "filtering"),
+        "routed": ("host_name", "filtering"),
+        "macvlan": ("macvlan_mode", "vlan", "filtering"),
+        "ipvlan": ("ipvlan_mode", "vlan", "filtering"),
         "sriov": ("vf", "vlan", "qos", "spoofchk", "trust", "link_state", "min_rate", "max_rate"),
     }
 
@@ -339,8 +340,8 @@ def parse_nic(where, raw, index, vm_name):
         nic.qos = _as_int(where + ".qos", raw["qos"], 0, 7, "a VLAN priority")
         if nic.vlan is None:
             _fail(where + ".qos", "qos is the VLAN priority; it needs vlan=")
-    for key in ("spoofchk", "trust"):
-        if key in raw:
+    for key in ("spoofchk", "trust", "filtering"):
+        if key in raw and raw[key] not in (None, ""):
             setattr(nic, key, _as_bool("%s.%s" % (where, key), raw[key]))
     for key in ("min_rate", "max_rate"):
         if raw.get(key) not in (None, ""):

@@ -13,8 +13,8 @@ import os
 
 from ..errors import CvmError, NotFound
 from ..spec import parse_spec
-from . import addresses, inside, kernel
-from .base import HostView, Transaction, Wiring, parse_tag
+from . import addresses, filtering, inside, kernel
+from .base import HostView, Transaction, Wiring, default_host_name, parse_tag
 from .bridge import BridgeDriver
 from .ipvlan import IpvlanDriver
 from .macvlan import MacvlanDriver
@@ -65,11 +65,11 @@ def _persist_saved(ctx, name, index):
     return persist
 
 
-def _wiring(ctx, host, vm, name, index):
+def _wiring(ctx, host, vm, name, index, spec=None):
     record = ctx.store.read_vm(name) or {}
     saved = (record.get("net") or {}).get(str(index))
     return Wiring(host, vm, name, index, ctx.realm, saved, _persist_saved(ctx, name, index),
-                  sysfs())
+                  sysfs(), spec)
 
 
 def start_probes(spec):
@@ -90,10 +90,11 @@ def wire_vm(ctx, name, spec, pid, probe=False, early=None):
             try:
                 for index, nic in enumerate(spec.nics):
                     driver = DRIVERS[nic.mode]
-                    w = _wiring(ctx, host, vm, name, index)
+                    w = _wiring(ctx, host, vm, name, index, spec)
                     inner = vm.link(nic.name)
                     if inner is not None:  # a fresh namespace (the usual restart) skips this
                         if inside.configured(w, nic, driver, inner) and driver.plugged(w, nic):
+                            driver.ensure_filter(w, nic)  # netd's reconcile re-applies them
                             continue
                         _clear(w, nic, driver)  # half-wired (a crash mid-way): start afresh
                     tx = Transaction("%s: %s" % (name, nic.name))
@@ -144,7 +145,7 @@ def unwire_vm(ctx, name, spec, pid=None):
             vm = Netlink.open(netns_fd, "VM %s" % name) if netns_fd is not None else None
             try:
                 for index, nic in enumerate(spec.nics):
-                    w = _wiring(ctx, host, vm, name, index)
+                    w = _wiring(ctx, host, vm, name, index, spec)
                     DRIVERS[nic.mode].unplug(w, nic)
             finally:
                 if vm is not None:
@@ -187,7 +188,31 @@ def sweep(ctx, running):
             unwire_vm(ctx, name, spec, None)
     with Netlink.open() as host:
         removed += remove_unused(host, ctx.realm, _vlans_in_use(ctx, only=running))
+    with Netlink.open() as host:
+        for family, port in filter_report(ctx, running, host.nft())["stale"]:
+            filtering.HostPortFilter(host.nft(), ctx.realm, family, port).remove()
+            removed.append("filter of %s" % port)
     return removed
+
+
+def filter_report(ctx, running, nft):
+    """{"missing": [(vm, nic, port)], "stale": [(family, port)]}: host-side filters that
+    running VMs' NICs should have and lack, and filters of ports no running VM has."""
+    expected = {}
+    for name, record in ctx.store.vm_records().items():
+        if name not in running or record.get("phase") != "ready":
+            continue
+        spec = parse_spec(record["spec"])
+        for index, nic in enumerate(spec.nics):
+            family = {"bridge": "bridge", "routed": "inet"}.get(nic.mode)
+            if family and filtering.wanted(nic):
+                port = nic.host_name or default_host_name(name, index)
+                expected[(family, port)] = (name, nic.name)
+    present = {(family, port) for family, ports in filtering.host_ports(nft, ctx.realm).items()
+               for port in ports}
+    return {"missing": sorted((vm, nic, port) for (family, port), (vm, nic) in expected.items()
+                              if (family, port) not in present),
+            "stale": sorted(present - set(expected))}
 
 
 def hosts_file(spec):
@@ -276,7 +301,7 @@ def list_nics(ctx, name=None):
                     inner = None
             try:
                 for index, nic in enumerate(spec.nics):
-                    w = _wiring(ctx, host, inner, vm.name, index)
+                    w = _wiring(ctx, host, inner, vm.name, index, spec)
                     link = inner.link(nic.name) if inner is not None else None
                     row = {"vm": vm.name, "vm_side": nic.name, "mode": nic.mode,
                            "link": nic.link, "addresses": [str(a) for a in nic.addresses()],

@@ -5,7 +5,8 @@ Each mode is one module with one driver class (as Incus has one file per NIC typ
     validate(nic, host)     host checks before anything changes (link exists, is up,
                             kernel feature present, MTU within the parent's)
     plug(tx, w, nic)        put the VM-side interface into the VM's netns under its
-                            final name, plus the host-side pieces the mode needs
+                            final name, plus the host-side pieces the mode needs,
+                            and the filter on what it sends (filter_step)
     after_configure(tx, w, nic)  host-side steps that need the VM side ready (routes)
     unplug(w, nic)          remove what the mode left on the host; idempotent
     plugged(w, nic)         is the host side complete?
@@ -104,7 +105,8 @@ class Wiring:
     previous settings); `persist(saved)` writes them into the VM's state at once.
     """
 
-    def __init__(self, host, vm, vm_name, index, realm, saved=None, persist=None, sysfs=None):
+    def __init__(self, host, vm, vm_name, index, realm, saved=None, persist=None, sysfs=None,
+                 spec=None):
         self.host = host          # Netlink in the host namespace
         self.vm = vm              # Netlink in the VM's namespace (None when it is gone)
         self.vm_name = vm_name
@@ -113,6 +115,7 @@ class Wiring:
         self.saved = dict(saved or {})
         self._persist = persist or (lambda saved: None)
         self.sysfs = sysfs
+        self.spec = spec  # the whole VM's, when known
 
     @property
     def tag(self):
@@ -121,6 +124,13 @@ class Wiring:
     def remember(self, facts):
         self.saved.update(facts)
         self._persist(dict(self.saved))
+
+    def addresses_on_segment(self, nic):
+        """The VM's addresses on this NIC's segment: its own, and those of the VM's other
+        NICs on the same link (a VM answers ARP for any of its addresses on any of them)."""
+        nics = [n for n in (self.spec.nics if self.spec else []) if
+                (n.mode, n.link) == (nic.mode, nic.link)] or [nic]
+        return [address for n in nics for address in n.addresses()]
 
     def recalled(self):
         return dict(self.saved)
@@ -184,6 +194,29 @@ class NicDriver:
 
     def after_configure(self, tx, w, nic):
         pass
+
+    def port_filter(self, w, nic):
+        """The filter on what this NIC sends (see cvm.net.filtering), or None."""
+        return None
+
+    def filter_step(self, tx, w, nic):
+        """Filter what the NIC sends before it can send anything."""
+        from .filtering import wanted
+        if wanted(nic):
+            port_filter = self.port_filter(w, nic)
+            tx.step("filter what %s sends" % nic.name, port_filter.apply, port_filter.remove)
+
+    def ensure_filter(self, w, nic):
+        """A NIC already wired keeps (or gets) exactly the filter its spec asks for."""
+        from .filtering import wanted
+        port_filter = self.port_filter(w, nic)
+        if port_filter is not None:
+            port_filter.apply() if wanted(nic) else port_filter.remove()
+
+    def unfilter(self, w, nic):
+        port_filter = self.port_filter(w, nic)
+        if port_filter is not None:
+            port_filter.remove()
 
     def unplug(self, w, nic):
         pass

@@ -7,8 +7,9 @@ vlan (bridge VLAN filtering: the port gets the VLAN as PVID, untagged).
 
 from ..errors import NetError
 from .base import NicDriver, check_mtu, interface_mac, require_link
+from .filtering import HostPortFilter
 from .netlink import link_kind
-from .veth import describe_veth, plug_veth, unplug_veth, veth_plugged
+from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
 
 
 class BridgeDriver(NicDriver):
@@ -29,6 +30,7 @@ class BridgeDriver(NicDriver):
 
     def plug(self, tx, w, nic):
         bridge = w.host.index(nic.link)
+        self.filter_step(tx, w, nic)
         port = plug_veth(tx, w, nic, {"master": bridge})
         if nic.hairpin or nic.vlan:
             port = w.host.index(port)
@@ -50,6 +52,11 @@ class BridgeDriver(NicDriver):
 
     def unplug(self, w, nic):
         unplug_veth(w, nic)
+        self.unfilter(w, nic)
+
+    def port_filter(self, w, nic):
+        return HostPortFilter.of_nic(w.host.nft(), w.realm, host_name(w, nic), nic, nic.mac,
+                                     layer2=True, addresses=w.addresses_on_segment(nic))
 
     def plugged(self, w, nic):
         return veth_plugged(w, nic, master=w.host.index(nic.link))

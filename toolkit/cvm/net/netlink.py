@@ -77,6 +77,7 @@ class Netlink:
         self.netns_fd = netns_fd
         self.where = where
         self._own_fd = None
+        self._nft = None
 
     @classmethod
     def open(cls, netns_fd=None, where="host"):
@@ -128,6 +129,14 @@ class Netlink:
     def request(self, family, command, **kwargs):
         """Send one request: family is link, addr, route, neigh, brport or vlan_filter."""
         return getattr(self.ipr, family)(command, **kwargs)
+
+    def nft(self):
+        """nftables in this socket's namespace (cvm.net.filtering's seam, as request() is
+        the drivers' for rtnetlink)."""
+        if self._nft is None:
+            from .filtering import Nft
+            self._nft = Nft(self.netns_fd)
+        return self._nft
 
     # ---------------------------------------------------------- lookups
 

@@ -10,6 +10,7 @@ and NDP for it (proxy entries), so the LAN reaches the VM through the host.
 import ipaddress
 
 from .base import NicDriver, interface_mac, require_link
+from .filtering import HostPortFilter
 from .netlink import write_sysctl
 from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
 
@@ -51,6 +52,7 @@ class RoutedDriver(NicDriver):
         return (nic.link, mac) if mac else None
 
     def plug(self, tx, w, nic):
+        self.filter_step(tx, w, nic)
         name = plug_veth(tx, w, nic)
         port = w.host.index(name)
         if nic.ip:
@@ -90,8 +92,13 @@ class RoutedDriver(NicDriver):
                     lambda ip=ip: w.host.request("neigh", "del", dst=ip, ifindex=uplink,
                                                  flags=NTF_PROXY))
 
+    def port_filter(self, w, nic):
+        return HostPortFilter.of_nic(w.host.nft(), w.realm, host_name(w, nic), nic, None,
+                                     layer2=False, addresses=w.addresses_on_segment(nic))
+
     def unplug(self, w, nic):
         unplug_veth(w, nic)  # its routes go with it
+        self.unfilter(w, nic)
         uplink = w.host.index(nic.link) if nic.link else None
         if uplink is not None:
             for address in nic.addresses():

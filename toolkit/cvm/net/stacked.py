@@ -3,6 +3,7 @@ straight inside the VM's namespace under its final name, so nothing appears on t
 host and no rename is needed."""
 
 from .base import NicDriver, check_mtu, require_link
+from .filtering import EgressFilter
 from .vlan import parent_index
 
 
@@ -26,9 +27,17 @@ class StackedDriver(NicDriver):
         tx.step("create %s %s on %s in the VM" % (self.kind, nic.name, nic.link),
                 lambda: w.host.request("link", "add", **options),
                 lambda: w.vm.request("link", "del", ifname=nic.name))
+        self.filter_step(tx, w, nic)  # the link is still down: nothing was sent yet
+
+    def port_filter(self, w, nic):
+        if w.vm is None:
+            return None  # the VM's namespace, and its filters, are gone
+        return EgressFilter(w.vm.nft(), nic, nic.mac if self.sets_mac else None,
+                            w.addresses_on_segment(nic))
 
     def unplug(self, w, nic):
         if w.vm is not None and w.vm.link(nic.name) is not None:
+            self.unfilter(w, nic)
             w.vm.request("link", "del", ifname=nic.name)
 
     def describe(self, w, nic):
