@@ -63,6 +63,24 @@ def test_macvlan_on_a_vlan_builds_these_requests(world):
     assert vm.link("eth1") is not None
 
 
+def test_ipvlan_egress_filter_in_the_vm_has_no_mac_rule(world):
+    """ipvlan shares its parent's MAC: the VM's egress chain checks addresses only, and is
+    made (before the link goes up) in the VM's namespace, never on the host."""
+    host, vm = world
+    tx = Transaction("t")
+    DRIVERS["ipvlan"].plug(tx, wiring(world), nic_of(mode="ipvlan", name="eth1"))
+    assert host.nft().batches() == []
+    (batch,) = vm.nft().batches()
+    assert 'add chain netdev cvm port_eth1 { type filter hook egress device "eth1" ' \
+        'priority 0; policy accept; }' in batch
+    rules = [c for c in batch if c.startswith("add rule")]
+    assert not any("ether saddr" in rule for rule in rules)
+    assert "add rule netdev cvm port_eth1 ether type ip ip saddr != { 198.51.100.10 } drop" \
+        in rules
+    tx.rollback()  # undone with the link
+    assert vm.nft().table("netdev", "cvm")["chains"] == set()
+
+
 def test_existing_vlan_sub_interface_is_reused(world):
     host, vm = world
     sub = fake_link("eth9.100", kind="vlan", link=host.index("eth9"))
