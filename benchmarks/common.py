@@ -15,9 +15,8 @@ import sys
 import tempfile
 import time
 
-CVM = os.path.join(os.path.dirname(sys.executable), "cvm")  # the Python CLI
-# What hosts run as `cvm`: the C client that `./run setup` builds beside it.
-CVM_CLIENT = os.path.join(os.path.dirname(sys.executable), "cvm-client")
+CVM = os.path.join(os.path.dirname(sys.executable), "cvm")  # what hosts have on PATH
+
 BUSYBOX = "cvm/busybox:latest"
 DEBIAN = "cvm/debian12:latest"
 
@@ -52,7 +51,6 @@ def ms(seconds):
 def realm(with_netd=True):
     """A throwaway state directory (its own realm), optionally with its own cvm netd."""
     from cvm import api, client
-    from cvm.state import Store
     root = tempfile.mkdtemp(prefix="cvm-bench-")
     ctx = api.Context(state_root=root)
     env = dict(os.environ, CVM_STATE_DIR=root)
@@ -63,7 +61,7 @@ def realm(with_netd=True):
             daemon = subprocess.Popen([CVM, "netd"], stdout=log, stderr=subprocess.STDOUT,
                                       env=env)
             deadline = time.monotonic() + 30
-            while not client.daemon_running(Store(root)):
+            while not client.status(root):
                 if time.monotonic() > deadline:
                     raise SystemExit("bench: cvm netd did not start")
                 time.sleep(0.05)
@@ -78,7 +76,7 @@ def realm(with_netd=True):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def cvm(env, *args, check=True, program=CVM_CLIENT):
+def cvm(env, *args, check=True, program=CVM):
     result = subprocess.run([program] + [str(a) for a in args], env=env, capture_output=True,
                             text=True)
     if check and result.returncode != 0:

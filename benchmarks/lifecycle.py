@@ -17,7 +17,7 @@ import time
 
 import docker
 
-from common import BUSYBOX, CVM, cvm, header, median, ms, ratio_interval, realm
+from common import BUSYBOX, cvm, header, median, ms, ratio_interval, realm
 
 COUNT = int(os.environ.get("BENCH_COUNT", "20"))
 
@@ -27,7 +27,7 @@ def main():
     from cvm.spec import parse_spec
     client = docker.from_env()
     header("lifecycle: create %d VMs, median per VM (image %s, no network)" % (COUNT, BUSYBOX))
-    timings = {"docker": [], "docker cli": [], "cli+netd": [], "launcher+netd": [],
+    timings = {"docker": [], "docker cli": [], "cli+netd": [],
                "cli alone": [], "api": []}
     plain = []  # the baseline's containers, removed however the run ends
     order = random.Random(2)  # a fixed shuffle: no method always follows the same one
@@ -55,7 +55,6 @@ def main():
 
         methods = [("docker", sdk), ("docker cli", docker_cli),
                    ("cli+netd", cvm_cli(env, "bd")),
-                   ("launcher+netd", cvm_cli(env, "bl", program=CVM)),
                    ("cli alone", cvm_cli(alone, "bn")),
                    ("api", cvm_api)]
         try:
@@ -75,7 +74,6 @@ def main():
     for key, label in (("docker", "Docker SDK containers.run"), ("docker cli", "docker run (CLI)"),
                        ("api", "cvm.create() (Python API)"),
                        ("cli+netd", "cvm create (CLI, via netd)"),
-                       ("launcher+netd", "same, Python launcher"),
                        ("cli alone", "cvm create (CLI, no daemon)")):
         value = median(timings[key])
         low, high = ratio_interval(timings[key], timings["docker"])

@@ -80,11 +80,11 @@ def create_to_pingable(env):
     header("(b) create-to-pingable, %d each, interleaved" % CREATE_COUNT)
     client = docker.from_env()
     network = client.networks.create("cvmbench", driver="bridge", ipam=docker.types.IPAMConfig(
-        pool_configs=[docker.types.IPAMPool(subnet="203.0.113.0/25", gateway="203.0.113.1")]))
+        pool_configs=[docker.types.IPAMPool(subnet="203.0.113.128/25", gateway="203.0.113.129")]))
     docker_times, cvm_times = [], []
     try:
         for i in range(CREATE_COUNT):
-            address = "203.0.113.%d" % (10 + i)
+            address = "203.0.113.%d" % (140 + i)
             started = time.perf_counter()
             subprocess.run(["docker", "run", "-d", "--network", "cvmbench", "--ip", address,
                             "--name", "bench-net-%d" % i, BUSYBOX, "sleep", "100000"],

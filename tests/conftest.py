@@ -106,25 +106,8 @@ def name():
     return "t" + secrets.token_hex(4)
 
 
-@pytest.fixture(scope="session")
-def c_client():
-    """cvm's C client built from this checkout, beside the Python `cvm` it runs whenever
-    cvm netd does not run a command: what `./run setup` puts on PATH."""
-    directory = tempfile.mkdtemp(prefix="cvm-test-client-")
-    try:
-        os.chmod(directory, 0o755)  # as a venv's bin: users other than root run it too
-        os.symlink(CVM, os.path.join(directory, "cvm"))
-        binary = os.path.join(directory, "cvm-client")
-        built = subprocess.run([os.path.join(ROOT, "toolkit", "client", "build"), binary],
-                               capture_output=True, text=True)
-        assert built.returncode == 0 and not built.stdout + built.stderr, built.stderr
-        yield binary
-    finally:
-        shutil.rmtree(directory)
-
-
 class CvmRunner:
-    """Runs a real `cvm` command (by default the C client, as on hosts) against the
+    """Runs a real `cvm` command (the console script hosts have on PATH) against the
     test's state directory."""
 
     def __init__(self, state_dir, program):
@@ -145,8 +128,8 @@ class CvmRunner:
 
 
 @pytest.fixture
-def cvm(state_dir, ctx, c_client):
-    return CvmRunner(state_dir, c_client)
+def cvm(state_dir, ctx):
+    return CvmRunner(state_dir, CVM)
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
@@ -236,13 +219,12 @@ class NetdProcess:
 
     def start(self):
         from cvm import client
-        from cvm.state import Store
         log = open(self.log_path, "a")
         earlier = log.tell()  # a netd started before logged here too
         self.process = subprocess.Popen([CVM, "netd"], stdout=log, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, CVM_STATE_DIR=self.state_dir))
         log.close()
-        wait_for(lambda: client.daemon_running(Store(self.state_dir)), timeout=20,
+        wait_for(lambda: client.status(self.state_dir), timeout=20,
                  what="cvm netd to answer")
         wait_for(lambda: "reconciled" in self.log()[earlier:], timeout=20,
                  what="netd's first reconcile")

@@ -1,7 +1,8 @@
 """Interfaces, bridges and namespaces that network tests make (and always remove).
 
-Only documentation ranges are used: 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32.
-(192.0.2.0/24 is this host's own uplink here, so tests never use it.)
+Only documentation ranges are used: 198.51.100.0/24, 203.0.113.128/25, 2001:db8::/32.
+(192.0.2.0/24 is this host's own uplink here, and the package registries may be reached at
+an address in 203.0.113.0/25: a bridge or route covering either cuts the machine off.)
 """
 
 import contextlib

@@ -1,6 +1,8 @@
-"""The `cvm` command's two clients of cvm netd: the C client that hosts run
-(toolkit/client/cvm.c) and the Python launcher (cvm.launcher). Either one has netd run
-a short command, or runs it in Python itself."""
+"""The `cvm` command and cvm netd: typed operations, the same answers served or not.
+
+The launcher parses the commands netd serves without click, and must give exactly the
+values click gives; netd runs operations (not CLI code) and the CLI renders what comes
+back; a netd of other code refuses every operation and the caller runs it itself."""
 
 import contextlib
 import json
@@ -9,19 +11,15 @@ import socket
 import subprocess
 import threading
 
+import click
 import pytest
 
 from cvm import wire
+from cvm.cli import args, served
+from cvm.cli.main import cli as click_cli
 from cvm.paths import netd_socket
 
-from .conftest import BUSYBOX, CVM, CvmRunner, NetdProcess
-
-LOST = "cvm: lost cvm netd while it ran `cvm %s`; see `cvm ls` and the netd log\n"
-
-
-@pytest.fixture(params=["C client", "Python launcher"])
-def each_client(request, state_dir, ctx, c_client):
-    return CvmRunner(state_dir, c_client if request.param == "C client" else CVM)
+from .conftest import BUSYBOX, CVM, NetdProcess
 
 
 @contextlib.contextmanager
@@ -42,7 +40,7 @@ def fake_netd(state_dir, answer):
                 continue
             with connection:
                 connection.settimeout(10)
-                requests.append(wire.decode(connection.recv))
+                requests.append(wire.receive(connection)[0])
                 connection.sendall(answer(requests[-1]))
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -56,77 +54,137 @@ def fake_netd(state_dir, answer):
         os.unlink(netd_socket(state_dir))
 
 
-def run_client(c_client, state_dir, *args, **kwargs):
-    return subprocess.run([c_client] + list(args), capture_output=True, timeout=60,
-                          env=dict(os.environ, CVM_STATE_DIR=state_dir), **kwargs)
+def served_log(netd, marker):
+    return [line.split("served ")[1].split(" ")[0] for line in netd.log()[marker:].splitlines()
+            if " served " in line]
+
+
+# ---------------------------------------------------------------- parsing without click
+
+
+def click_values(argv):
+    """The values click gives the command that `argv` names."""
+    context = click_cli.make_context("cvm", list(argv), resilient_parsing=True)
+    names = []
+    while isinstance(context.command, click.Group):
+        words = list(getattr(context, "_protected_args", [])) + context.args
+        name, command, rest = context.command.resolve_command(context, words)
+        names.append(name)
+        context = command.make_context(name, rest, parent=context)
+    return tuple(names), context.params
+
+
+PARSED_ALIKE = [
+    ["ls"], ["ls", "--json"], ["inspect", "web1"], ["inspect", "--json", "web1"],
+    ["start", "a", "b"], ["stop", "-t", "5", "a"], ["stop", "--timeout=5", "a", "b"],
+    ["restart", "a", "-t", "3"], ["rm", "-f", "a", "b"], ["rm", "a", "--force"],
+    ["resize", "web1", "--cpus", "2", "-m", "1g"], ["resize", "web1", "-m1g", "--pids=10"],
+    ["create", "web1", "--image", "x", "-m", "512m", "--nic", "mode=bridge,link=br0",
+     "--nic", "mode=routed,ip=198.51.100.9/32", "-v", "/a:/b", "-e", "A=1", "--lxcfs"],
+    ["create", "web1", "--image=x", "--no-lxcfs", "--no-start", "--json", "--", "sleep", "9"],
+    ["create", "--image", "x", "--", "sleep", "9"], ["create", "-f", "vm.yml"],
+    ["create", "web1", "--ssh-key", "id.pub", "--tune", "nginx", "--init", "none"],
+    ["apply", "-f", "vms.yml", "--dry-run"], ["apply", "--file=vms.yml", "--recreate"],
+    ["exec", "web1", "--", "sh", "-c", "exit 3"], ["exec", "-t", "web1", "--", "top"],
+    ["exec", "web1", "ls", "/"], ["enter", "web1"],
+    ["net", "attach", "web1", "--nic", "mode=bridge,link=br0"], ["net", "detach", "a", "eth1"],
+    ["net", "ls"], ["net", "ls", "web1", "--json"], ["bridge", "ls"],
+    ["bridge", "add", "br9", "--address", "198.51.100.1/24", "--mtu", "1400"],
+    ["bridge", "rm", "br9", "br8"],
+]
+LEFT_TO_CLICK = [
+    ["ls", "--help"], ["ls", "--bogus"], ["stop", "-t", "five", "a"], ["start"],
+    ["exec", "web1", "ls", "-la"], ["exec", "web1"], ["inspect"], ["inspect", "a", "b"],
+    ["bridge", "add", "br9", "--mtu"], ["net", "attach", "web1"], ["rm", "-fx", "a"],
+    ["image", "ls"], ["--version"], [],
+]
+
+
+@pytest.mark.parametrize("argv", PARSED_ALIKE, ids=" ".join)
+def test_the_launcher_parses_exactly_as_click_does(argv):
+    command, values = args.find(served.COMMANDS, argv)
+    names, expected = click_values(argv)
+    assert command.path == names
+    assert values == expected
+
+
+@pytest.mark.parametrize("argv", LEFT_TO_CLICK, ids=lambda a: " ".join(a) or "nothing")
+def test_the_launcher_leaves_what_it_is_not_sure_of_to_click(argv):
+    assert args.find(served.COMMANDS, argv) is None
+
+
+def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
+    probe = ("import sys; sys.argv = ['cvm', 'ls']; import cvm.launcher, os\n"
+             "os._exit = lambda code: (print(sorted(m for m in sys.modules if m.split('.')[0]"
+             " in ('click', 'docker', 'pyroute2', 'yaml', 'jinja2'))), sys.exit(code))\n"
+             "cvm.launcher.main()")
+    result = subprocess.run([os.path.join(os.path.dirname(CVM), "python"), "-c", probe],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, CVM_STATE_DIR=state_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]", result.stdout
 
 
 # ---------------------------------------------------------------- with the real netd
 
 
-def test_launcher_forwards_only_what_the_daemon_can_run_for_the_caller():
-    from cvm.launcher import forwardable
-    assert forwardable(["ls"]) and forwardable(["rm", "-f", "web1"])
-    assert forwardable(["create", "web1", "--image", "x", "--", "tail", "-n", "1"])
-    for local in (["create", "-f", "vm.yml"], ["create", "web1", "--file=vm.yml"],
-                  ["create", "web1", "-fvm.yml"], ["create", "web1", "--ssh-key", "id.pub"],
-                  ["exec", "web1", "--", "true"], ["enter", "web1"], ["top", "web1"], [],
-                  ["apply", "-f", "vm.yml"], ["--version"]):
-        assert not forwardable(local), local
-
-
-def test_forwarded_commands_print_and_exit_as_local_ones(each_client, netd, images, name):
+def test_served_commands_print_and_exit_as_local_ones(cvm, netd, images, name):
     """The same command through cvm netd and in-process: same output, same exit code."""
-    cvm = each_client
     local = {"CVM_NO_DAEMON": "1"}
     marker = len(netd.log())
     cases = [["ls"], ["inspect", name + "x"], ["create", name, "--image", BUSYBOX, "--cpus", "0"],
              ["create", name, "--image", BUSYBOX, "--hostname", "no_underscores"],
              ["resize", name + "x", "--memory", "1g"], ["create", "--help"],
-             ["inspect", "caf\udcff"]]  # an argument that is not UTF-8 (b"caf\xff")
-    for args in cases:
-        here, there = cvm(*args, env=local), cvm(*args)
+             ["inspect", "caf\udcff"], ["net", "ls"], ["bridge", "ls"]]
+    for argv in cases:
+        here, there = cvm(*argv, env=local), cvm(*argv)
         assert (there.returncode, there.stdout, there.stderr) == \
-            (here.returncode, here.stdout, here.stderr), args
-    assert "running `cvm inspect caf\\udcff`" in netd.log()[marker:]  # as the log shows it
+            (here.returncode, here.stdout, here.stderr), argv
     created = cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000",
                   check=True)
     assert created.stdout == name + "\n"
     refused = cvm("rm", name)
     assert refused.returncode != 0 and refused.stderr.startswith("cvm: ")
     assert "running" in refused.stderr
+    shown = cvm("exec", name, "--", "sh", "-c", "cat; echo err >&2; exit 7", input="in\n")
+    assert (shown.returncode, shown.stdout, shown.stderr) == (7, "in\n", "err\n")
     assert cvm("rm", "-f", name, check=True).stdout == name + "\n"
     detailed = json.loads(cvm("create", name, "--image", BUSYBOX, "--init", "none", "--json",
                               "--", "sleep", "1000", check=True).stdout)
     assert detailed["status"] == "running" and len(detailed["container_id"]) == 64
     assert detailed["spec"]["command"] == ["sleep", "1000"]
     cvm("rm", "-f", name, check=True)
-    log = netd.log()[marker:]
-    for args in (["create", name, "--image", BUSYBOX, "--init", "none"], ["rm", "-f", name]):
-        assert "running `cvm %s" % " ".join(args) in log, log[-2000:]
+    served = served_log(netd, marker)
+    for op in ("ls", "inspect", "create", "rm", "exec_start", "exec_wait", "net_ls",
+               "bridge_ls"):
+        assert op in served, served
 
 
-def test_c_client_leaves_to_python_what_netd_must_not_run(cvm, netd, images, name, tmp_path):
-    """A file named relative to the caller, a command netd does not serve, CVM_NO_DAEMON,
-    and no netd at all: the C client execs the Python CLI, which runs them."""
-    with open(os.path.join(str(tmp_path), "vm.yml"), "w") as spec:
-        spec.write("name: %s\nimage: %s\ninit: none\ncommand: [sleep, '1000']\n" % (
-            name, BUSYBOX))
+def test_files_are_read_by_the_caller_and_the_operation_served(cvm, netd, images, name,
+                                                                tmp_path):
+    """`create -f vm.yml` relative to the caller's directory and `--ssh-key FILE`: the
+    client reads them and netd creates the VM."""
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJk test@cvm\n")
+    (tmp_path / "vm.yml").write_text("name: %s\nimage: %s\ninit: none\ncommand: [sleep, "
+                                     "'1000']\n" % (name, BUSYBOX))
     marker = len(netd.log())
-    assert cvm("create", "-f", "vm.yml", cwd=str(tmp_path), check=True).stdout == name + "\n"
-    assert cvm("--version", check=True).stdout.startswith("cvm, version")
+    assert cvm("create", "-f", "vm.yml", "--ssh-key", "id.pub", cwd=str(tmp_path),
+               check=True).stdout == name + "\n"
+    assert "create" in served_log(netd, marker)
+    assert json.loads(cvm("inspect", name, "--json").stdout)["spec"]["ssh_keys"] == [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJk test@cvm"]
+    marker = len(netd.log())
     assert name in cvm("ls", env={"CVM_NO_DAEMON": "1"}, check=True).stdout
-    assert "running `cvm" not in netd.log()[marker:]
-    assert name in cvm("ls", check=True).stdout
-    assert "running `cvm ls`" in netd.log()[marker:]  # the control: netd serves `ls`
+    assert served_log(netd, marker) == []
     netd.stop()
     assert name in cvm("ls", check=True).stdout
     assert cvm("rm", "-f", name, check=True).stdout == name + "\n"
 
 
-def test_a_netd_running_older_code_is_bypassed_reported_and_stopped(cvm, netd, state_dir,
-                                                                     c_client):
-    """After an upgrade the daemon still runs the old code: commands must not run there."""
+def test_a_netd_running_older_code_refuses_every_operation(cvm, netd, state_dir):
+    """After an upgrade the daemon still runs the old code: nothing may run there; the
+    caller runs it and says so with --verbose; a restarted netd serves again."""
     import cvm as package
     source = os.path.join(os.path.dirname(package.__file__), "wire.py")
     before = os.stat(source)
@@ -138,14 +196,21 @@ def test_a_netd_running_older_code_is_bypassed_reported_and_stopped(cvm, netd, s
         doctor = {row["name"]: row for row in json.loads(cvm("doctor", "--json").stdout)}
         assert doctor["netd"]["status"] == "WARN" and "before an upgrade" in doctor["netd"]["detail"]
         marker = len(netd.log())
-        for client in (c_client, CVM):
-            assert CvmRunner(state_dir, client)("ls", check=True).stdout.startswith("NAME")
-        assert "running `cvm ls`" not in netd.log()[marker:]  # ran in the caller instead
+        listed = cvm("--verbose", "ls", check=True)
+        assert listed.stdout.startswith("NAME")
+        assert "runs other code than this cvm" in listed.stderr and "running ls in this " \
+            "process" in listed.stderr
+        assert cvm("bridge", "ls", check=True).stdout.startswith("NAME")
+        assert served_log(netd, marker) == []  # ran in the caller instead
         second = cvm("netd", timeout=30)  # must not take the socket of a live daemon
         assert second.returncode == 1 and "another process serves" in second.stderr
         stopped = cvm("netd", "--stop", check=True)
         assert "stopped" in stopped.stdout and netd.process.wait(timeout=5) == 0
         assert cvm("netd", "--status").returncode == 1
+        netd.start()  # the new code's netd serves again
+        marker = len(netd.log())
+        assert cvm("ls", check=True).stdout.startswith("NAME")
+        assert served_log(netd, marker) == ["ls"]
     finally:
         os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
 
@@ -165,7 +230,7 @@ def test_netd_answers_garbage_with_an_error(netd, state_dir):
     sock = wire.connect(netd_socket(state_dir), timeout=10)
     try:
         sock.sendall(b'{"op": "ls"}\n')
-        reply = wire.decode(sock.recv)
+        reply, _ = wire.receive(sock)
     finally:
         sock.close()
     assert reply["ok"] is False and reply["error"]["message"].startswith("not a cvm request")
@@ -175,77 +240,44 @@ def test_netd_answers_garbage_with_an_error(netd, state_dir):
 # ---------------------------------------------------------------- the protocol
 
 
-def test_wire_frames_round_trip_and_refuse_other_protocols():
-    message = {"op": "cli", "args": {"argv": ["ls", b"caf\xff"], "tty": False, "n": 1.5,
-                                     "none": None, "text": "é\n" * 50000}}
-    frame = wire.encode(message)
-    chunks = [frame[i:i + 7] for i in range(0, len(frame), 7)]  # a socket's short reads
-    assert wire.decode(_reader(chunks)) == message
-    with pytest.raises(wire.NotAFrame):  # what an older netd answered: a JSON line
-        wire.decode(_reader([b'{"ok": false, "error": {"type": "CvmError", "message": "x"}}\n']))
-    with pytest.raises(wire.NotAFrame):  # the C client's raw reply
-        wire.decode(_reader([b"CVM1 NOTRUN\n"]))
-    with pytest.raises(ConnectionError):
-        wire.decode(_reader([frame[:-1]]))
+def test_wire_frames_round_trip_carry_sockets_and_refuse_other_protocols():
+    message = {"op": "ls", "args": {"names": ["a", b"caf\xff"], "n": 1.5, "none": None,
+                                    "text": "é\n" * 50000}}
+    left, right = socket.socketpair()
+    carried_left, carried_right = socket.socketpair()
+    with left, right, carried_left, carried_right:
+        writer = threading.Thread(target=wire.send, args=(left, message,
+                                                          [carried_left.fileno()]))
+        writer.start()
+        received, fds = wire.receive(right)
+        writer.join()
+        assert received == message and len(fds) == 1
+        with socket.socket(fileno=fds[0]) as carried:  # the same socket, passed over
+            carried.sendall(b"through")
+            assert carried_right.recv(16) == b"through"
+    for garbage in (b'{"ok": false, "error": {"type": "CvmError", "message": "x"}}\n',
+                    b"CVM1 NOTRUN\n"):
+        left, right = socket.socketpair()
+        with left, right:
+            left.sendall(garbage)
+            with pytest.raises(wire.NotAFrame):
+                wire.receive(right)
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(wire.encode(message)[:-1])
+        left.shutdown(socket.SHUT_WR)
+        with pytest.raises(ConnectionError):
+            wire.receive(right)
 
 
-def test_raw_replies_carry_output_as_utf8_and_refusals_as_notrun():
-    ran = {"ok": True, "result": {"exit": 3, "stdout": "é\n", "stderr": "caf\udcff\n"}}
-    assert wire.encode_output(ran) == b"CVM1 RAN 3 3 10\n\xc3\xa9\ncaf\\udcff\n"
-    assert wire.encode_output({"ok": False, "error": {"message": "x"}}) == b"CVM1 NOTRUN\n"
-
-
-def _reader(chunks):
-    data = bytearray(b"".join(chunks))
-
-    def read(size):
-        piece = bytes(data[:min(size, 7)])
-        del data[:len(piece)]
-        return piece
-    return read
-
-
-def test_c_client_sends_its_argv_as_bytes_and_prints_the_reply_byte_for_byte(c_client,
-                                                                           state_dir):
-    out, err = b"x" * 3000000 + "é\n".encode(), b"careful\n"
-    reply = b"CVM1 RAN 7 %d %d\n" % (len(out), len(err)) + out + err
-    with fake_netd(state_dir, lambda request: reply) as requests:
-        result = run_client(c_client, state_dir, "ls", "--json", b"caf\xff")
-        # A reader that leaves early: the client still exits as the command did.
-        piped = subprocess.run(["bash", "-o", "pipefail", "-c", '"$0" ls | head -c 5', c_client],
-                               capture_output=True, env=dict(os.environ, CVM_STATE_DIR=state_dir))
-    assert (result.returncode, result.stdout, result.stderr) == (7, out, err)
-    assert (piped.returncode, piped.stdout, piped.stderr) == (7, b"xxxxx", err)
-    assert requests[0] == {"op": "cli", "reply": "raw", "args": {
-        "argv": [b"ls", b"--json", b"caf\xff"], "tty": False, "code": "installed"}}
-
-
-def test_c_client_runs_in_python_what_a_netd_did_not_run(c_client, state_dir):
-    """A netd that refuses `cvm ls` (it runs other code): its refusal in the raw reply,
-    and as a netd older than the raw reply answers. The Python CLI then runs `ls`."""
-    other_code = wire.encode({"ok": False, "error": {"type": "CvmError", "message": "other"}})
-
-    def stale_netd(refusal):
-        def answer(request):
-            if request["op"] == "ls":  # the operation the Python CLI's `ls` calls
-                return wire.encode({"ok": True, "result": []})
-            return refusal if request.get("reply") == "raw" else other_code
-        return answer
-
-    for refusal in (b"CVM1 NOTRUN\n", other_code):
-        with fake_netd(state_dir, stale_netd(refusal)) as requests:
-            result = run_client(c_client, state_dir, "ls", text=True)
-        assert (result.returncode, result.stdout.split()[0]) == (0, "NAME"), result.stderr
-        # The C client asked, then the Python launcher (with its code stamp), then the CLI
-        # running in Python called the `ls` operation.
-        assert [(request["op"], request["args"].get("code")) for request in requests] == \
-            [("cli", "installed"), ("cli", requests[1]["args"]["code"]), ("ls", None)]
-        assert requests[1]["args"]["code"] not in ("installed", None)
-
-
-def test_c_client_never_runs_twice_what_netd_may_have_run(c_client, state_dir):
-    for cut_off in (b"", b"CVM1 RAN 0 10 0\nonly"):
+def test_a_lost_netd_is_one_line_and_never_a_second_run(state_dir):
+    """netd may have run the operation before the connection broke: running it again
+    could do it twice, so the caller says so and stops."""
+    for cut_off in (b"", wire.encode({"ok": True, "result": []})[:12]):
         with fake_netd(state_dir, lambda request: cut_off) as requests:
-            result = run_client(c_client, state_dir, "rm", "-f", "web1", text=True)
-        assert (result.returncode, result.stdout, result.stderr) == (1, "", LOST % "rm")
-        assert len(requests) == 1
+            result = subprocess.run([CVM, "rm", "-f", "web1"], capture_output=True, text=True,
+                                    timeout=60, env=dict(os.environ, CVM_STATE_DIR=state_dir))
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.startswith("cvm: lost cvm netd while it ran rm")
+        assert len(result.stderr.splitlines()) == 1 and len(requests) == 1
+        assert requests[0]["op"] == "rm" and requests[0]["code"]

@@ -107,20 +107,20 @@ def test_address_in_use_on_the_segment_is_refused(ctx, images, lab, name):
 
 
 def test_routed_mode(ctx, images, lab, name):
-    uplink = lab.bridge("203.0.113.1/24", prefix="cvu")
-    peer = lab.peer(uplink, "203.0.113.50/24")
-    vm = api.create(vm_spec(name, {"mode": "routed", "link": uplink, "ip": "203.0.113.40/32",
+    uplink = lab.bridge("203.0.113.129/25", prefix="cvu")
+    peer = lab.peer(uplink, "203.0.113.178/25")
+    vm = api.create(vm_spec(name, {"mode": "routed", "link": uplink, "ip": "203.0.113.168/32",
                                    "ip6": "2001:db8:c1::40/128"}), ctx=ctx)
-    assert ping("203.0.113.40")                                     # host -> VM, /32 route
+    assert ping("203.0.113.168")                                     # host -> VM, /32 route
     code, routes, _ = in_vm(vm, "ip", "route")
     assert "default via 169.254.0.1 dev eth0" in routes and "onlink" in routes
-    assert "203.0.113.40 dev %s-e0" % name in ip("route")
-    assert "203.0.113.40 dev %s proxy" % uplink in ip("neigh", "show", "proxy")
-    assert ping("203.0.113.40", netns=peer)                         # LAN -> VM via proxy ARP
-    assert in_vm(vm, "ping", "-c1", "-W2", "203.0.113.50")[0] == 0  # VM -> LAN via the host
+    assert "203.0.113.168 dev %s-e0" % name in ip("route")
+    assert "203.0.113.168 dev %s proxy" % uplink in ip("neigh", "show", "proxy")
+    assert ping("203.0.113.168", netns=peer)                         # LAN -> VM via proxy ARP
+    assert in_vm(vm, "ping", "-c1", "-W2", "203.0.113.178")[0] == 0  # VM -> LAN via the host
     api.get(name, ctx).remove(force=True)
-    assert "203.0.113.40" not in ip("neigh", "show", "proxy")
-    assert "203.0.113.40" not in ip("route")
+    assert "203.0.113.168" not in ip("neigh", "show", "proxy")
+    assert "203.0.113.168" not in ip("route")
 
 
 def test_macvlan_mode(ctx, images, lab, name):
@@ -293,7 +293,7 @@ def test_interface_name_clash_inside_the_vm(cvm, ctx, images, lab, name):
 
 
 def test_too_many_nics(cvm, ctx, images, name):
-    nics = sum([["--nic", "mode=routed,ip=203.0.113.%d/32" % (10 + i)] for i in range(9)], [])
+    nics = sum([["--nic", "mode=routed,ip=203.0.113.%d/32" % (140 + i)] for i in range(9)], [])
     result = cvm("create", name, "--image", BUSYBOX, *nics)
     assert result.returncode == 2 and "nics: 9 NICs; a VM has at most 8" in result.stderr
 
@@ -314,7 +314,7 @@ def _nic_steps(spec):
 def test_failure_at_every_step_undoes_the_steps_before(ctx, images, lab, name, mode,
                                                        monkeypatch):
     bridge = lab.bridge("%s.1/24" % SUBNET)
-    uplink = lab.bridge("203.0.113.1/24", prefix="cvu")
+    uplink = lab.bridge("203.0.113.129/25", prefix="cvu")
     nics = {"bridge": [bridge_nic(bridge, 110, ip6="2001:db8:c0::110/64",
                                   routes=["203.0.113.0/24 via %s.254" % SUBNET],
                                   hairpin=True)],

@@ -15,38 +15,16 @@ import os
 import time
 
 from . import guestfiles, ns
-from .engine import READY_FILE, Engine, cgroup_version, host_stop_signal, lxcfs_running
+from .context import Context, default_context  # noqa: F401 (part of the API)
+from .engine import READY_FILE, cgroup_version, host_stop_signal, lxcfs_running
 from .errors import Conflict, CvmError, NotFound, SpecError
 from .spec import HostFacts, VMSpec, parse_spec
-from .state import Store
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 
 SYSTEMD_INITS = ("/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd",
                  "/usr/sbin/init")
 COMPAT_MIN_SYSTEMD = 230  # older systemd cannot boot on a cgroup v2 host
-
-
-class Context:
-    """What one cvm invocation works against: a state store and an engine."""
-
-    def __init__(self, state_root=None, docker_url=None):
-        self.store = Store(state_root)
-        self.engine = Engine(docker_url)
-
-    @property
-    def realm(self):
-        return self.store.realm
-
-
-_default_context = None
-
-
-def default_context():
-    global _default_context
-    if _default_context is None:
-        _default_context = Context()
-    return _default_context
 
 
 def _net():
@@ -271,15 +249,6 @@ class VM:
             raise NotFound("VM %s is not running (it is %s)" % (self.name, self.status))
         return self.ctx.engine.exec_start(self.container_id, argv, tty=tty, env=env)
 
-    def process_exit_code(self, process, wait=5.0):
-        """The exit code of a process from start_process, once its stream has ended."""
-        deadline = time.monotonic() + wait
-        while True:
-            running, code, _ = self.ctx.engine.exec_status(process)
-            if not running or time.monotonic() > deadline:
-                return code if code is not None else 1
-            time.sleep(0.01)
-
     def exec(self, argv, input=None, timeout=None):
         """Run a command inside the VM: (exit code, stdout bytes, stderr bytes)."""
         from . import relay
@@ -292,7 +261,7 @@ class VM:
                 os.kill(pid, 9)
             raise CvmError("%s: `%s` did not finish within %s s" % (
                 self.name, " ".join(argv)[:80], timeout))
-        return (self.process_exit_code(process),) + output
+        return (self.ctx.engine.exec_exit_code(process),) + output
 
     # ---------------------------------------------------------- views
 

@@ -1,69 +1,71 @@
-"""Talking to the cvm daemon (`cvm netd`) over its unix socket.
+"""Asking cvm netd to run an operation (see cvm.ops): one request, one reply.
 
-The daemon keeps the Docker SDK and pyroute2 loaded, so heavy commands sent to it
-skip ~300 ms of imports. The same `service.handle()` runs in the daemon and, when
-no daemon answers, in the calling process: there is one implementation of each
-operation, and the socket only moves its arguments and result.
+netd keeps the Docker SDK and pyroute2 loaded and follows every VM, so operations sent
+to it skip ~300 ms of imports. Every request carries the caller's code stamp: a netd
+started before an upgrade runs other code and refuses every operation the same way
+(NotServed), and the caller then runs the operation itself (cvm.cli.calls). Standard
+library only: the launcher uses this for every short command.
 
-Protocol: one cvm.wire frame each way.
-    request  {"op": "create", "args": {...}}
-    response {"ok": True, "result": ...} | {"ok": False, "error": {"type", "message", "field"}}
+    request  {"op": "ls", "args": {...}, "code": "<stamp>"}
+    reply    {"ok": True, "result": ...}
+             {"ok": False, "error": {"type", "message", "field"}}   a typed cvm error
+             {"ok": False, "refused": "why"}                        nothing ran
+A reply may carry a socket (the stdio of a process started in a VM).
 """
 
 import os
-import threading
 
 from . import wire
 from .errors import CvmError, from_dict
 from .paths import code_stamp, netd_socket
 
-# Set in the daemon's threads that run a forwarded command: its operations run right
-# there, with the daemon's context, instead of going through the socket again.
-serving = threading.local()
+STATUS_OP = "status"  # answered whatever code the caller runs
 
 
-def socket_path(store):
-    return netd_socket(store.root)
+class NotServed(Exception):
+    """netd did not run the operation (none answers, or it runs other code)."""
 
 
-def connect(root, timeout):
-    """A connected socket to the daemon of the store at `root`, or None."""
-    return wire.connect(netd_socket(root), timeout)
-
-
-def daemon_running(store):
-    try:
-        return call(store, "ping", {}, timeout=2, local_fallback=False) == "pong"
-    except (OSError, ValueError, LookupError):
-        return False
-
-
-def daemon_status(store):
-    """{"pid", "current"} of the daemon that answers for `store`, or None. `current`:
-    it runs the installed code (not what was installed before an upgrade)."""
-    try:
-        running = call(store, "code", {}, timeout=2, local_fallback=False)
-    except (OSError, ValueError, LookupError, CvmError):  # CvmError: it lacks op "code"
-        return None
-    return {"pid": running["pid"], "current": running["code"] == code_stamp()}
-
-
-def call(store, op, args, timeout=600, local_fallback=True):
-    """Run `op` in the daemon if one answers, else in this process."""
-    context = getattr(serving, "ctx", None)
-    if context is not None:
-        from . import service
-        return service.handle(op, args, ctx=context)
-    sock = None if os.environ.get("CVM_NO_DAEMON") else connect(store.root, timeout)
+def request(root, op, args, timeout=None):
+    """The result of `op` run by the netd of the store at `root`, and the sockets it sent
+    with it: (result, [socket]). Raises NotServed when nothing ran there, and the typed
+    cvm error when the operation failed."""
+    if os.environ.get("CVM_NO_DAEMON") and op != STATUS_OP:
+        raise NotServed("CVM_NO_DAEMON is set")
+    sock = wire.connect(netd_socket(root), timeout)
     if sock is None:
-        if not local_fallback:
-            raise LookupError("no daemon")
-        from . import service
-        return service.handle(op, args, store_root=store.root)
+        raise NotServed("no cvm netd answers on %s" % netd_socket(root))
     try:
-        reply = wire.exchange(sock, {"op": op, "args": args})
+        wire.send(sock, {"op": op, "args": args, "code": code_stamp()})
+        reply, fds = wire.receive(sock)
+    except wire.NotAFrame:
+        raise NotServed("a netd of an older protocol answers") from None
+    except (OSError, ValueError) as exc:
+        # It may have run: running it again here could do it twice.
+        raise CvmError("lost cvm netd while it ran %s (%s); see `cvm ls` and the netd log"
+                       % (op, exc)) from None
     finally:
         sock.close()
+    sockets = [_socket_of(fd) for fd in fds]
     if reply.get("ok"):
-        return reply.get("result")
+        return reply.get("result"), sockets
+    for extra in sockets:
+        extra.close()
+    if reply.get("refused"):
+        raise NotServed(reply["refused"])
     raise from_dict(reply.get("error") or {})
+
+
+def _socket_of(fd):
+    import socket
+    return socket.socket(fileno=fd)
+
+
+def status(root, timeout=2):
+    """{"pid", "code", "current"} of the netd answering for `root`, or None. `current`:
+    it runs the code installed now (not what was installed when it started)."""
+    try:
+        running, _ = request(root, STATUS_OP, {}, timeout=timeout)
+    except (NotServed, CvmError):  # CvmError: a netd without this operation
+        return None
+    return dict(running, current=running["code"] == code_stamp())

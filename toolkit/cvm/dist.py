@@ -9,7 +9,7 @@ import io
 import os
 import tarfile
 
-from .images import project_root
+from .paths import project_root
 
 SHIPPED = ("pyproject.toml", "README.md", "toolkit", "templates", "os-images")
 SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}

@@ -160,7 +160,8 @@ def check_disk(path="/var/lib/docker"):
 
 def check_netd(store):
     from . import client
-    running = client.daemon_status(store)
+    from .paths import netd_socket
+    running = client.status(store.root)
     if running is None:
         return Check("netd", WARN, "not running: VMs are not re-wired after a restart",
                      "start `cvm netd` (systemd unit: templates/systemd/cvm-netd.service)")
@@ -168,7 +169,7 @@ def check_netd(store):
         return Check("netd", WARN, "runs the code cvm had before an upgrade (pid %d): "
                      "commands run without it, slower" % running["pid"],
                      "systemctl restart cvm-netd (or kill %d; ./run setup)" % running["pid"])
-    return Check("netd", OK, "answering on %s" % client.socket_path(store), "")
+    return Check("netd", OK, "answering on %s" % netd_socket(store.root), "")
 
 
 def check_nic_filters(ctx):

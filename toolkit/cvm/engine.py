@@ -398,6 +398,16 @@ class Engine:
             info = self.api.exec_inspect(exec_id)
         return info.get("Running"), info.get("ExitCode"), info.get("Pid")
 
+    def exec_exit_code(self, exec_id, wait=5.0):
+        """The exit code of a process from exec_start, once its stream has ended (Docker
+        may still be reaping it for a moment)."""
+        deadline = time.monotonic() + wait
+        while True:
+            running, code, _ = self.exec_status(exec_id)
+            if not running or time.monotonic() > deadline:
+                return code if code is not None else 1
+            time.sleep(0.01)
+
     def exec_resize(self, exec_id, rows, columns):
         with self._translated("exec %s" % exec_id[:12]):
             self.api.exec_resize(exec_id, height=rows, width=columns)

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 from . import __version__
+from .paths import project_root
 from .errors import ImageError
 
 LOG_DIR = os.environ.get("CVM_LOG_DIR", "/var/log/cvm")
@@ -55,17 +56,6 @@ OS_RELEASE_DISTROS = {("debian", "12"): "debian12", ("ubuntu", "22.04"): "ubuntu
                       ("ubuntu", "24.04"): "ubuntu2404", ("centos", "7"): "centos7",
                       ("rocky", "8"): "rocky8", ("rocky", "9"): "rocky9",
                       ("almalinux", "8"): "alma8", ("almalinux", "9"): "alma9"}
-
-
-def project_root():
-    """Where os-images/ and templates/ live: CVM_HOME, the checkout, or /usr/share/cvm."""
-    candidates = [os.environ.get("CVM_HOME"),
-                  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                  "/usr/share/cvm"]
-    for candidate in candidates:
-        if candidate and os.path.isdir(os.path.join(candidate, "os-images")):
-            return candidate
-    raise ImageError("cannot find os-images/ (set CVM_HOME to the cvm checkout)")
 
 
 def images_dir():
@@ -383,7 +373,7 @@ def _docker_build(engine, context_dir, tag, labels, log, progress):
 
 def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None, progress=None):
     """Build cvm/<distro> (or `tag`) from a registry base or debootstrap. Returns the tag."""
-    from .api import default_context
+    from .context import default_context
     ctx = ctx or default_context()
     recipe = load_recipe(distro)
     tag = tag or "cvm/%s:latest" % distro
@@ -469,7 +459,7 @@ def distro_of(os_id, version_id):
 
 def import_vm(tarball, distro, tag, ctx=None, progress=None):
     """Turn a tarball of a VM's root filesystem into a cvm image (the migration path)."""
-    from .api import default_context
+    from .context import default_context
     ctx = ctx or default_context()
     recipe = load_recipe(distro)
     if not os.path.isfile(tarball):
@@ -531,7 +521,7 @@ def busybox_rootfs_tar():
 
 def build_busybox(tag="cvm/busybox:latest", ctx=None):
     """A tiny app-style image in about a second: for tests and init-none VMs."""
-    from .api import default_context
+    from .context import default_context
     ctx = ctx or default_context()
     ctx.engine.import_image(busybox_rootfs_tar(), tag, changes=[
         "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["/bin/sh"]',
@@ -543,7 +533,7 @@ def build_busybox(tag="cvm/busybox:latest", ctx=None):
 
 
 def ls(ctx=None):
-    from .api import default_context
+    from .context import default_context
     ctx = ctx or default_context()
     rows = []
     for image in ctx.engine.images(label="io.cvm.distro"):
@@ -558,14 +548,14 @@ def ls(ctx=None):
 
 
 def rm(ref, force=False, ctx=None):
-    from .api import default_context
+    from .context import default_context
     ctx = ctx or default_context()
     ctx.engine.remove_image(ref, force=force)
 
 
 def ensure(names, ctx=None, progress=None):
     """Build the named images if missing or stale: 'busybox', or a distro (offline path)."""
-    from .api import default_context
+    from .context import default_context
     ctx = ctx or default_context()
     built = []
     for name in names:

@@ -494,3 +494,48 @@ def parse_listen(text):
         raise SpecError("listen", "%r is not ADDRESS:PORT (e.g. 127.0.0.1:9730 or [::]:9730)" %
                         text)
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+# ---------------------------------------------------------------- `cvm stats` rows
+
+
+def _docker_size(value, binary=False):
+    """docker stats' sizes: binary for memory (512MiB, 1.5GiB), SI for IO (1.2kB, 3.4MB)."""
+    base, units, number = (1024.0, ("B", "KiB", "MiB", "GiB", "TiB"), "%.4g%s") if binary \
+        else (1000.0, ("B", "kB", "MB", "GB", "TB"), "%.3g%s")
+    for unit in units:
+        if abs(value) < base or unit == units[-1]:
+            return ("%.0f%s" if unit == "B" else number) % (value, unit)
+        value /= base
+
+
+def stats_rows(now, before):
+    from .table import human_duration
+    rows = []
+    for stats in now:
+        rate = rates(stats, before.get(stats.name)) if before else None
+        if stats.status != "running":
+            rows.append({"name": stats.name, "status": stats.status, "sort": (0, 0, 0)})
+            continue
+        limit = stats.memory_limit
+        memory_pct = 100.0 * stats.memory_working_set / limit if limit else None
+        net_in = sum(n["rx_bytes"] for n in stats.nics.values())
+        net_out = sum(n["tx_bytes"] for n in stats.nics.values())
+        block_in = sum(d["rbytes"] for d in stats.block.values())
+        block_out = sum(d["wbytes"] for d in stats.block.values())
+        cpu = rate["cpu_percent"] if rate else None
+        rows.append({
+            "name": stats.name, "status": "running",
+            "cpu": "%.2f%%" % cpu if cpu is not None else "--",
+            "quota": "%.2f%%" % rate["cpu_quota_percent"] if rate and rate[
+                "cpu_quota_percent"] is not None else "--",
+            "memory": "%s / %s" % (_docker_size(stats.memory_working_set, binary=True),
+                                   _docker_size(limit, binary=True) if limit else "unlimited"),
+            "memory_pct": "%.2f%%" % memory_pct if memory_pct is not None else "--",
+            "net": "%s / %s" % (_docker_size(net_in), _docker_size(net_out)),
+            "block": "%s / %s" % (_docker_size(block_in), _docker_size(block_out)),
+            "pids": "%d%s" % (stats.pids, " / %d" % stats.pids_limit if stats.pids_limit
+                              else ""),
+            "uptime": human_duration(stats.uptime),
+            "sort": (cpu or 0.0, stats.memory_working_set, net_in + net_out)})
+    return rows

@@ -1,5 +1,5 @@
-"""Where cvm keeps its state, and which code it runs. Imported by the launcher, so:
-nothing heavy here."""
+"""Where cvm keeps its state, where its data files are, and which code it runs. Imported
+by the launcher, so: nothing heavy here."""
 
 import os
 
@@ -28,3 +28,16 @@ def code_stamp(package_dir=os.path.dirname(os.path.abspath(__file__))):
                 info = entry.stat()
                 count, size, mtimes = count + 1, size + info.st_size, mtimes + info.st_mtime_ns
     return "%d-%d-%d" % (count, size, mtimes)
+
+
+def project_root():
+    """Where os-images/, templates/ and playbooks/ live: CVM_HOME, the checkout, or
+    /usr/share/cvm."""
+    from .errors import CvmError
+    candidates = [os.environ.get("CVM_HOME"),
+                  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                  "/usr/share/cvm"]
+    for candidate in candidates:
+        if candidate and os.path.isdir(os.path.join(candidate, "os-images")):
+            return candidate
+    raise CvmError("cannot find os-images/ (set CVM_HOME to the cvm checkout)")

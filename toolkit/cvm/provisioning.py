@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 from .errors import CvmError
-from .images import project_root
+from .paths import project_root
 
 PLAYBOOKS = ("site.yml", "host.yml", "images.yml", "vms.yml")
 

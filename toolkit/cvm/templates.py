@@ -8,7 +8,7 @@ import sys
 def environment():
     import jinja2
 
-    from .images import project_root
+    from .paths import project_root
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(os.path.join(project_root(), "templates")),
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
@@ -16,7 +16,7 @@ def environment():
 
 
 def render(name, **values):
-    from .images import project_root
+    from .paths import project_root
     values.setdefault("project_root", project_root())
     values.setdefault("cvm", shutil.which("cvm") or os.path.join(os.path.dirname(sys.executable),
                                                                  "cvm"))

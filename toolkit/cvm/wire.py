@@ -1,20 +1,22 @@
-"""The frames that `cvm` and cvm netd exchange on netd's unix socket.
+"""The frames that cvm's clients and cvm netd exchange on netd's unix socket.
 
 One request frame, one reply frame per connection. A frame is a header line
 b"CVM1 <length>\\n" and then <length> bytes of marshal data (dicts, lists, strings,
-bytes, numbers, None). Builtin modules only: cvm.launcher imports this for every short
-command, and json and socket alone would cost it ~10 ms. marshal trusts its input:
-so does the daemon, whose socket only root can open.
-
-A request for "cli" with "reply": "raw" (the C client, toolkit/client/cvm.c, which
-decodes no marshal) is answered with a raw frame instead: see encode_output.
+bytes, numbers, None). A reply may carry open file descriptors with it (SCM_RIGHTS):
+how netd hands a client the stream of a process it started in a VM. Builtin modules
+only: the launcher imports this for every short command, and json and socket alone
+would cost it ~10 ms. marshal trusts its input: so does the daemon, whose socket only
+root can open.
 """
 
 import _socket
+import array
 import marshal
 
 MAGIC = b"CVM1 "
 MAX_HEADER = 32
+MAX_FDS = 4
+CHUNK = 65536
 
 
 class NotAFrame(ValueError):
@@ -38,40 +40,46 @@ def encode(message):
     return MAGIC + str(len(data)).encode() + b"\n" + data
 
 
-def encode_output(reply):
-    """The raw reply to a "cli" request: b"CVM1 RAN <exit> <out length> <err length>\\n"
-    and what the command printed, or b"CVM1 NOTRUN\\n" when it did not run here."""
-    if not reply.get("ok"):
-        return b"CVM1 NOTRUN\n"
-    result = reply["result"]
-    out, err = (result[stream].encode("utf-8", "backslashreplace")  # as sys.stderr does
-                for stream in ("stdout", "stderr"))
-    return b"CVM1 RAN %d %d %d\n" % (result["exit"], len(out), len(err)) + out + err
+def send(sock, message, fds=()):
+    """Send one frame, with `fds` (open descriptors) attached to its first byte."""
+    frame = encode(message)
+    if fds:
+        sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                       array.array("i", fds))])
+        frame = frame[sent:]
+    if frame:
+        sock.sendall(frame)
 
 
-def decode(read):
-    """The message of the next frame, `read(n)` returning up to n bytes ('' at the end)."""
-    header = b""
-    while not header.endswith(b"\n"):
-        byte = read(1)
-        if not byte:
-            raise ConnectionError("the peer closed the connection")
-        header += byte
-        if len(header) > MAX_HEADER:
-            raise NotAFrame("not a cvm frame: %r" % header)
-    if not header.startswith(MAGIC) or not header[len(MAGIC):-1].isdigit():
-        raise NotAFrame("not a cvm frame: %r" % header)
-    length = int(header[len(MAGIC):-1])
-    data = bytearray()
-    while len(data) < length:
-        chunk = read(length - len(data))
+def receive(sock):
+    """(message, [fds]) of the next frame on `sock`."""
+    data, fds = bytearray(), []
+    header_end = length = None
+    while length is None or len(data) < header_end + length:
+        chunk, ancillary, _, _ = sock.recvmsg(CHUNK, _socket.CMSG_SPACE(MAX_FDS * 4))
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[:len(payload) - len(payload) % 4])
+                fds.extend(received)
         if not chunk:
-            raise ConnectionError("the peer closed the connection mid-frame")
+            raise ConnectionError("the peer closed the connection" if not data else
+                                  "the peer closed the connection mid-frame")
         data += chunk
-    return marshal.loads(data)
+        if length is None:
+            header_end = data.find(b"\n") + 1
+            if header_end == 0:
+                if len(data) > MAX_HEADER:
+                    raise NotAFrame("not a cvm frame: %r" % bytes(data[:MAX_HEADER]))
+                continue
+            header = bytes(data[:header_end])
+            if not header.startswith(MAGIC) or not header[len(MAGIC):-1].isdigit():
+                raise NotAFrame("not a cvm frame: %r" % header)
+            length = int(header[len(MAGIC):-1])
+    return marshal.loads(bytes(data[header_end:header_end + length])), fds
 
 
 def exchange(sock, request):
-    """Send one request on a connected socket; return the reply."""
-    sock.sendall(encode(request))
-    return decode(sock.recv)
+    """Send one request on a connected socket; return (reply, [fds])."""
+    send(sock, request)
+    return receive(sock)

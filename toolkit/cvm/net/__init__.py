@@ -11,7 +11,7 @@ undone too, so a VM is wired completely or not at all.
 
 import os
 
-from ..errors import CvmError, NotFound
+from ..errors import CvmError
 from ..spec import parse_spec
 from . import addresses, filtering, inside, kernel
 from .base import HostView, Transaction, Wiring, default_host_name, parse_tag
@@ -65,7 +65,7 @@ def _persist_saved(ctx, name, index):
     return persist
 
 
-def _wiring(ctx, host, vm, name, index, spec=None):
+def wiring_for(ctx, host, vm, name, index, spec=None):
     record = ctx.store.read_vm(name) or {}
     saved = (record.get("net") or {}).get(str(index))
     return Wiring(host, vm, name, index, ctx.realm, saved, _persist_saved(ctx, name, index),
@@ -90,7 +90,7 @@ def wire_vm(ctx, name, spec, pid, probe=False, early=None):
             try:
                 for index, nic in enumerate(spec.nics):
                     driver = DRIVERS[nic.mode]
-                    w = _wiring(ctx, host, vm, name, index, spec)
+                    w = wiring_for(ctx, host, vm, name, index, spec)
                     inner = vm.link(nic.name)
                     if inner is not None:  # a fresh namespace (the usual restart) skips this
                         if inside.configured(w, nic, driver, inner) and driver.plugged(w, nic):
@@ -145,7 +145,7 @@ def unwire_vm(ctx, name, spec, pid=None):
             vm = Netlink.open(netns_fd, "VM %s" % name) if netns_fd is not None else None
             try:
                 for index, nic in enumerate(spec.nics):
-                    w = _wiring(ctx, host, vm, name, index, spec)
+                    w = wiring_for(ctx, host, vm, name, index, spec)
                     DRIVERS[nic.mode].unplug(w, nic)
             finally:
                 if vm is not None:
@@ -231,91 +231,6 @@ def hosts_file(spec):
     else:
         lines.append("127.0.1.1\t%s" % names)
     return ("\n".join(lines) + "\n").encode()
-
-
-# ---------------------------------------------------------------- attach / detach / ls
-
-
-def attach(ctx, name, nic_raw):
-    """`cvm net attach`: add a NIC to a VM (live when it runs) and persist it."""
-    from .. import api, ns
-    vm = api.get(name, ctx)
-    spec = vm.spec
-    raw = dict(vm.record["spec"])
-    raw["nics"] = list(raw.get("nics", [])) + [nic_raw]
-    new_spec = parse_spec(raw)
-    check_host(parse_spec(dict(raw, nics=[new_spec.nics[-1].to_dict()])))
-    with ctx.store.lock():
-        new_spec = claim_addresses(ctx, new_spec)
-        ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
-    try:
-        if vm.running:
-            with ctx.store.vm_lock(name):
-                wire_vm(ctx, name, new_spec, vm.pid, probe=True)
-                ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
-    except BaseException:
-        ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
-        raise
-    return new_spec.nics[-1]
-
-
-def detach(ctx, name, ifname):
-    """`cvm net detach`: remove a NIC from a VM and from its spec."""
-    from .. import api
-    vm = api.get(name, ctx)
-    spec = vm.spec
-    matches = [i for i, nic in enumerate(spec.nics) if nic.name == ifname]
-    if not matches:
-        raise NotFound("VM %s has no NIC %s (it has %s)" % (
-            name, ifname, ", ".join(n.name for n in spec.nics) or "none"))
-    index = matches[0]
-    pid = vm.pid if vm.running else None
-    with ctx.store.vm_lock(name):
-        # Unwire from the removed NIC onwards: host names and tags are positional.
-        tail = parse_spec(dict(vm.record["spec"], nics=[n.to_dict() for n in spec.nics]))
-        unwire_vm(ctx, name, tail, pid)
-        remaining = [n.to_dict() for i, n in enumerate(spec.nics) if i != index]
-        new_spec = parse_spec(dict(vm.record["spec"], nics=remaining))
-        record = ctx.store.read_vm(name)
-        ctx.store.write_vm(name, dict(record, spec=new_spec.to_dict(), net={}))
-        if pid:
-            wire_vm(ctx, name, new_spec, pid)
-    return new_spec
-
-
-def list_nics(ctx, name=None):
-    """Rows for `cvm net ls`: host side, VM side, mode, addresses, MAC, state."""
-    from .. import api
-    vms = [api.get(name, ctx)] if name else api.ls(ctx)
-    rows = []
-    with Netlink.open() as host:
-        for vm in vms:
-            spec = vm.spec
-            if not spec.nics:
-                continue
-            inner = None
-            if vm.status == "running":
-                try:
-                    inner = Netlink.open(open_netns(vm.pid), "VM %s" % vm.name)
-                except CvmError:
-                    inner = None
-            try:
-                for index, nic in enumerate(spec.nics):
-                    w = _wiring(ctx, host, inner, vm.name, index, spec)
-                    link = inner.link(nic.name) if inner is not None else None
-                    row = {"vm": vm.name, "vm_side": nic.name, "mode": nic.mode,
-                           "link": nic.link, "addresses": [str(a) for a in nic.addresses()],
-                           "mac": (link or {}).get("address") or nic.mac,
-                           "state": ("up" if link["flags"] & 1 else "down") if link else
-                           ("stopped" if vm.status != "running" else "missing")}
-                    row.update(DRIVERS[nic.mode].describe(w, nic))
-                    rows.append(row)
-            finally:
-                if inner is not None:
-                    os.close(inner.netns_fd)
-                    inner.close()
-    return rows
-
 
 
 def reconcile(ctx, name, old_spec, new_spec, pid):

@@ -82,18 +82,17 @@ def _set(items):
 
 
 class Nft:
-    """libnftables in one network namespace (None: the host's)."""
+    """libnftables, in the network namespace this was made in (its netlink socket stays
+    there: see Netlink.nft)."""
 
-    def __init__(self, netns_fd=None):
+    def __init__(self):
         try:
             import nftables
         except ImportError:
             raise NetError("nftables' Python binding is missing (apt-get install nftables "
                            "python3-nftables; ./run setup links it into cvm's venv), so NICs "
                            "cannot be filtered; or give them filtering: false") from None
-        from .netlink import in_netns
-        with in_netns(netns_fd):  # its netlink socket is made, and stays, in that netns
-            self.ctx = nftables.Nftables()
+        self.ctx = nftables.Nftables()
         self.ctx.set_json_output(True)
         self.ctx.set_handle_output(False)
 

@@ -135,7 +135,8 @@ class Netlink:
         the drivers' for rtnetlink)."""
         if self._nft is None:
             from .filtering import Nft
-            self._nft = Nft(self.netns_fd)
+            with in_netns(self.netns_fd):
+                self._nft = Nft()
         return self._nft
 
     # ---------------------------------------------------------- lookups

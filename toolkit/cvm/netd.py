@@ -1,37 +1,36 @@
-"""`cvm netd`: keeps every VM wired across every restart, and serves the CLI.
+"""`cvm netd`: the host agent. Keeps every VM wired across every restart, and serves
+cvm's operations (cvm.ops) to its clients.
 
 It follows the Docker event stream of this host's VMs. Whenever a VM's container
 starts -- cvm restart, docker restart, a crash under a restart policy, a reboot from
-inside the VM, a dockerd restart, a host reboot -- it re-applies that VM's NICs from
-the persisted spec and releases the VM's init. When a VM's init exits because the
-guest powered off (its shutdown path reports poweroff or halt, not asked by the host's
-stop signal: see cvm.guestfiles), it stops the container and records it stopped, so
-that the restart policy does not boot it again. A docker stop or restart, a dockerd or
-host shutdown, a killed or OOM-killed init never change what the VM should be. At its own start, and after losing the
-event stream, it reconciles everything: bridges, running VMs, leftovers, stray VFs.
+inside the VM, a dockerd restart, a host reboot -- it re-applies that VM's NICs (and
+their filters) from the persisted spec and releases the VM's init. When a VM's init
+exits because the guest powered off (its shutdown path reports poweroff or halt, not
+asked by the host's stop signal: see cvm.guestfiles), it stops the container and
+records it stopped, so that the restart policy does not boot it again. A docker stop or
+restart, a dockerd or host shutdown, a killed or OOM-killed init never change what the
+VM should be. At its own start, and after losing the event stream, it reconciles
+everything: bridges, running VMs, leftovers, stray VFs, stale filters.
 
-It also answers the CLI on <state>/netd.sock (see cvm.client), so that heavy
-commands skip the Docker SDK and pyroute2 imports.
+On <state>/netd.sock it answers cvm.client requests: typed operations whose results the
+caller renders; a request from a client of other code (cvm upgraded since netd
+started) is refused, and the client runs the operation itself.
 """
 
 import concurrent.futures
-import json
 import logging
 import os
 import socketserver
 import threading
 import time
 
-from .. import guestfiles, service, wire
-from ..client import socket_path
-from ..errors import CvmError, NotFound
+from . import guestfiles, ops, wire
+from .client import STATUS_OP
+from .errors import CvmError, NotFound
+from .paths import code_stamp, netd_socket
 
 log = logging.getLogger("cvm.netd")
 POWEROFF_EXIT = "130"  # 128 + SIGINT: how the kernel ends a PID namespace on poweroff/halt
-
-
-def _error_reply(message):
-    return {"ok": False, "error": {"type": "CvmError", "message": message}}
 
 
 class Daemon:
@@ -45,7 +44,7 @@ class Daemon:
 
     def reconcile(self):
         """Make the host match the store: bridges, running VMs wired, leftovers gone."""
-        from . import hostbridge, sweep
+        from .net import hostbridge, sweep
         started = time.monotonic()
         try:
             made = hostbridge.ensure_all(self.ctx)
@@ -68,7 +67,7 @@ class Daemon:
                  (time.monotonic() - started) * 1000)
 
     def wire(self, name):
-        from .. import api
+        from . import api
         started = time.monotonic()
         try:
             vm = api.get(name, self.ctx)
@@ -85,8 +84,8 @@ class Daemon:
 
     def cleanup(self, name):
         """A VM's container died: remove its host-side pieces (proxy entries, VFs)."""
-        from .. import api
-        from . import unwire_vm
+        from . import api
+        from .net import unwire_vm
         try:
             vm = api.get(name, self.ctx)
             spec = vm.spec
@@ -125,7 +124,7 @@ class Daemon:
 
     def powered_off(self, name):
         """The guest ran poweroff: keep it off, as a VM would stay off."""
-        from .. import api
+        from . import api
         try:
             vm = api.get(name, self.ctx)
             if vm.record.get("desired") == "stopped":
@@ -152,10 +151,32 @@ class Daemon:
                 log.error("event stream lost (%s); retrying in 1 s", exc)
             self.stopping.wait(1.0)
 
-    # ---------------------------------------------------------- the CLI's socket
+    # ---------------------------------------------------------- the socket
+
+    def answer(self, request):
+        """(reply, sockets to send with it) for one client request."""
+        op = request.get("op")
+        if op != STATUS_OP and request.get("code") != ops.LOADED_CODE:
+            return {"ok": False, "refused": "cvm netd (pid %d) runs other code than this cvm; "
+                    "restart it (cvm netd --stop)" % os.getpid()}, []
+        started = time.monotonic()
+        try:
+            result = ops.handle(op, request.get("args"), self.ctx)
+        except CvmError as exc:
+            log.info("served %s in %.1f ms: %s", op, (time.monotonic() - started) * 1000, exc)
+            return {"ok": False, "error": exc.to_dict()}, []
+        except Exception as exc:
+            log.exception("operation %r failed", op)
+            return {"ok": False, "error": {"type": "CvmError", "message": "daemon error: %s: %s"
+                                           % (type(exc).__name__, exc)}}, []
+        if op != STATUS_OP:
+            log.info("served %s in %.1f ms", op, (time.monotonic() - started) * 1000)
+        if isinstance(result, ops.WithSockets):
+            return {"ok": True, "result": result.result}, result.sockets
+        return {"ok": True, "result": result}, []
 
     def serve(self):
-        path = socket_path(self.ctx.store)
+        path = netd_socket(self.ctx.store.root)
         if os.path.exists(path):
             live = wire.connect(path, timeout=2)
             if live is not None:
@@ -163,33 +184,27 @@ class Daemon:
                 raise CvmError("another process serves %s (a cvm netd of older code? stop "
                                "it: cvm netd --stop, or pkill -f 'cvm netd')" % path)
             os.unlink(path)  # left by a netd that died
-        ctx = self.ctx
+        daemon = self
 
-        class Handler(socketserver.StreamRequestHandler):
+        class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 try:
-                    request = wire.decode(self.rfile.read)
+                    request, _ = wire.receive(self.request)
                 except ConnectionError:
                     return
                 except ValueError as exc:
-                    self.wfile.write(wire.encode(_error_reply("not a cvm request: %s" % exc)))
+                    wire.send(self.request, {"ok": False, "error": {
+                        "type": "CvmError", "message": "not a cvm request: %s" % exc}})
                     return
+                reply, sockets = daemon.answer(request)
                 try:
-                    result = service.handle(request.get("op"), request.get("args"), ctx=ctx)
-                    reply = {"ok": True, "result": result}
-                except CvmError as exc:
-                    reply = {"ok": False, "error": exc.to_dict()}
-                except Exception as exc:
-                    log.exception("request %r failed", request.get("op"))
-                    reply = _error_reply("daemon error: %s: %s" % (type(exc).__name__, exc))
-                if request.get("op") == "cli" and request.get("reply") == "raw":
-                    frame = wire.encode_output(reply)
-                else:
-                    try:
-                        frame = wire.encode(reply)
-                    except ValueError:  # a value marshal lacks (a datetime): as JSON shows it
-                        frame = wire.encode(json.loads(json.dumps(reply, default=str)))
-                self.wfile.write(frame)
+                    wire.send(self.request, reply, [s.fileno() for s in sockets])
+                except ValueError:  # a value marshal lacks (a datetime): as JSON shows it
+                    import json
+                    wire.send(self.request, json.loads(json.dumps(reply, default=str)))
+                finally:
+                    for sock in sockets:
+                        sock.close()  # the client holds its own copy now
 
         old_umask = os.umask(0o177)  # root only
         try:
@@ -201,6 +216,7 @@ class Daemon:
         log.info("serving on %s", path)
 
     def run(self):
+        ops.LOADED_CODE = code_stamp()
         self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
         try:
@@ -214,7 +230,7 @@ class Daemon:
             self.server.shutdown()
             self.server.server_close()
             try:
-                os.unlink(socket_path(self.ctx.store))
+                os.unlink(netd_socket(self.ctx.store.root))
             except OSError:
                 pass
         self.pool.shutdown(wait=True)

@@ -1,0 +1,111 @@
+"""Commands about what runs inside VMs, from the host: nsrun, the VM's own numbers
+(free, top, mpstat, uptime, vmstat), the tools in other containers, service sizing."""
+
+import sys
+
+import click
+
+from .group import CONTEXT_SETTINGS, cli
+
+
+def _running_vm(name):
+    from .. import api
+    from ..errors import NotFound
+    vm = api.get(name)
+    if not vm.container_id:
+        raise NotFound("VM %s has no container" % name)
+    return vm
+
+
+@cli.command(context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True))
+@click.argument("name")
+@click.option("--net", "namespaces", flag_value="net", multiple=True)
+@click.option("--uts", "namespaces", flag_value="uts", multiple=True)
+@click.option("--ipc", "namespaces", flag_value="ipc", multiple=True)
+@click.option("--pid", "namespaces", flag_value="pid", multiple=True)
+@click.option("--mount", "namespaces", flag_value="mount", multiple=True)
+@click.option("--drop-caps/--keep-caps", default=True, show_default=True,
+              help="Run with the VM's capability set, or with the host's (full power).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def nsrun(name, namespaces, drop_caps, command):
+    """Run a HOST binary in the VM's namespaces (default: --net): cvm nsrun NAME -- ss -lnt
+
+    \b
+    Host-privileged by design: it stays in the host's cgroups, root and environment.
+    By default it has no more capabilities than the VM's processes; --keep-caps gives
+    it all of root's on the host. With --mount, the binary comes from the VM."""
+    from .. import ns
+    vm = _running_vm(name)
+    ns.nsrun(vm.pid, list(namespaces), list(command), keep_caps=not drop_caps)
+
+
+# ---------------------------------------------------------------- the VM's own numbers
+
+
+def _tool_command(tool):
+    def command(name, args):
+        from ..procview.sources import VMSource
+        import importlib
+        vm = _running_vm(name)
+        module = importlib.import_module("cvm.procview." + tool)
+        sys.argv[0] = tool
+        sys.exit(module.main(list(args), source=VMSource.of_pid(vm.pid)))
+
+    command.__name__ = tool
+    command.__doc__ = ("%s of a VM, from the host: the VM's cgroup, the original's layout "
+                       "and flags (cvm %s NAME -- -h for them)." % (tool, tool))
+    command = click.argument("args", nargs=-1, type=click.UNPROCESSED)(command)
+    command = click.argument("name")(command)
+    return cli.command(tool, context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True,
+                                                   help_option_names=["--cvm-help"]))(command)
+
+
+for _tool in ("free", "top", "mpstat", "uptime", "vmstat"):
+    _tool_command(_tool)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def tools():
+    """cvm's cgroup-aware free/top/mpstat/uptime/vmstat inside containers."""
+
+
+@tools.command("install", context_settings=CONTEXT_SETTINGS)
+@click.argument("containers", nargs=-1, required=True)
+def tools_install(containers):
+    """Copy the tools into running containers (any container; needs its python3)."""
+    from ..context import default_context
+    from ..images import tools_files
+    engine = default_context().engine
+    files = tools_files()
+    for container in containers:
+        engine.put_files(container, files)
+        click.echo(container)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.argument("service")
+@click.option("--show", is_flag=True, help="Show the settings and the diff (the default).")
+@click.option("--apply", "apply_", is_flag=True, help="Write the files and check them.")
+@click.option("--reload", is_flag=True, help="Reload the service (implies --apply).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a computed value (kept for later re-tunes).")
+def tune(name, service, show, apply_, reload, sets):
+    """Size SERVICE (nginx, redis, mysql, php-fpm, jvm) to the VM's limits."""
+    from .. import api, tune as tuning
+    vm = api.get(name)
+    definition = tuning.service_named(service)
+    overrides = tuning.parse_sets(definition, sets)
+    if apply_ or reload:
+        result, reported = tuning.apply(vm, service, overrides, reload=reload,
+                                        ctx=api.default_context())
+        for path, _, _ in result.files:
+            click.echo("wrote %s" % path)
+        if reported:
+            click.echo(reported.rstrip())
+        return
+    result, _ = tuning.plan(vm, service, overrides)
+    for key, value in sorted(result.settings.items()):
+        click.echo("%s = %s" % (key, value))
+    diff = result.diff()
+    click.echo(diff.rstrip() if diff else "(the VM already has these settings)")

@@ -1,0 +1,262 @@
+"""The commands cvm netd serves: declared once, run the same from the launcher (parsed
+without click) and from the click CLI (built from these declarations).
+
+Each `run` builds a request from the parameters (reading the caller's files: `create
+-f`, `--ssh-key`, `apply -f`), has the operation run (cvm.cli.calls) and renders what
+comes back (cvm.cli.render).
+"""
+
+import os
+import sys
+
+from . import render
+from .args import Argument, Command, Option
+from .calls import call, call_with_sockets
+
+# The spec's fields as `cvm create` flags. Pinned to cvm.spec.VMSpec by a test: a field
+# added there needs its flag here (or a reason in the test).
+SPEC_OPTIONS = [
+    Option(["--image"], "image", help="Image to boot (see `cvm image ls`)."),
+    Option(["--hostname"], "hostname", help="Hostname (default: the VM's name)."),
+    Option(["--cpus"], "cpus", help="CPU quota, e.g. 1.5."),
+    Option(["--cpuset"], "cpuset", help="CPUs the VM may run on, e.g. 0-1."),
+    Option(["--cpu-shares"], "cpu_shares", help="Relative CPU weight (2-262144)."),
+    Option(["--memory", "-m"], "memory", help="Memory limit, e.g. 512m, 4g, 1.5g."),
+    Option(["--swap"], "swap", help="Swap on top of memory (default 0: no swap)."),
+    Option(["--pids"], "pids", help="Process limit (default 4096; 'unlimited')."),
+    Option(["--device-read-bps"], "device_read_bps", multiple=True, metavar="DEV:RATE"),
+    Option(["--device-write-bps"], "device_write_bps", multiple=True, metavar="DEV:RATE"),
+    Option(["--device-read-iops"], "device_read_iops", multiple=True, metavar="DEV:N"),
+    Option(["--device-write-iops"], "device_write_iops", multiple=True, metavar="DEV:N"),
+    Option(["--blkio-weight"], "blkio_weight", help="Block IO weight (10-1000)."),
+    Option(["--volume", "-v"], "volumes", multiple=True, metavar="HOST:GUEST[:ro]",
+           help="Host directory (created if missing) mounted in the VM."),
+    Option(["--init"], "init", help="auto (default), systemd, compat or none."),
+    Option(["--env", "-e"], "env", multiple=True, metavar="KEY=VALUE"),
+    Option(["--label", "-l"], "labels", multiple=True, metavar="KEY=VALUE"),
+    Option(["--restart"], "restart", help="Restart policy (default unless-stopped)."),
+    Option(["--dns"], "dns", multiple=True, help="DNS server (repeatable)."),
+    Option(["--search"], "search", multiple=True, help="DNS search domain (repeatable)."),
+    Option(["--ssh-key"], "ssh_key_files", multiple=True, metavar="FILE",
+           help="Public key file allowed to log in as root (repeatable)."),
+    Option(["--nic"], "nics", multiple=True, metavar="mode=bridge,link=br0,ip=CIDR,...",
+           help="A NIC (repeatable); see `cvm net --help`."),
+    Option(["--lxcfs"], "lxcfs", value=False, off="--no-lxcfs", default=None,
+           help="Bind LXCFS's /proc files."),
+    Option(["--tune"], "tune", multiple=True, help="Service to size to the VM (repeatable)."),
+]
+JSON = Option(["--json"], "as_json", value=False, help="Print the result as JSON.")
+SPEC_FLAG_FIELDS = {option.dest: option.dest for option in SPEC_OPTIONS}
+SPEC_FLAG_FIELDS["ssh_key_files"] = "ssh_keys"
+
+
+def require_root(what):
+    from ..errors import PermissionDenied
+    if os.geteuid() != 0:
+        raise PermissionDenied("%s needs root (it enters another process's namespaces); run "
+                               "it as root or with sudo" % what)
+
+
+def flags_to_raw(params):
+    """The spec fields the flags give (files named by them read here, in the caller)."""
+    raw = {}
+    for dest, field in SPEC_FLAG_FIELDS.items():
+        value = params.get(dest)
+        if value is None or value == ():
+            continue
+        if dest == "ssh_key_files":
+            value = [_read("ssh_keys", path) for path in value]
+        raw[field] = list(value) if isinstance(value, tuple) else value
+    return raw
+
+
+def _read(field, path):
+    from ..errors import SpecError
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise SpecError(field, "cannot read %s: %s" % (path, exc.strerror)) from None
+
+
+def run_create(params):
+    from ..errors import CvmError
+    from ..specfile import merge
+    raw, where, name = {}, "", params["name"]
+    if params["spec_file"]:
+        from ..specfile import load_file
+        entries = load_file(params["spec_file"])
+        if name:
+            entries = [e for e in entries if e[1].get("name") in (None, name)]
+        if len(entries) != 1:
+            raise CvmError("%s: expected exactly one VM%s; use `cvm apply -f` for many" % (
+                params["spec_file"], " named %s" % name if name else ""))
+        where, raw = entries[0]
+        where = "" if name else where
+    overrides = flags_to_raw(params)
+    if name:
+        overrides["name"] = name
+    if params["command"]:
+        overrides["command"] = list(params["command"])
+    require_root("cvm create")
+    result = call("create", spec=merge(raw, overrides), start=not params["no_start"],
+                  where=where, details=params["as_json"])
+    render.as_json(result) if params["as_json"] else render.out(result["name"])
+
+
+def run_apply(params):
+    from ..errors import CvmError
+    from ..specfile import load_file
+    specs = [{"where": where, "spec": raw} for where, raw in load_file(params["spec_file"])]
+    items = call("plan", specs=specs, recreate=params["recreate"])
+    if params["as_json"] and params["dry_run"]:
+        render.as_json(items)
+        return
+    if not params["as_json"]:
+        render.plan(items)
+    if params["dry_run"]:
+        return
+    blocked = [i for i in items if i["action"] == "blocked"]
+    if blocked:
+        raise CvmError("%s: %s needs a recreate (%s changed); rerun with --recreate" % (
+            params["spec_file"], blocked[0]["name"], ", ".join(blocked[0]["recreate_fields"])))
+    done = call("apply", specs=specs, recreate=params["recreate"])
+    render.as_json(done) if params["as_json"] else render.applied(done)
+
+
+def listing(op, renderer, **fixed):
+    def run(params):
+        args = dict((key, params[key]) for key in fixed)
+        rows = call(op, **args)
+        render.as_json(rows) if params["as_json"] else renderer(rows)
+    return run
+
+
+def run_attached(name, argv, tty):
+    """A process in the VM with this caller's stdio; its exit code."""
+    from .. import relay
+    env = {"TERM": os.environ.get("TERM", "xterm")} if tty else None
+    started, (sock,) = call_with_sockets("exec_start", name=name, argv=argv, tty=tty, env=env)
+    process = started["process"]
+    try:
+        relay.attach(sock, tty, resize=lambda rows, columns: call(
+            "exec_resize", process=process, rows=rows, columns=columns))
+    finally:
+        sock.close()
+    return call("exec_wait", process=process)
+
+
+def run_exec(params):
+    require_root("cvm exec")
+    return run_attached(params["name"], list(params["command"]), params["tty"])
+
+
+def run_enter(params):
+    require_root("cvm enter")
+    return run_attached(params["name"], None, sys.stdin.isatty())
+
+
+def run_each(op, **fixed):
+    def run(params):
+        return render.each(call(op, names=list(params["names"]),
+                                **dict((key, params[key]) for key in fixed)))
+    return run
+
+
+def run_resize(params):
+    call("resize", name=params["name"], **dict((key, params[key]) for key in (
+        "cpus", "memory", "pids", "cpuset", "cpu_shares")))
+    render.out(params["name"])
+
+
+def run_net_attach(params):
+    from ..specfile import parse_nic_text
+    result = call("net_attach", name=params["name"], nic=parse_nic_text(params["nic"]))
+    render.out("%s %s" % (params["name"], result.get("name")))
+
+
+def run_net_detach(params):
+    call("net_detach", name=params["name"], ifname=params["ifname"])
+    render.out("%s %s" % (params["name"], params["ifname"]))
+
+
+def run_bridge_add(params):
+    require_root("cvm bridge add")
+    call("bridge_add", **dict((key, params[key]) for key in (
+        "name", "address", "uplink", "pool", "mtu")))
+    render.out(params["name"])
+
+
+def run_bridge_rm(params):
+    for name in params["names"]:
+        call("bridge_rm", name=name)
+        render.out(name)
+
+
+NAMES = Argument("names", nargs=-1)
+TIMEOUT = Option(["-t", "--timeout"], "timeout", kind=int,
+                 help="Seconds to wait for a clean shutdown.")
+
+COMMANDS = [
+    Command(["create"], [Argument("name", required=False)] + SPEC_OPTIONS + [
+        Option(["-f", "--file"], "spec_file", metavar="PATH",
+               help="Spec file (flags override it)."),
+        Option(["--no-start"], "no_start", value=False, help="Create but do not start."),
+        JSON, Argument("command", nargs=-1, required=False)],
+        "Create a VM (and start it). A trailing `-- CMD...` sets the command for init none.",
+        run_create),
+    Command(["apply"], [Option(["-f", "--file"], "spec_file", required=True, metavar="PATH"),
+                        Option(["--dry-run"], "dry_run", value=False, help="Show the plan only."),
+                        Option(["--recreate"], "recreate", value=False,
+                               help="Recreate VMs whose change cannot be made live."),
+                        JSON],
+            "Make the VMs of a spec file exist and match it.", run_apply),
+    Command(["start"], [NAMES], "Start VMs.", run_each("start")),
+    Command(["stop"], [NAMES, TIMEOUT], "Stop VMs (a clean shutdown).",
+            run_each("stop", timeout=True)),
+    Command(["restart"], [NAMES, TIMEOUT], "Restart VMs.", run_each("restart", timeout=True)),
+    Command(["rm"], [NAMES, Option(["-f", "--force"], "force", value=False,
+                                   help="Remove running VMs too.")],
+            "Remove VMs: container, wiring and state (volume data stays).",
+            run_each("rm", force=True)),
+    Command(["ls"], [JSON], "List VMs.", listing("ls", render.vms)),
+    Command(["inspect"], [Argument("name"), JSON],
+            "Show a VM: its spec, its container and how it was set up.",
+            lambda params: (render.as_json if params["as_json"] else render.vm)(
+                call("inspect", name=params["name"]))),
+    Command(["resize"], [Argument("name"), Option(["--cpus"], "cpus"),
+                         Option(["--memory", "-m"], "memory"), Option(["--pids"], "pids"),
+                         Option(["--cpuset"], "cpuset"), Option(["--cpu-shares"], "cpu_shares")],
+            "Change a VM's limits live (swap stays off).", run_resize),
+    Command(["exec"], [Option(["-t", "--tty"], "tty", value=False,
+                              help="Give the command a terminal."),
+                       Argument("name"), Argument("command", rest=True, metavar="CMD...")],
+            "Run CMD inside the VM; stdio and exit code pass through: cvm exec NAME -- CMD..."
+            "\n\nThe command has the VM's capabilities, seccomp profile and cgroups, as the "
+            "VM's own processes do (Docker's exec starts it).", run_exec),
+    Command(["enter"], [Argument("name")],
+            "An interactive login shell inside the VM, with the VM's own privileges and "
+            "limits.", run_enter),
+    Command(["net", "attach"], [Argument("name"), Option(
+        ["--nic"], "nic", required=True, metavar="mode=...,link=...,ip=...")],
+        "Add a NIC to a VM (wired at once if it runs) and keep it in its spec.",
+        run_net_attach),
+    Command(["net", "detach"], [Argument("name"), Argument("ifname")],
+            "Remove a NIC from a VM and from its spec.", run_net_detach),
+    Command(["net", "ls"], [Argument("name", required=False), JSON],
+            "List NICs: host side, VM side, mode, addresses, MAC, state.",
+            listing("net_ls", render.nics, name=True)),
+    Command(["bridge", "add"], [
+        Argument("name"),
+        Option(["--address"], "address", help="Host address on the bridge, e.g. "
+                                              "198.51.100.1/24."),
+        Option(["--uplink"], "uplink", help="Enslave this interface; its addresses move to "
+                                            "the bridge."),
+        Option(["--pool"], "pool", help="Addresses for ip=auto, e.g. "
+                                        "198.51.100.100-198.51.100.199."),
+        Option(["--mtu"], "mtu", kind=int)], "Create (or adopt) a bridge.", run_bridge_add),
+    Command(["bridge", "rm"], [NAMES], "Remove bridges cvm made (refused while VMs use them).",
+            run_bridge_rm),
+    Command(["bridge", "ls"], [JSON], "List the bridges cvm manages.",
+            listing("bridge_ls", render.bridges)),
+]

@@ -1,0 +1,215 @@
+"""cvm's operations as data in, data out: what cvm netd serves, and what a command runs
+in its own process when no netd of the same code answers (cvm.cli.calls). One
+implementation either way; the CLI renders what comes back (cvm.cli.render).
+
+Arguments and results are plain data (cvm.wire frames: dicts, lists, strings,
+numbers); errors are cvm's typed exceptions. A result may come with a socket
+(`WithSockets`): netd passes it to the client with the reply.
+"""
+
+import os
+
+from .errors import CvmError
+
+OPS = {}
+
+
+def operation(func):
+    OPS[func.__name__] = func
+    return func
+
+
+class WithSockets:
+    """A result and the sockets that go with it to the caller."""
+
+    def __init__(self, result, sockets):
+        self.result = result
+        self.sockets = sockets
+
+
+def handle(op, args, ctx):
+    func = OPS.get(op)
+    if func is None:
+        raise CvmError("unknown operation %r" % op)
+    return func(ctx, **(args or {}))
+
+
+# ---------------------------------------------------------------- the daemon itself
+
+
+LOADED_CODE = None  # the code stamp of the process that serves (set by cvm netd)
+
+
+@operation
+def status(ctx):
+    """Which code this process runs (paths.code_stamp) and its pid."""
+    from .paths import code_stamp
+    return {"pid": os.getpid(), "code": LOADED_CODE or code_stamp()}
+
+
+# ---------------------------------------------------------------- VMs
+
+
+@operation
+def create(ctx, spec, start=True, where="", details=True):
+    """`spec` is raw (flags over a file, read by the caller): validated here, next to the
+    engine. Without `details`, only the name: the full view costs Docker another inspect."""
+    from . import api
+    from .spec import parse_spec
+    vm = api.create(parse_spec(spec, where=where), start=start, ctx=ctx)
+    return vm.to_dict() if details else {"name": vm.name}
+
+
+def _each(ctx, names, action):
+    from . import api
+    results = []
+    for name in names:
+        try:
+            action(api.get(name, ctx))
+            results.append({"name": name, "ok": True})
+        except CvmError as exc:
+            results.append({"name": name, "ok": False, "error": exc.to_dict()})
+    return results
+
+
+@operation
+def start(ctx, names):
+    return _each(ctx, names, lambda vm: vm.start())
+
+
+@operation
+def stop(ctx, names, timeout=None):
+    return _each(ctx, names, lambda vm: vm.stop(timeout=timeout))
+
+
+@operation
+def restart(ctx, names, timeout=None):
+    return _each(ctx, names, lambda vm: vm.restart(timeout=timeout))
+
+
+@operation
+def rm(ctx, names, force=False):
+    return _each(ctx, names, lambda vm: vm.remove(force=force))
+
+
+@operation
+def ls(ctx):
+    from . import api
+    return [vm_summary(vm) for vm in api.ls(ctx)]
+
+
+def vm_summary(vm):
+    from . import ns, procfs
+    from .errors import NotFound
+    from .sizes import parse_size
+    spec = vm.record["spec"]
+    uptime = None
+    if vm.status == "running":
+        try:
+            uptime = procfs.process_age(ns.init_pid(vm.container_id))
+        except (NotFound, OSError):
+            pass
+    return {"name": vm.name, "status": vm.status, "image": spec["image"],
+            "cpus": spec.get("cpus"),
+            "memory": parse_size(spec["memory"]) if spec.get("memory") else None,
+            "ips": [a.split("/")[0] for a in vm.addresses()], "uptime_seconds": uptime,
+            "container_id": vm.container_id}
+
+
+@operation
+def inspect(ctx, name):
+    from . import api
+    return api.get(name, ctx).to_dict()
+
+
+@operation
+def resize(ctx, name, **limits):
+    from . import api
+    api.get(name, ctx).resize(**limits)
+    return name
+
+
+def _parse_all(specs):
+    """[{'where': 'vms.yml: vms[0]', 'spec': raw}, ...] -> validated specs."""
+    from .spec import parse_spec
+    return [parse_spec(entry["spec"], where=entry.get("where", "")) for entry in specs]
+
+
+@operation
+def plan(ctx, specs, recreate=False):
+    from . import api
+    return [item.to_dict() for item in api.plan(_parse_all(specs), recreate, ctx)]
+
+
+@operation
+def apply(ctx, specs, recreate=False):
+    from . import api
+    return [item.to_dict() for item in api.apply(_parse_all(specs), recreate=recreate,
+                                                  ctx=ctx)]
+
+
+# ---------------------------------------------------------------- processes in VMs
+
+
+@operation
+def exec_start(ctx, name, argv=None, tty=False, env=None):
+    """Start `argv` (default: a login shell) in the VM as `docker exec` would; its stdio
+    goes back as a socket (see cvm.relay)."""
+    from . import api, ns
+    vm = api.get(name, ctx)
+    if not vm.container_id:
+        raise CvmError("VM %s has no container" % name)
+    process, sock = vm.start_process(argv or ns.login_command(vm.pid), tty=tty, env=env)
+    return WithSockets({"process": process}, [sock])
+
+
+@operation
+def exec_wait(ctx, process):
+    """The exit code of a process from exec_start, once its stream has ended."""
+    return ctx.engine.exec_exit_code(process)
+
+
+@operation
+def exec_resize(ctx, process, rows, columns):
+    ctx.engine.exec_resize(process, rows, columns)
+
+
+# ---------------------------------------------------------------- NICs and bridges
+
+
+@operation
+def net_attach(ctx, name, nic):
+    from . import nics
+    return nics.attach(ctx, name, nic).to_dict()
+
+
+@operation
+def net_detach(ctx, name, ifname):
+    from . import nics
+    nics.detach(ctx, name, ifname)
+    return name
+
+
+@operation
+def net_ls(ctx, name=None):
+    from . import nics
+    return nics.list_nics(ctx, name)
+
+
+@operation
+def bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
+    from .net import hostbridge
+    return hostbridge.add(ctx, name, address, uplink, pool, mtu)
+
+
+@operation
+def bridge_rm(ctx, name):
+    from .net import hostbridge
+    hostbridge.remove(ctx, name)
+    return name
+
+
+@operation
+def bridge_ls(ctx):
+    from .net import hostbridge
+    return hostbridge.ls(ctx)
