@@ -10,8 +10,8 @@ root can open.
 """
 
 import _socket
-import array
 import marshal
+import sys
 
 MAGIC = b"CVM1 "
 MAX_HEADER = 32
@@ -44,8 +44,8 @@ def send(sock, message, fds=()):
     """Send one frame, with `fds` (open descriptors) attached to its first byte."""
     frame = encode(message)
     if fds:
-        sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                       array.array("i", fds))])
+        packed = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+        sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
         frame = frame[sent:]
     if frame:
         sock.sendall(frame)
@@ -59,9 +59,8 @@ def receive(sock):
         chunk, ancillary, _, _ = sock.recvmsg(CHUNK, _socket.CMSG_SPACE(MAX_FDS * 4))
         for level, kind, payload in ancillary:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[:len(payload) - len(payload) % 4])
-                fds.extend(received)
+                fds.extend(int.from_bytes(payload[at:at + 4], sys.byteorder, signed=True)
+                           for at in range(0, len(payload) - 3, 4))
         if not chunk:
             raise ConnectionError("the peer closed the connection" if not data else
                                   "the peer closed the connection mid-frame")
