@@ -159,7 +159,8 @@ class VM:
                 net.wire_vm(self.ctx, self.name, spec, pid, probe=probe, early=early)
                 ns.overwrite_mounted_file(pid, "/etc/hosts", net.hosts_file(spec))
             if self.record.get("init") in ("systemd", "compat"):
-                if cgroup_version() == 2 and self.record.get("init") == "systemd":
+                if cgroup_version() == 2 and self.record.get("init") == "systemd" and \
+                        self.record.get("profile", "vm") == "vm":
                     ns.make_cgroup_writable(pid)
                 if not ns.init_released(pid):  # a new boot
                     guestfiles.clear_report(self.ctx.store, self.name)
@@ -328,8 +329,9 @@ def ls(ctx=None):
             for name, record in records.items()]
 
 
-def create(spec, start=True, ctx=None):
-    """Create (and by default start) a VM from a validated spec. All or nothing."""
+def create(spec, start=True, ctx=None, profile="vm"):
+    """Create (and by default start) a VM from a validated spec. All or nothing.
+    `profile` "host" makes a container host instead (see engine.HOST_PROFILE: cvm lab)."""
     ctx = ctx or default_context()
     ns.require_root("cvm create")
     if not isinstance(spec, VMSpec):
@@ -354,7 +356,7 @@ def create(spec, start=True, ctx=None):
             "spec": spec.to_dict(), "phase": "creating", "container_id": None,
             "desired": "running" if start else "stopped", "created_dirs": [],
             "guest_files": "bound", "init": init_mode, "init_reason": init_reason,
-            "lxcfs": lxcfs, "reports_shutdown": reports_shutdown})
+            "lxcfs": lxcfs, "reports_shutdown": reports_shutdown, "profile": profile})
     # Probe the segment for the VM's addresses while Docker creates and starts it.
     early = net.start_probes(spec) if net and start else None
     name_taken = False
@@ -370,7 +372,7 @@ def create(spec, start=True, ctx=None):
             record["container_id"] = ctx.engine.create(
                 spec, ctx.realm, ctx.store.root, init_mode, init_argv, lxcfs,
                 guestfiles.binds(ctx.store, spec.name, files, report=reports_shutdown),
-                stop_signal)
+                stop_signal, profile)
         except Conflict:
             name_taken = True
             raise Conflict("name: a container named %r already exists (not a cvm VM of "

@@ -63,15 +63,31 @@ def _missing_image(ref):
                      "`cvm image build` or see `cvm image ls`" % ref)
 
 
+# A container that is itself a container host (`cvm lab`): what `--privileged` would give,
+# which fails where root lacks CAP_SYS_RESOURCE, so everything but that. Its dockerd,
+# lxcfs and nested containers then run under its own systemd.
+HOST_PROFILE = {
+    "cap_add": ["ALL"], "cap_drop": ["SYS_RESOURCE"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "device_cgroup_rules": ["a *:* rwm"], "devices": ["/dev/fuse:/dev/fuse:rwm"],
+    "cgroupns": "host",
+}
+# `--security-opt systempaths=unconfined`, which the docker CLI (not the engine) turns
+# into no masked and no read-only /proc and /sys paths.
+UNCONFINED_SYSTEM_PATHS = {"MaskedPaths": [], "ReadonlyPaths": []}
+PROFILES = ("vm", "host")
+
+
 def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version,
-                     lxcfs=False, file_binds=(), stop_signal=None):
+                     lxcfs=False, file_binds=(), stop_signal=None, profile="vm"):
     """Keyword arguments for the SDK's create_container and create_host_config.
 
     `init_mode` is the resolved mode (systemd, compat or none) and `init_command`
     the argv of PID 1 for systemd/compat; `lxcfs` binds LXCFS's /proc files so that
     unmodified programs inside see the VM's memory, CPUs and uptime; `file_binds` are
     the binds of cvm's own files (see cvm.guestfiles); `stop_signal` is the one the
-    image's init shuts down cleanly on (see host_stop_signal).
+    image's init shuts down cleanly on (see host_stop_signal); `profile` "host" makes a
+    container host of it (HOST_PROFILE), not a VM.
     """
     labels = dict(spec.labels)
     labels.update({LABEL_VM: spec.name, LABEL_REALM: realm, LABEL_STATE: state_root,
@@ -126,7 +142,12 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         env["container"] = "docker"
         create["entrypoint"] = ["/bin/sh", WAIT_SCRIPT]
         create["command"] = list(init_command)
-        if init_mode == "systemd":
+        if profile == "host":
+            host.update(HOST_PROFILE)
+            # The host's whole cgroup tree, writable: its systemd and dockerd manage their
+            # own parts of it (dockerd below its own cgroup parent).
+            host["binds"].append("/sys/fs/cgroup:/sys/fs/cgroup:rw")
+        elif init_mode == "systemd":
             if host_cgroup_version == 1:
                 # systemd needs its own named hierarchy writable; the controllers stay
                 # Docker's read-only per-container mounts, so limits cannot be lifted.
@@ -273,12 +294,15 @@ class Engine:
     # ------------------------------------------------------------ containers
 
     def create(self, spec, realm, state_root, init_mode, init_command, lxcfs=False,
-               file_binds=(), stop_signal=None):
+               file_binds=(), stop_signal=None, profile="vm"):
         create, host = container_config(spec, realm, state_root, init_mode, init_command,
-                                        cgroup_version(), lxcfs, file_binds, stop_signal)
+                                        cgroup_version(), lxcfs, file_binds, stop_signal,
+                                        profile)
         try:
             with self._translated("creating %s" % spec.name):
                 host_config = self.api.create_host_config(**host)
+                if profile == "host":
+                    host_config.update(UNCONFINED_SYSTEM_PATHS)
                 try:
                     return self.api.create_container(host_config=host_config, **create)["Id"]
                 except Exception as exc:

@@ -106,11 +106,16 @@ def netd(once, install_unit, workers, status, stop):
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("output", type=click.Path(dir_okay=False))
-def dist(output):
+@click.option("--wheelhouse", type=click.Path(dir_okay=False),
+              help="Also write the wheels of cvm's dependencies here (for offline hosts).")
+def dist(output, wheelhouse):
     """Write cvm's source as a reproducible tarball (for installing other hosts)."""
-    from ..dist import write_source_tarball
-    changed = write_source_tarball(output)
-    _echo_json({"path": os.path.abspath(output), "changed": changed})
+    from ..dist import write_source_tarball, write_wheelhouse
+    result = {"path": os.path.abspath(output), "changed": write_source_tarball(output)}
+    if wheelhouse:
+        result["wheelhouse"] = os.path.abspath(wheelhouse)
+        result["wheelhouse_changed"] = write_wheelhouse(wheelhouse)
+    _echo_json(result)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
