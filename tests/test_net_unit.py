@@ -123,7 +123,8 @@ def test_bridge_vlan_builds_port_vlan_requests(world):
     assert families == [("link", "add"), ("link", "set"), ("brport", "set"),
                         ("vlan_filter", "add"), ("vlan_filter", "del")]
     veth = host.log[0][3]
-    assert veth["peer"] == {"ifname": "eth0", "net_ns_fd": VM_NETNS, "address": nic.mac}
+    assert veth["peer"] == {"ifname": "eth0", "net_ns_fd": VM_NETNS, "address": nic.mac,
+                            "mtu": 1500}  # the bridge's
     assert host.log[1][3]["master"] == host.index("br0")
     assert host.log[1][3]["ifalias"] == "cvm:realm1:vm1:0"
     assert host.log[2][3]["hairpin_mode"] == 1

@@ -130,6 +130,24 @@ def _resolve(mounts, key, path):
     return None
 
 
+_docker_cgroup_parent = []
+
+
+def docker_cgroup_parent(config="/etc/docker/daemon.json"):
+    """The cgroup parent dockerd puts containers below, when daemon.json sets one (a `cvm
+    lab` host's does: its containers must not mix with the outer host's)."""
+    if not _docker_cgroup_parent:
+        parent = None
+        try:
+            import json
+            with open(config) as handle:
+                parent = (json.load(handle) or {}).get("cgroup-parent")
+        except (IOError, OSError, ValueError, AttributeError):
+            pass
+        _docker_cgroup_parent.append(parent.strip("/") if parent else None)
+    return _docker_cgroup_parent[0]
+
+
 class Cgroup(object):
     """The cgroup of one VM (or of the host root): controller -> directory, and readers.
 
@@ -200,8 +218,12 @@ class Cgroup(object):
         """A container's cgroup seen from the host, found from the cgroup of any of its
         processes is not possible when it is stopped; so look in the layouts Docker uses."""
         mounts = cgroup_mounts(proc, "self")
-        candidates = ("/docker/%s" % container_id,
-                      "/system.slice/docker-%s.scope" % container_id)
+        candidates = ["/docker/%s" % container_id,
+                      "/system.slice/docker-%s.scope" % container_id]
+        parent = docker_cgroup_parent()
+        if parent:
+            candidates.insert(0, "/%s/docker-%s.scope" % (parent, container_id) if
+                              parent.endswith(".slice") else "/%s/%s" % (parent, container_id))
         keys = [k for k in mounts if k != "unified"]
         v1_keys = [k for k in keys if not k.startswith("name=")]
         for path in candidates:

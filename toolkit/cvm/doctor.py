@@ -172,15 +172,13 @@ def check_netd(store):
     return Check("netd", OK, "answering on %s" % netd_socket(store.root), "")
 
 
-def check_nic_filters(ctx):
+def check_nic_filters(ctx, running):
     """Every running VM's bridge and routed NICs have their anti-spoofing chain, and no
     chain is left for a port no running VM has (see cvm.net.filtering)."""
     from .errors import CvmError
     from .net import filter_report
     from .net.netlink import Netlink
     try:
-        running = {c["Labels"].get("io.cvm.vm") for c in ctx.engine.vm_containers(ctx.realm)
-                   if c["State"] == "running"}
         with Netlink.open() as host:
             report = filter_report(ctx, running, host.nft())
     except CvmError as exc:
@@ -193,6 +191,37 @@ def check_nic_filters(ctx):
                      "ones (systemctl restart cvm-netd)")
     return Check("NIC filters", OK, "every running VM's NIC sends only from its own MAC "
                  "and addresses (nftables)", "")
+
+
+def _mtu(interface):
+    try:
+        with open("/sys/class/net/%s/mtu" % interface) as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def check_nic_mtus(ctx, running):
+    """A VM whose NIC's MTU is above its bridge's loses every full-size frame (an overlay
+    bridge's MTU is the underlay's minus 50)."""
+    from .net.base import default_host_name
+    from .spec import parse_spec
+    too_big = []
+    for name, record in sorted(ctx.store.vm_records().items()):
+        if name not in running:
+            continue
+        for index, nic in enumerate(parse_spec(record["spec"]).nics):
+            if nic.mode != "bridge":
+                continue
+            port = _mtu(nic.host_name or default_host_name(name, index))
+            bridge = _mtu(nic.link)
+            if port and bridge and port > bridge:
+                too_big.append("%s %s: %d > %s's %d" % (name, nic.name, port, nic.link, bridge))
+    if too_big:
+        return Check("NIC MTUs", WARN, "; ".join(too_big)[:300],
+                     "set the NIC's mtu to the bridge's (cvm apply), or leave mtu unset: it "
+                     "then follows the bridge")
+    return Check("NIC MTUs", OK, "no VM's NIC is above its bridge's MTU", "")
 
 
 def run_checks(ctx=None):
@@ -210,5 +239,8 @@ def run_checks(ctx=None):
     rows.append(check_disk())
     rows.append(check_netd(ctx.store))
     if os.geteuid() == 0 and rows[1].status == OK:
-        rows.append(check_nic_filters(ctx))
+        running = {c["Labels"].get("io.cvm.vm") for c in ctx.engine.vm_containers(ctx.realm)
+                   if c["State"] == "running"}
+        rows.append(check_nic_filters(ctx, running))
+        rows.append(check_nic_mtus(ctx, running))
     return rows

@@ -281,6 +281,38 @@ class Engine:
         with self._translated("image %s" % ref):
             self.api.remove_image(ref, force=force)
 
+    def tag(self, ref, repository, tag):
+        with self._translated("tag %s" % ref):
+            self.api.tag(ref, repository, tag=tag)
+
+    def push(self, repository, tag):
+        """Push repository:tag to its registry; the manifest's digest."""
+        with self._translated("push %s:%s" % (repository, tag)):
+            for record in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if record.get("error"):
+                    raise CvmError("push %s:%s: the registry refused: %s" % (
+                        repository, tag, record["error"]))
+                digest = (record.get("aux") or {}).get("Digest")
+                if digest:
+                    return digest
+        raise CvmError("push %s:%s: the registry gave no digest" % (repository, tag))
+
+    def registry_has(self, reference):
+        """Does the registry of `reference` (name@digest) hold it? dockerd asks it."""
+        try:
+            with self._translated("registry %s" % reference):
+                self.api.inspect_distribution(reference)
+            return True
+        except CvmError:
+            return False
+
+    def pull(self, reference):
+        """Pull `reference` (repository@digest or :tag) from its registry."""
+        with self._translated("pull %s" % reference):
+            for record in self.api.pull(reference, stream=True, decode=True):
+                if record.get("error"):
+                    raise CvmError("pull %s: %s" % (reference, record["error"]))
+
     def import_image(self, source, tag, changes):
         """docker import of a root filesystem: `source` is a tarball path or bytes."""
         repository, _, version = tag.partition(":")

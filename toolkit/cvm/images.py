@@ -590,3 +590,61 @@ def print_progress(stream=sys.stderr):
         state["last"] = label
 
     return show
+
+
+# ---------------------------------------------------------------- the fleet's registry
+
+
+def split_reference(reference):
+    """'registry:5000/cvm/debian12:latest' -> ('registry:5000/cvm/debian12', 'latest')."""
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:
+        return reference, "latest"
+    return name, tag
+
+
+def pushed(tag, registry, ctx=None):
+    """The reference (registry/name@digest) under which `registry` holds local image
+    `tag` as it is now, or None: what push would give, without pushing."""
+    from .context import default_context
+    ctx = ctx or default_context()
+    remote = "%s/%s@" % (registry, split_reference(tag)[0])
+    for reference in ctx.engine.image(tag).get("RepoDigests") or []:
+        if reference.startswith(remote) and ctx.engine.registry_has(reference):
+            return reference
+    return None
+
+
+def push(tag, registry, ctx=None):
+    """Put local image `tag` into `registry` (host:port) under the same name; returns
+    {"reference": registry/name@digest, "digest"}. Images are built once, on one host,
+    and every other host pulls them by digest (pull)."""
+    from .context import default_context
+    ctx = ctx or default_context()
+    ctx.engine.image(tag)  # a missing image: the spec-style error naming it
+    name, version = split_reference(tag)
+    remote = "%s/%s" % (registry, name)
+    ctx.engine.tag(tag, remote, version)
+    digest = ctx.engine.push(remote, version)
+    return {"reference": "%s@%s" % (remote, digest), "digest": digest}
+
+
+def pull(reference, tag, ctx=None):
+    """Make local image `tag` the image `reference` (registry/name@digest) names, pulling
+    it only when this host lacks that digest. Returns True when it pulled."""
+    from .context import default_context
+    from .errors import SpecError
+    ctx = ctx or default_context()
+    if "@" not in reference:
+        raise SpecError("pull", "%r names no digest (registry/name@sha256:...): hosts pull "
+                        "exactly what was pushed" % reference)
+    try:
+        present = reference in (ctx.engine.image(tag).get("RepoDigests") or [])
+    except SpecError:
+        present = False
+    if present:
+        return False
+    ctx.engine.pull(reference)
+    name, version = split_reference(tag)
+    ctx.engine.tag(reference, name, version)
+    return True

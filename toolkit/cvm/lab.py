@@ -29,7 +29,7 @@ IMAGE = "cvm/labhost:latest"
 # Inside 203.0.113.128/25, away from what the tests and the demo use; never 203.0.113.0/25
 # or 192.0.2.0/24, where the machine itself may reach the outside.
 SUBNET = "203.0.113.192/27"
-REGISTRY_PORT = 5000
+REGISTRY_PORT = 5043  # not 5000: Debian's own docker-registry.service takes *:5000
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 MAX_HOSTS = 16
@@ -164,7 +164,7 @@ class Lab:
     def docker_settings(self, name):
         """The lab host's daemon.json (host.yml keeps it: cvm_docker_settings)."""
         return {"bridge": "none", "iptables": False, "storage-driver": "overlay2",
-                "cgroup-parent": "cvmlab-%s" % name}
+                "cgroup-parent": "/cvmlab-%s" % name}
 
     def ssh(self, name_or_address, command, timeout=60, input=None):
         address = name_or_address if name_or_address[0].isdigit() else \

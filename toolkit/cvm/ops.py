@@ -197,9 +197,9 @@ def net_ls(ctx, name=None):
 
 
 @operation
-def bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
+def bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None):
     from .net import hostbridge
-    return hostbridge.add(ctx, name, address, uplink, pool, mtu)
+    return hostbridge.add(ctx, name, address, uplink, pool, mtu, vxlan)
 
 
 @operation

@@ -49,9 +49,13 @@ class ProvisionResult:
 
 
 def _message(result):
+    failed_items = [r for r in result.get("results") or [] if r.get("failed")]
+    if failed_items:  # a loop: its items' messages, not "One or more items failed"
+        item = failed_items[0]
+        label = (item.get("_ansible_item_label") or item.get("item") or "")
+        label = label.get("name", "") if isinstance(label, dict) else label
+        return ("%s: %s" % (label, _message(item)) if label else _message(item))[:500]
     message = result.get("msg") or result.get("stderr") or result.get("module_stderr") or ""
-    if not message and result.get("results"):  # a loop: the first failed item's message
-        message = next((_message(r) for r in result["results"] if r.get("failed")), "")
     return " ".join(str(message).split())[:500]
 
 

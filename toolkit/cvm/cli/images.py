@@ -90,3 +90,22 @@ def image_ensure(names):
     from .. import images
     for tag in images.ensure(names, progress=images.print_progress()):
         click.echo("\nbuilt %s" % tag, err=True)
+
+
+@image.command("push", context_settings=CONTEXT_SETTINGS)
+@click.argument("tag")
+@click.option("--registry", required=True, metavar="HOST:PORT", help="The fleet's registry.")
+def image_push(tag, registry):
+    """Push a local image to the fleet's registry; prints what hosts pull (name@digest)."""
+    from .. import images
+    click.echo(images.push(tag, registry)["reference"])
+
+
+@image.command("pull", context_settings=CONTEXT_SETTINGS)
+@click.argument("reference", metavar="REGISTRY/NAME@DIGEST")
+@click.option("--tag", required=True, help="The local name VMs use (e.g. cvm/debian12:latest).")
+def image_pull(reference, tag):
+    """Pull an image by digest unless this host has it, and name it TAG."""
+    from .. import images
+    pulled = images.pull(reference, tag)
+    click.echo("%s %s" % (tag, "pulled" if pulled else "present"))

@@ -182,7 +182,11 @@ def run_net_detach(params):
 
 def run_bridge_add(params):
     require_root("cvm bridge add")
-    call("bridge_add", **dict((key, params[key]) for key in (
+    vxlan = None
+    if params["vxlan"] is not None:
+        vxlan = {"id": params["vxlan"], "port": params["vxlan_port"],
+                 "local": params["vxlan_local"], "remotes": list(params["vxlan_remote"])}
+    call("bridge_add", vxlan=vxlan, **dict((key, params[key]) for key in (
         "name", "address", "uplink", "pool", "mtu")))
     render.out(params["name"])
 
@@ -254,7 +258,16 @@ COMMANDS = [
                                             "the bridge."),
         Option(["--pool"], "pool", help="Addresses for ip=auto, e.g. "
                                         "198.51.100.100-198.51.100.199."),
-        Option(["--mtu"], "mtu", kind=int)], "Create (or adopt) a bridge.", run_bridge_add),
+        Option(["--mtu"], "mtu", kind=int),
+        Option(["--vxlan"], "vxlan", metavar="VNI", help="Make it an overlay across hosts: "
+                                                         "a VXLAN port with this VNI."),
+        Option(["--vxlan-port"], "vxlan_port", default="4789", help="VXLAN's UDP port."),
+        Option(["--vxlan-local"], "vxlan_local", metavar="ADDRESS",
+               help="This host's underlay address."),
+        Option(["--vxlan-remote"], "vxlan_remote", multiple=True, metavar="ADDRESS",
+               help="Another host on the overlay (repeatable).")],
+        "Create (or adopt) a bridge; with --vxlan, an overlay shared with other hosts.",
+        run_bridge_add),
     Command(["bridge", "rm"], [NAMES], "Remove bridges cvm made (refused while VMs use them).",
             run_bridge_rm),
     Command(["bridge", "ls"], [JSON], "List the bridges cvm manages.",

@@ -29,9 +29,11 @@ class BridgeDriver(NicDriver):
                            "type bridge vlan_filtering 1)" % (where, nic.link, nic.link))
 
     def plug(self, tx, w, nic):
-        bridge = w.host.index(nic.link)
+        bridge = w.host.link(nic.link)
         self.filter_step(tx, w, nic)
-        port = plug_veth(tx, w, nic, {"master": bridge})
+        # The bridge's MTU unless the NIC says: an overlay bridge's is the underlay's - 50.
+        port = plug_veth(tx, w, nic, {"master": bridge["index"]},
+                         mtu=nic.mtu or bridge.get("mtu"))
         if nic.hairpin or nic.vlan:
             port = w.host.index(port)
         if nic.hairpin:

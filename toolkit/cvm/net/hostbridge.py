@@ -1,6 +1,12 @@
 """Host bridges: `cvm bridge add|rm|ls`. Bridges cvm made are persisted and recreated
 by the daemon at boot. With --uplink, the uplink is enslaved and its addresses, MAC
-and routes move to the bridge (how a LAN-attached bridge br0 is made on a host)."""
+and routes move to the bridge (how a LAN-attached bridge br0 is made on a host).
+
+With `vxlan`, the bridge is an overlay: one L2 segment across the hosts that declare
+it. A VXLAN port (`vxlan<ID>`) joins it, sending from this host's underlay address to
+each remote host by head-end replication (static all-zeros FDB entries, no multicast);
+its MTU, and the bridge's, is the underlay's minus the 50 bytes VXLAN adds, and VMs'
+NICs on the bridge take that MTU unless told otherwise."""
 
 import ipaddress
 import re
@@ -17,10 +23,57 @@ def bridge_tag(realm):
     return "cvm:%s:bridge" % realm
 
 
-def validate(name, address=None, pool=None, mtu=None):
+VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
+VXLAN_DEFAULT_PORT = 4789
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+def vxlan_name(vni):
+    return "vxlan%d" % vni
+
+
+def validate_vxlan(vxlan):
+    """{"id", "port", "local", "remotes"} checked, or a SpecError naming the field."""
+    if not isinstance(vxlan, dict):
+        raise SpecError("vxlan", "give id (and port, local, remotes) as a mapping")
+    unknown = set(vxlan) - {"id", "port", "local", "remotes"}
+    if unknown:
+        raise SpecError("vxlan.%s" % sorted(unknown)[0], "unknown key; use id, port, local, "
+                        "remotes")
+    result = {}
+    for key, low, high in (("id", 1, 16777215), ("port", 1, 65535)):
+        value = vxlan.get(key, VXLAN_DEFAULT_PORT if key == "port" else None)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise SpecError("vxlan.%s" % key, "%r is not a number from %d to %d" % (
+                value, low, high)) from None
+        if not low <= number <= high:
+            raise SpecError("vxlan.%s" % key, "%d is out of range; use %d to %d" % (
+                number, low, high))
+        result[key] = number
+    for key in ("local",):
+        try:
+            result[key] = str(ipaddress.ip_address(str(vxlan.get(key))))
+        except ValueError:
+            raise SpecError("vxlan.local", "%r is not this host's underlay address" % (
+                vxlan.get(key),)) from None
+    remotes = []
+    for index, remote in enumerate(vxlan.get("remotes") or []):
+        try:
+            remotes.append(str(ipaddress.ip_address(str(remote))))
+        except ValueError:
+            raise SpecError("vxlan.remotes[%d]" % index, "%r is not an address" % (
+                remote,)) from None
+    result["remotes"] = sorted(set(remotes) - {result["local"]})
+    return result
+
+
+def validate(name, address=None, pool=None, mtu=None, vxlan=None):
     if not _IFNAME.match(name or ""):
         raise SpecError("name", "%r is not an interface name (1-15 of A-Z a-z 0-9 _ . -)" % name)
-    record = {"name": name, "address": None, "pool": None, "uplink": None, "mtu": mtu}
+    record = {"name": name, "address": None, "pool": None, "uplink": None, "mtu": mtu,
+              "vxlan": validate_vxlan(vxlan) if vxlan else None}
     if address:
         try:
             iface = ipaddress.ip_interface(address)
@@ -45,8 +98,8 @@ def validate(name, address=None, pool=None, mtu=None):
     return record
 
 
-def add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
-    record = validate(name, address, pool, mtu)
+def add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None):
+    record = validate(name, address, pool, mtu, vxlan)
     record["uplink"] = uplink
     with ctx.store.lock(), Netlink.open() as host:
         existing = host.link(name)
@@ -54,6 +107,10 @@ def add(ctx, name, address=None, uplink=None, pool=None, mtu=None):
             raise Conflict("name: %s exists and is not a bridge" % name)
         if uplink is not None and host.link(uplink) is None:
             raise NotFound("uplink: interface %s does not exist" % uplink)
+        if record["vxlan"]:
+            underlay = _underlay(host, record["vxlan"]["local"])
+            if record["mtu"] is None:
+                record["mtu"] = underlay.get("mtu") - VXLAN_OVERHEAD
         record["created"] = existing is None or (existing.get("ifalias") == bridge_tag(ctx.realm))
         with Transaction("bridge %s" % name) as tx:
             _make(tx, host, record, ctx.realm)
@@ -84,6 +141,69 @@ def _make(tx, host, record, realm):
                                      prefixlen=iface.network.prefixlen))
     if record.get("uplink"):
         _take_uplink(tx, host, index, record["uplink"])
+    if record.get("vxlan"):
+        _make_vxlan(tx, host, index, record, realm)
+
+
+def _underlay(host, local):
+    """The host link that holds the underlay address `local`."""
+    for link in host.links():
+        if any(a.get("address") == local for a in host.addresses(link["index"])):
+            return link
+    raise NotFound("vxlan.local: no interface of this host has %s (the host's address in the "
+                   "inventory is its underlay address)" % local)
+
+
+def _make_vxlan(tx, host, bridge, record, realm):
+    vxlan = record["vxlan"]
+    name = vxlan_name(vxlan["id"])
+    existing = host.link(name)
+    if existing is None:
+        underlay = _underlay(host, vxlan["local"])
+        tx.step("create %s (VNI %d, from %s)" % (name, vxlan["id"], vxlan["local"]),
+                lambda: host.request("link", "add", ifname=name, kind="vxlan",
+                                     vxlan_id=vxlan["id"], vxlan_port=vxlan["port"],
+                                     vxlan_local=vxlan["local"],
+                                     vxlan_link=underlay["index"], vxlan_learning=1,
+                                     mtu=record["mtu"]),
+                lambda: host.request("link", "del", ifname=name))
+    elif existing.get("ifalias") != bridge_tag(realm):
+        raise Conflict("vxlan.id: %s exists and is not this bridge's (VNI %d is taken on "
+                       "this host)" % (name, vxlan["id"]))
+    index = host.index(name)
+    tx.step("%s into the bridge" % name, lambda: host.request(
+        "link", "set", index=index, master=bridge, state="up", ifalias=bridge_tag(realm)))
+    _sync_remotes(tx, host, index, vxlan["remotes"])
+
+
+def _sync_remotes(tx, host, index, remotes):
+    """The VXLAN port floods to exactly `remotes` (all-zeros FDB entries)."""
+    present = set(host.flood_remotes(index))
+    for remote in sorted(set(remotes) - present):
+        tx.step("flood to %s" % remote,
+                lambda r=remote: host.request("fdb", "append", ifindex=index, lladdr=ZERO_MAC,
+                                              dst=r),
+                lambda r=remote: host.request("fdb", "del", ifindex=index, lladdr=ZERO_MAC,
+                                              dst=r))
+    for remote in sorted(present - set(remotes)):
+        tx.step("stop flooding to %s" % remote,
+                lambda r=remote: host.request("fdb", "del", ifindex=index, lladdr=ZERO_MAC,
+                                              dst=r))
+
+
+def set_remotes(ctx, name, remotes):
+    """An overlay bridge's remote hosts changed (a host joined or left the fleet): follow
+    them without touching the bridge or its VMs."""
+    with ctx.store.lock():
+        record = ctx.store.read_bridge(name)
+        if record is None or not record.get("vxlan"):
+            raise NotFound("no overlay bridge %s made by cvm" % name)
+        vxlan = validate_vxlan(dict(record["vxlan"], remotes=remotes))
+        with Netlink.open() as host, Transaction("bridge %s" % name) as tx:
+            _sync_remotes(tx, host, host.index(vxlan_name(vxlan["id"])), vxlan["remotes"])
+        record["vxlan"] = vxlan
+        ctx.store.write_bridge(name, record)
+    return record
 
 
 def _take_uplink(tx, host, bridge, uplink_name):
@@ -136,6 +256,10 @@ def remove(ctx, name):
                     host.request("addr", "add", index=uplink, address=address.get("address"),
                                  prefixlen=address["prefixlen"])
                 host.request("link", "set", index=uplink, master=0)
+            if record.get("vxlan"):
+                port = host.link(vxlan_name(record["vxlan"]["id"]))
+                if port is not None:
+                    host.request("link", "del", index=port["index"])
             if link is not None and record.get("created"):
                 host.request("link", "del", index=link["index"])
         ctx.store.delete_bridge(name)

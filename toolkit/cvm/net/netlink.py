@@ -127,7 +127,8 @@ class Netlink:
     # ---------------------------------------------------------- the seam
 
     def request(self, family, command, **kwargs):
-        """Send one request: family is link, addr, route, neigh, brport or vlan_filter."""
+        """Send one request: family is link, addr, route, neigh, fdb, brport or
+        vlan_filter."""
         return getattr(self.ipr, family)(command, **kwargs)
 
     def nft(self):
@@ -164,6 +165,14 @@ class Netlink:
 
     def routes(self, family, **filters):
         return list(self.ipr.get_routes(family=family, **filters))
+
+    def flood_remotes(self, index):
+        """The remote addresses a VXLAN port floods to (its all-zeros FDB entries)."""
+        remotes = []
+        for entry in self.ipr.fdb("dump", ifindex=index):
+            if entry.get("NDA_LLADDR") == "00:00:00:00:00:00" and entry.get("NDA_DST"):
+                remotes.append(entry.get("NDA_DST"))
+        return remotes
 
     def link_with_vfs(self, index):
         """A PF's link message with its VF list (IFLA_VFINFO_LIST)."""

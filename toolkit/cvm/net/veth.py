@@ -8,10 +8,11 @@ def host_name(w, nic):
     return nic.host_name or default_host_name(w.vm_name, w.index)
 
 
-def plug_veth(tx, w, nic, extra_host_settings=None):
+def plug_veth(tx, w, nic, extra_host_settings=None, mtu=None):
     """Create the pair with the VM end made directly inside the VM's namespace under its
     final name and MAC (no rename, no clash on the host); tag and raise the host end.
-    Returns the host end's name."""
+    `mtu`: the pair's (default: the NIC's, else the kernel's). Returns the host end's
+    name."""
     name = host_name(w, nic)
     existing = w.host.link(name)
     if existing is not None:
@@ -24,8 +25,8 @@ def plug_veth(tx, w, nic, extra_host_settings=None):
                 lambda: w.host.request("link", "del", index=existing["index"]))
     peer = {"ifname": nic.name, "net_ns_fd": w.vm.netns_fd, "address": nic.mac}
     settings = {}
-    if nic.mtu:
-        peer["mtu"] = settings["mtu"] = nic.mtu
+    if mtu or nic.mtu:
+        peer["mtu"] = settings["mtu"] = mtu or nic.mtu
     tx.step("create veth %s <-> %s" % (name, nic.name),
             lambda: w.host.request("link", "add", ifname=name, kind="veth", peer=peer,
                                    **settings),

@@ -36,6 +36,13 @@ options:
   uplink:
     description: An interface to enslave; its addresses and routes move to the bridge.
     type: str
+  vxlan:
+    description:
+      - Makes the bridge an overlay shared with other hosts; C(id) (the VNI), C(port)
+        (default 4789), C(local) (this host's underlay address) and C(remotes) (the other
+        hosts' underlay addresses; host.yml fills them from the inventory).
+      - The bridge's MTU defaults to the underlay's minus 50.
+    type: dict
   mtu:
     description: The bridge's MTU.
     type: int
@@ -69,6 +76,7 @@ from ansible_collections.cvm.toolkit.plugins.module_utils.cvm_common import (  #
     context, import_cvm)
 
 FIELDS = ("address", "pool", "uplink", "mtu")
+VXLAN_FIELDS = ("id", "port", "local")
 
 
 def main():
@@ -76,7 +84,8 @@ def main():
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         address=dict(type="str"), pool=dict(type="str"), uplink=dict(type="str"),
-        mtu=dict(type="int"), state_dir=dict(type="path")), supports_check_mode=True)
+        mtu=dict(type="int"), vxlan=dict(type="dict"), state_dir=dict(type="path")),
+        supports_check_mode=True)
     import_cvm(module)
     from cvm.errors import CvmError
     from cvm.net import hostbridge
@@ -91,20 +100,32 @@ def main():
                 hostbridge.remove(ctx, params["name"])
             module.exit_json(changed=True, diff=dict(before=current, after={}))
         wanted = hostbridge.validate(params["name"], params["address"], params["pool"],
-                                     params["mtu"])
+                                     params["mtu"], params["vxlan"])
         wanted["uplink"] = params["uplink"]
-        if current is not None and all(current.get(k) == wanted.get(k) for k in FIELDS):
+        fields = [k for k in FIELDS if k != "mtu" or params["mtu"] is not None]
+        same = current is not None and all(current.get(k) == wanted.get(k) for k in fields)
+        same_overlay = same and _overlay(current) == _overlay(wanted)
+        if same_overlay and (current.get("vxlan") or {}).get("remotes") == \
+                (wanted.get("vxlan") or {}).get("remotes"):
             module.exit_json(changed=False, bridge=current)
         diff = dict(before=current or {}, after=wanted)
         if module.check_mode:
             module.exit_json(changed=True, diff=diff)
+        if same_overlay:  # only the fleet around it changed: no VM is disturbed
+            record = hostbridge.set_remotes(ctx, params["name"], wanted["vxlan"]["remotes"])
+            module.exit_json(changed=True, bridge=record, diff=diff)
         if current is not None:
             hostbridge.remove(ctx, params["name"])
         record = hostbridge.add(ctx, params["name"], params["address"], params["uplink"],
-                                params["pool"], params["mtu"])
+                                params["pool"], params["mtu"], params["vxlan"])
     except CvmError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=True, bridge=record, diff=diff)
+
+
+def _overlay(record):
+    vxlan = record.get("vxlan") or {}
+    return tuple(vxlan.get(k) for k in VXLAN_FIELDS)
 
 
 if __name__ == "__main__":
