@@ -14,6 +14,9 @@ description:
   - Takes every container host's C(cvm_vms) and C(cvm_bridges) and reports, all at once,
     duplicate VM names, IPs and MACs across all hosts, addresses outside their bridge's
     subnet, VMs on a bridge their host does not declare, and invalid VM specs.
+  - Resolves every C(ip: auto) of a bridge NIC from the bridge's pool for the whole fleet
+    at once, keeping each VM's address in a lease file across runs, and checks that an
+    overlay bridge (C(vxlan)) has one VXLAN id on every host and a VXLAN id one bridge.
   - Run it once, on the controller, first in a play; it fails listing every problem and
     touches nothing.
 version_added: "0.1.0"
@@ -25,6 +28,9 @@ options:
         and C(cvm_external_bridges) (bridges that exist without cvm declaring them).
     type: dict
     required: true
+  leases:
+    description: The lease file of C(ip: auto) addresses (JSON, made when missing).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -45,6 +51,11 @@ vms:
   description: How many VMs the inventory declares.
   returned: always
   type: int
+resolved:
+  description: For each host, the NICs of its VMs that had C(ip: auto), with the address
+    each got.
+  returned: always
+  type: dict
 """
 
 import ipaddress  # noqa: E402
@@ -54,9 +65,10 @@ from ansible_collections.cvm.toolkit.plugins.module_utils.cvm_common import (  #
     declared_spec, import_cvm)
 
 
-def problems_of(hosts):
+def problems_of(hosts, resolved=None):
     from cvm.errors import SpecError
     from cvm.spec import HostFacts, parse_spec
+    resolved = resolved or {}
     # The controller is not the container host: check the specs, not this machine's size.
     anywhere = HostFacts(cpus=list(range(4096)), memory_bytes=1 << 60)
     problems, names, addresses, macs = [], {}, {}, {}
@@ -69,6 +81,8 @@ def problems_of(hosts):
                 continue
             raw = declared_spec(raw, data)
             vm = raw.get("name", "?")
+            if vm in resolved.get(host, {}):
+                raw["nics"] = resolved[host][vm]
             where = "%s on %s" % (vm, host)
             if vm in names:
                 problems.append("VM name %s is declared on %s and on %s" % (vm, names[vm],
@@ -109,14 +123,22 @@ def problems_of(hosts):
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(hosts=dict(type="dict", required=True)),
+    module = AnsibleModule(argument_spec=dict(hosts=dict(type="dict", required=True),
+                                              leases=dict(type="path")),
                            supports_check_mode=True)
     import_cvm(module)
-    problems, count = problems_of(module.params["hosts"])
+    from cvm import fleet
+    hosts, path = module.params["hosts"], module.params["leases"]
+    leases = fleet.read_leases(path) if path else {}
+    resolved, leases, problems = fleet.assign_addresses(hosts, leases)
+    problems = fleet.overlay_problems(hosts) + problems
+    spec_problems, count = problems_of(hosts, resolved)
+    problems += spec_problems
     if problems:
         module.fail_json(msg="the inventory has %d problem(s); nothing was changed:\n- %s" % (
             len(problems), "\n- ".join(problems)), problems=problems, vms=count)
-    module.exit_json(changed=False, problems=[], vms=count)
+    changed = bool(path) and not module.check_mode and fleet.write_leases(path, leases)
+    module.exit_json(changed=changed, problems=[], vms=count, resolved=resolved)
 
 
 if __name__ == "__main__":
