@@ -133,6 +133,15 @@ class VM:
     # ---------------------------------------------------------- lifecycle
 
     def start(self):
+        from . import operations
+        operation = self.record.get("operation")
+        if self.status == "missing" or (self.record.get("phase") == "creating" and
+                                        operation and not operations.alive(operation)):
+            # Its container was removed behind cvm's back, or its create was killed.
+            self.record = self.ctx.store.write_vm(self.name, dict(self.record,
+                                                                  desired="running"))
+            finish_create(self.ctx, self.name)
+            return self.refresh()
         with self.ctx.store.vm_lock(self.name):
             self.record = self.ctx.store.write_vm(self.name, dict(self.record, desired="running"))
         if not self.running:
@@ -329,9 +338,15 @@ def ls(ctx=None):
             for name, record in records.items()]
 
 
+def exists(name, ctx=None):
+    return (ctx or default_context()).store.read_vm(name) is not None
+
+
 def create(spec, start=True, ctx=None, profile="vm"):
-    """Create (and by default start) a VM from a validated spec. All or nothing.
+    """Create (and by default start) a VM from a validated spec. All or nothing: even when
+    this process is killed half-way, cvm netd finishes it (see cvm.operations).
     `profile` "host" makes a container host instead (see engine.HOST_PROFILE: cvm lab)."""
+    from . import operations
     ctx = ctx or default_context()
     ns.require_root("cvm create")
     if not isinstance(spec, VMSpec):
@@ -341,8 +356,7 @@ def create(spec, start=True, ctx=None, profile="vm"):
         net.check_host(spec)
     # init none takes nothing from the image; Docker's create then reports a missing one.
     image = ctx.engine.image(spec.image) if spec.init != "none" else {}
-    init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
-    stop_signal, reports_shutdown = host_stop_signal(image, init_mode)
+    made = _made(spec, image, profile)
     lxcfs = spec.lxcfs if spec.lxcfs is not None else lxcfs_running()
     if spec.lxcfs and not lxcfs_running():
         raise SpecError("lxcfs", "LXCFS is not running on this host (apt-get install lxcfs; "
@@ -355,53 +369,94 @@ def create(spec, start=True, ctx=None, profile="vm"):
         record = ctx.store.write_vm(spec.name, {
             "spec": spec.to_dict(), "phase": "creating", "container_id": None,
             "desired": "running" if start else "stopped", "created_dirs": [],
-            "guest_files": "bound", "init": init_mode, "init_reason": init_reason,
-            "lxcfs": lxcfs, "reports_shutdown": reports_shutdown, "profile": profile})
+            "guest_files": "bound", "init": made["init"], "init_reason": made["init_reason"],
+            "lxcfs": lxcfs, "reports_shutdown": made["reports_shutdown"], "profile": profile,
+            "operation": dict(operations.owner(), kind="create")})
     # Probe the segment for the VM's addresses while Docker creates and starts it.
     early = net.start_probes(spec) if net and start else None
-    name_taken = False
     try:
-        record["created_dirs"] = _make_volume_dirs(spec)
-        if record["created_dirs"]:
-            record = ctx.store.write_vm(spec.name, record)  # for `cvm rm` after a kill
-        files = guestfiles.bound_files(spec, init_mode, HostFacts.read())
-        guestfiles.write(ctx.store, spec.name, files)
-        # Docker refuses a taken name (409), so there is no separate check. Until the
-        # record has the id, a kill leaves a container that `cvm rm` finds by name.
-        try:
-            record["container_id"] = ctx.engine.create(
-                spec, ctx.realm, ctx.store.root, init_mode, init_argv, lxcfs,
-                guestfiles.binds(ctx.store, spec.name, files, report=reports_shutdown),
-                stop_signal, profile)
-        except Conflict:
-            name_taken = True
-            raise Conflict("name: a container named %r already exists (not a cvm VM of "
-                           "this host's state); pick another name" % spec.name) from None
-        # root's authorized_keys stays the VM's own file (people add keys to it): written
-        # once, while init waits for its NICs, or into the container when not started.
-        keys = ("\n".join(spec.ssh_keys) + "\n").encode() if spec.ssh_keys else None
-        keys_after_start = start and init_mode in ("systemd", "compat")
-        if keys and not keys_after_start:
-            ctx.engine.put_files(record["container_id"], {AUTHORIZED_KEYS: (keys, 0o600)})
-        vm = VM(ctx, spec.name, record)
-        if start:
-            ctx.engine.start(record["container_id"])
-            if keys and keys_after_start:
-                ns.write_file(vm.pid, AUTHORIZED_KEYS, keys, 0o600, dir_mode=0o700)
-            vm.wire(probe=True, early=early)
-        record["phase"] = "ready"
-        return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
+        return _build(ctx, spec, record, start, made, early)
     except BaseException:
         with contextlib.suppress(Exception):
-            _remove(ctx, spec.name, record, find_by_name=not name_taken)
+            _remove(ctx, spec.name, record, find_by_name=not record.get("name_taken"))
         if early is not None:
             early.wait()  # let the probes finish before their sockets' interfaces go
         raise
 
 
-def _remove(ctx, name, record, find_by_name=True):
-    """Undo everything a VM has on the host. Safe on half-created VMs, whose container
-    may exist before the record has its id (then it is found by name)."""
+def _made(spec, image, profile):
+    """How the VM's container is made from its image: init and stop signal."""
+    init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
+    stop_signal, reports_shutdown = host_stop_signal(image, init_mode)
+    return {"init": init_mode, "init_argv": init_argv, "init_reason": init_reason,
+            "stop_signal": stop_signal, "reports_shutdown": reports_shutdown,
+            "profile": profile}
+
+
+def _build(ctx, spec, record, start, made, early=None):
+    """Everything after the VM's record is written: its volume directories, guest files,
+    container, ssh keys, start and wiring; the record ready at the end."""
+    record["created_dirs"] = _make_volume_dirs(spec)
+    if record["created_dirs"]:
+        ctx.store.write_vm(spec.name, record)  # for `cvm rm` after a kill
+    files = guestfiles.bound_files(spec, made["init"], HostFacts.read())
+    guestfiles.write(ctx.store, spec.name, files)
+    # Docker refuses a taken name (409), so there is no separate check. Until the
+    # record has the id, a kill leaves a container that `cvm rm` finds by name.
+    try:
+        record["container_id"] = ctx.engine.create(
+            spec, ctx.realm, ctx.store.root, made["init"], made["init_argv"], record["lxcfs"],
+            guestfiles.binds(ctx.store, spec.name, files, report=made["reports_shutdown"]),
+            made["stop_signal"], made["profile"])
+    except Conflict:
+        record["name_taken"] = True
+        raise Conflict("name: a container named %r already exists (not a cvm VM of "
+                       "this host's state); pick another name" % spec.name) from None
+    # root's authorized_keys stays the VM's own file (people add keys to it): written
+    # once, while init waits for its NICs, or into the container when not started.
+    keys = ("\n".join(spec.ssh_keys) + "\n").encode() if spec.ssh_keys else None
+    keys_after_start = start and made["init"] in ("systemd", "compat")
+    if keys and not keys_after_start:
+        ctx.engine.put_files(record["container_id"], {AUTHORIZED_KEYS: (keys, 0o600)})
+    vm = VM(ctx, spec.name, record)
+    if start:
+        ctx.engine.start(record["container_id"])
+        if keys and keys_after_start:
+            ns.write_file(vm.pid, AUTHORIZED_KEYS, keys, 0o600, dir_mode=0o700)
+        vm.wire(probe=True, early=early)
+    record["phase"] = "ready"
+    record.pop("operation", None)
+    return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
+
+
+def finish_create(ctx, name):
+    """A create whose process died, or a VM whose container is gone: make it whole again
+    from its record (what was made of it is made again); a create that cannot be finished
+    is rolled back. What was done, in words."""
+    from . import operations
+    record = ctx.store.read_vm(name)
+    spec = parse_spec(record["spec"])
+    creating = record.get("phase") != "ready"
+    _remove_container(ctx, name, record)
+    image = ctx.engine.image(spec.image) if spec.init != "none" else {}
+    record = ctx.store.write_vm(name, dict(
+        record, container_id=None, phase="creating",
+        operation=dict(operations.owner(), kind="create")))
+    try:
+        _build(ctx, spec, record, record.get("desired") == "running",
+               _made(spec, image, record.get("profile") or "vm"))
+    except BaseException:
+        if creating:
+            with contextlib.suppress(Exception):
+                _remove(ctx, name, record)
+        else:
+            ctx.store.write_vm(name, dict(record, phase="ready", operation=None))
+        raise
+    return "made whole from its record"
+
+
+def _remove_container(ctx, name, record, find_by_name=True):
+    """Remove a VM's wiring and container (found by id, or by name in this realm)."""
     container_id = record.get("container_id")
     if container_id:
         info = ctx.engine.inspect(container_id)
@@ -417,6 +472,12 @@ def _remove(ctx, name, record, find_by_name=True):
         _net().unwire_vm(ctx, name, spec, pid)
     if info is not None:
         ctx.engine.remove(info["Id"], force=True)
+
+
+def _remove(ctx, name, record, find_by_name=True):
+    """Undo everything a VM has on the host. Safe on half-created VMs, whose container
+    may exist before the record has its id (then it is found by name)."""
+    _remove_container(ctx, name, record, find_by_name)
     if record.get("phase") != "ready":
         for directory in reversed(record.get("created_dirs", [])):
             with contextlib.suppress(OSError):

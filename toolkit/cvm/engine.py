@@ -313,6 +313,18 @@ class Engine:
                 if record.get("error"):
                     raise CvmError("pull %s: %s" % (reference, record["error"]))
 
+    def save_image(self, ref):
+        """`docker save` of an image: an iterator of the tar stream's chunks."""
+        with self._translated("save %s" % ref):
+            return self.api.get_image(ref, chunk_size=1 << 20)
+
+    def load_image(self, chunks):
+        """`docker load` of a tar stream given as an iterator of chunks."""
+        with self._translated("load"):
+            for record in self.api.load_image(chunks):
+                if record.get("error"):
+                    raise CvmError("load: %s" % record["error"])
+
     def import_image(self, source, tag, changes):
         """docker import of a root filesystem: `source` is a tarball path or bytes."""
         repository, _, version = tag.partition(":")
@@ -356,6 +368,15 @@ class Engine:
     def restart(self, container, timeout=None):
         with self._translated("restart %s" % container):
             self.api.restart(container, timeout=timeout)
+
+    def pause(self, container):
+        """Freeze every process of the container (its cgroup's freezer)."""
+        with self._translated("pause %s" % container):
+            self.api.pause(container)
+
+    def unpause(self, container):
+        with self._translated("unpause %s" % container):
+            self.api.unpause(container)
 
     def kill(self, container, signal=None):
         with self._translated("kill %s" % container):

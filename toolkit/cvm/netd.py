@@ -31,6 +31,7 @@ from .paths import code_stamp, netd_socket
 
 log = logging.getLogger("cvm.netd")
 POWEROFF_EXIT = "130"  # 128 + SIGINT: how the kernel ends a PID namespace on poweroff/halt
+JANITOR_INTERVAL = 2.0  # seconds between looks for operations whose process died
 
 
 class Daemon:
@@ -39,6 +40,7 @@ class Daemon:
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="wire")
         self.server = None
         self.stopping = threading.Event()
+        self.recovering = set()
 
     # ---------------------------------------------------------- reconcile
 
@@ -55,6 +57,7 @@ class Daemon:
         containers = {c["Labels"].get("io.cvm.vm"): c
                       for c in self.ctx.engine.vm_containers(self.ctx.realm)}
         running = {name for name, c in containers.items() if c["State"] == "running"}
+        self.recover_dead_operations()
         futures = [self.pool.submit(self.wire, name) for name in sorted(running)]
         concurrent.futures.wait(futures)
         try:
@@ -95,6 +98,38 @@ class Daemon:
             pass
         except CvmError as exc:
             log.error("cleaning up %s: %s", name, exc)
+
+    # ---------------------------------------------------------- dead operations
+
+    def recover_dead_operations(self):
+        """Finish or undo what killed processes left half-done: a create, a frozen or
+        stopped VM of an export, a move (cvm.operations)."""
+        from . import operations
+        for name, operation in operations.dead(self.ctx).items():
+            if name in self.recovering:
+                continue
+            self.recovering.add(name)
+            self.pool.submit(self._recover, name, operation)
+
+    def _recover(self, name, operation):
+        from . import operations
+        try:
+            log.info("%s: the process of its %s (pid %s) is gone; recovering", name,
+                     operation.get("kind"), operation.get("pid"))
+            log.info("%s: %s", name, operations.recover(self.ctx, name, operation))
+        except CvmError as exc:
+            log.error("recovering %s: %s", name, exc)
+        except Exception:
+            log.exception("recovering %s failed", name)
+        finally:
+            self.recovering.discard(name)
+
+    def janitor(self, interval=JANITOR_INTERVAL):
+        while not self.stopping.wait(interval):
+            try:
+                self.recover_dead_operations()
+            except Exception:
+                log.exception("looking for dead operations failed")
 
     # ---------------------------------------------------------- events
 
@@ -219,6 +254,7 @@ class Daemon:
         ops.LOADED_CODE = code_stamp()
         self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
+        threading.Thread(target=self.janitor, name="janitor", daemon=True).start()
         try:
             self.follow_events()
         finally:

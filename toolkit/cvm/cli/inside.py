@@ -1,6 +1,8 @@
 """Commands about what runs inside VMs, from the host: nsrun, the VM's own numbers
 (free, top, mpstat, uptime, vmstat), the tools in other containers, service sizing."""
 
+import contextlib
+import os
 import sys
 
 import click
@@ -109,3 +111,64 @@ def tune(name, service, show, apply_, reload, sets):
         click.echo("%s = %s" % (key, value))
     diff = result.diff()
     click.echo(diff.rstrip() if diff else "(the VM already has these settings)")
+
+
+# ---------------------------------------------------------------- export and import
+
+
+@cli.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("-o", "--output", required=True, metavar="FILE",
+              help="The archive to write ('-': standard output).")
+@click.option("--stop", is_flag=True, help="Stop a running VM for the copy (default: freeze "
+              "it, as docker pause does), then run it again.")
+@click.option("--with-image", is_flag=True, help="Carry the VM's image in the archive too.")
+@click.option("--compress", type=click.Choice(["zstd", "gzip"]),
+              help="Default: zstd when the zstandard package is there, gzip otherwise.")
+def export_(name, output, stop, with_image, compress):
+    """Write a VM (spec, writable layer, volumes) as one archive, streaming."""
+    from .. import bundle, ns
+    from ..context import default_context
+    ns.require_root("cvm export")
+    if output == "-":
+        bundle.export(name, sys.stdout.buffer, default_context(), stop, with_image, compress)
+        return
+    partial = output + ".partial"
+    try:
+        with open(partial, "wb") as handle:
+            bundle.export(name, handle, default_context(), stop, with_image, compress)
+        os.rename(partial, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)  # a full disk or a kill leaves no half archive
+        raise
+    click.echo(output)
+
+
+@cli.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("archive", metavar="FILE")
+@click.option("--name", help="Import under another name (its NICs get new MACs).")
+@click.option("--nic", "nics", multiple=True, metavar="mode=...,link=...,ip=...",
+              help="NICs instead of the archive's (repeatable).")
+@click.option("--no-start", is_flag=True, help="Create it, do not start it.")
+def import_(archive, name, nics, no_start):
+    """Create a VM from an archive of `cvm export` ('-': standard input), checking every
+    member against its manifest first."""
+    from .. import bundle, ns
+    from ..context import default_context
+    from ..specfile import parse_nic_text
+    ns.require_root("cvm import")
+    nic_list = [parse_nic_text(text) for text in nics] or None
+    if archive == "-":
+        vm = bundle.import_archive(sys.stdin.buffer, default_context(), name, nic_list,
+                                   start=not no_start)
+    else:
+        try:
+            handle = open(archive, "rb")
+        except OSError as exc:
+            from ..errors import NotFound
+            raise NotFound("%s: %s" % (archive, exc.strerror)) from None
+        with handle:
+            vm = bundle.import_archive(handle, default_context(), name, nic_list,
+                                       start=not no_start)
+    click.echo(vm.name)

@@ -1,0 +1,503 @@
+"""A VM as one portable archive: `cvm export` and `cvm import`, and what `cvm migrate`
+streams from one host to another.
+
+The archive is a tar stream (zstd when the `zstandard` package is there, gzip
+otherwise), written as it is read, with no copy on disk:
+
+    cvm-vm.json      first: format, the VM's spec and how it was made, its image
+    layer/...        its writable layer (the overlay2 upper directory), whiteouts and
+                     opaque directories (trusted.overlay.* xattrs) kept
+    volumes/N/...    the host directory of each volume
+    image/...        with --with-image: `docker save` of its image
+    manifest.json    last: a SHA-256 of every member (its header and its data)
+
+Import reads it into a staging area on the same filesystems as where things go, checks
+every member against the manifest, and only then creates the VM (not started), moves
+the layer into the new container and the volumes into place, and starts it: a
+truncated or altered archive, or one whose VM cannot be made here, leaves nothing.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import tarfile
+import time
+
+from .errors import Conflict, CvmError, NotFound, SpecError
+
+FORMAT = 1
+HEADER, MANIFEST = "cvm-vm.json", "manifest.json"
+ZSTD_MAGIC, GZIP_MAGIC = b"\x28\xb5\x2f\xfd", b"\x1f\x8b"
+CHUNK = 1 << 20
+XATTR_PREFIX = "SCHILY.xattr."
+
+
+class ArchiveError(CvmError):
+    """The archive is not one cvm wrote, or not whole, or altered."""
+
+    exit_code = 2
+
+
+def compression_available():
+    try:
+        import zstandard  # noqa: F401
+        return "zstd"
+    except ImportError:
+        return "gzip"
+
+
+class _Compressor:
+    """A write-only file object that compresses into `out`."""
+
+    def __init__(self, out, kind):
+        self.kind = kind
+        if kind == "zstd":
+            import zstandard
+            self.stream = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
+        else:
+            import gzip
+            self.stream = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0)
+
+    def write(self, data):
+        return self.stream.write(data)
+
+    def close(self):
+        if self.kind == "zstd":
+            self.stream.flush(__import__("zstandard").FLUSH_FRAME)
+        self.stream.close()
+
+
+def _decompressed(source):
+    """A readable stream of `source`'s tar bytes, whichever compression it has."""
+    head = source.peek(4)[:4] if hasattr(source, "peek") else b""
+    if head.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard
+        except ImportError:
+            raise ArchiveError("the archive is zstd-compressed and this host lacks the "
+                               "zstandard package (pip install zstandard)") from None
+        return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    if head.startswith(GZIP_MAGIC):
+        import gzip
+        return gzip.GzipFile(fileobj=source, mode="rb")
+    return source
+
+
+def _member_digest(info, data_digest=None):
+    """What the manifest keeps of a member: its header's meaning and its data."""
+    header = json.dumps([info.name, info.type.decode(), info.mode & 0o7777, info.uid, info.gid,
+                         info.linkname, info.devmajor, info.devminor, info.size,
+                         sorted((k, v) for k, v in info.pax_headers.items()
+                                if k.startswith(XATTR_PREFIX))],
+                        ensure_ascii=False)
+    digest = hashlib.sha256(header.encode("utf-8", "surrogateescape"))
+    if data_digest is not None:
+        digest.update(data_digest)
+    return digest.hexdigest()
+
+
+class _Hashing:
+    """A reader that hashes what goes through it."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.hash = hashlib.sha256()
+
+    def read(self, size=-1):
+        data = self.handle.read(size)
+        self.hash.update(data)
+        return data
+
+
+# ---------------------------------------------------------------- export
+
+
+class _Writer:
+    def __init__(self, out, compression):
+        self.compressor = _Compressor(out, compression)
+        self.tar = tarfile.open(fileobj=self.compressor, mode="w|", format=tarfile.PAX_FORMAT,
+                                encoding="utf-8", errors="surrogateescape")
+        self.manifest = {}
+
+    def add_bytes(self, name, data):
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+        self.tar.addfile(info, io.BytesIO(data))
+        self.manifest[name] = _member_digest(info, hashlib.sha256(data).digest())
+
+    def add_tree(self, root, prefix):
+        """Every entry under `root` as `prefix/...`: owners, modes, times, hard links,
+        devices (overlay whiteouts) and extended attributes as they are."""
+        self._add(root, prefix)
+        for directory, subdirs, files in os.walk(root):
+            subdirs.sort()
+            for entry in sorted(subdirs) + sorted(files):
+                path = os.path.join(directory, entry)
+                self._add(path, prefix + "/" + os.path.relpath(path, root))
+
+    def _add(self, path, name):
+        info = self.tar.gettarinfo(path, name)
+        if info is None:
+            return  # a socket: nothing to carry
+        for attribute in _xattrs(path):
+            info.pax_headers[XATTR_PREFIX + attribute] = os.getxattr(
+                path, attribute, follow_symlinks=False).decode("utf-8", "surrogateescape")
+        if info.isreg():
+            with open(path, "rb") as handle:
+                reader = _Hashing(handle)
+                self.tar.addfile(info, reader)
+            self.manifest[name] = _member_digest(info, reader.hash.digest())
+        else:
+            self.tar.addfile(info)
+            self.manifest[name] = _member_digest(info)
+
+    def add_image_save(self, chunks):
+        """`docker save` (a tar stream) as members under image/: no copy on disk."""
+        reader = _ChunkReader(chunks)
+        with tarfile.open(fileobj=reader, mode="r|") as saved:
+            for member in saved:
+                data = saved.extractfile(member) if member.isreg() else None
+                member.name = "image/" + member.name
+                if data is None:
+                    self.tar.addfile(member)
+                    self.manifest[member.name] = _member_digest(member)
+                else:
+                    hashing = _Hashing(data)
+                    self.tar.addfile(member, hashing)
+                    self.manifest[member.name] = _member_digest(member, hashing.hash.digest())
+
+    def finish(self):
+        self.add_bytes(MANIFEST, json.dumps({"format": FORMAT, "members": self.manifest},
+                                            sort_keys=True).encode())
+        self.tar.close()
+        self.compressor.close()
+
+
+class _ChunkReader:
+    """A file-like reader over an iterator of byte chunks."""
+
+    def __init__(self, chunks):
+        self.chunks = iter(chunks)
+        self.pending = b""
+
+    def read(self, size=-1):
+        while size < 0 or len(self.pending) < size:
+            try:
+                self.pending += next(self.chunks)
+            except StopIteration:
+                break
+        if size < 0:
+            size = len(self.pending)
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+
+def _xattrs(path):
+    try:
+        return [a for a in os.listxattr(path, follow_symlinks=False)
+                if a.startswith(("trusted.overlay.", "user.", "security.capability"))]
+    except OSError:
+        return []
+
+
+def upper_dir(ctx, container_id):
+    """The container's writable layer on the host (overlay2's upper directory)."""
+    info = ctx.engine.inspect(container_id) or {}
+    driver = info.get("GraphDriver") or {}
+    if driver.get("Name") != "overlay2":
+        raise CvmError("the VM's storage driver is %s; export and import need overlay2" %
+                       (driver.get("Name") or "unknown"))
+    return driver["Data"]["UpperDir"]
+
+
+def export(name, out, ctx, stop=False, with_image=False, compression=None):
+    """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
+    Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
+    whatever happens, even if this process is killed (cvm netd then finishes it)."""
+    from . import api, operations
+    vm = api.get(name, ctx)
+    if not vm.container_id or vm.status == "missing":
+        raise NotFound("VM %s has no container to export" % name)
+    upper = upper_dir(ctx, vm.container_id)
+    image = ctx.engine.image(vm.spec.image)
+    header = {"format": FORMAT, "name": name, "spec": vm.record["spec"],
+              "made": {key: vm.record.get(key) for key in (
+                  "init", "init_reason", "lxcfs", "reports_shutdown", "profile")},
+              "image": {"ref": vm.spec.image, "id": image["Id"],
+                        "digests": image.get("RepoDigests") or [], "carried": with_image},
+              "volumes": [v.to_text() for v in vm.spec.volumes],
+              "host": os.uname().nodename, "created": time.time()}
+    writer = _Writer(out, compression or compression_available())
+    with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
+        writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
+        writer.add_tree(upper, "layer")
+        for index, volume in enumerate(vm.spec.volumes):
+            if os.path.isdir(volume.host):
+                writer.add_tree(volume.host, "volumes/%d" % index)
+    if with_image:
+        writer.add_image_save(ctx.engine.save_image(image["Id"]))
+    writer.finish()
+    return header
+
+
+# ---------------------------------------------------------------- import
+
+
+class _Staging:
+    """Where an archive is unpacked before anything is made: the layer next to Docker's
+    layers, each volume next to its final place (so that moving them in is a rename)."""
+
+    def __init__(self, ctx, spec):
+        token = "cvm-import-%d-%s" % (os.getpid(), spec.name)
+        root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
+        self.layer = os.path.join(root, token)
+        self.volumes = {}
+        for index, volume in enumerate(spec.volumes):
+            parent = os.path.dirname(volume.host.rstrip("/")) or "/"
+            self.volumes[index] = os.path.join(parent, ".%s-%d" % (token, index))
+        self.made = []
+
+    def target(self, name):
+        """Where member `name` is unpacked, or None for members not unpacked."""
+        if name == "layer" or name.startswith("layer/"):
+            return os.path.join(self.layer, name[len("layer"):].lstrip("/"))
+        if name.startswith("volumes/"):
+            parts = name.split("/", 2)
+            base = self.volumes.get(int(parts[1])) if parts[1].isdigit() else None
+            if base is None:
+                raise ArchiveError("member %s: the archive's spec has no volume %s" % (
+                    name, parts[1]))
+            return os.path.join(base, parts[2]) if len(parts) > 2 else base
+        return None
+
+    def make_roots(self):
+        for directory in [self.layer] + list(self.volumes.values()):
+            os.makedirs(directory, mode=0o700)
+            self.made.append(directory)
+
+    def remove(self):
+        for directory in self.made:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def read_header(tar):
+    first = tar.next()
+    if first is None or first.name != HEADER:
+        raise ArchiveError("not a cvm VM archive (it does not start with %s)" % HEADER)
+    header = json.loads(tar.extractfile(first).read())
+    if header.get("format") != FORMAT:
+        raise ArchiveError("archive format %s; this cvm reads format %d" % (
+            header.get("format"), FORMAT))
+    return first, header
+
+
+def import_archive(source, ctx, name=None, nics=None, start=True):
+    """Create the VM of the archive read from the binary stream `source` (renamed, or
+    with other NICs); returns the VM. All or nothing."""
+    from . import api
+    from .spec import parse_spec
+    if not hasattr(source, "peek"):
+        source = io.BufferedReader(source, CHUNK)
+    try:
+        tar = tarfile.open(fileobj=_decompressed(source), mode="r|", encoding="utf-8",
+                           errors="surrogateescape")
+        first, header = read_header(tar)
+    except (tarfile.TarError, EOFError, ValueError, OSError, zlib_error()) as exc:
+        raise ArchiveError("not a cvm VM archive (%s)" % exc) from None
+    raw = dict(header["spec"])
+    if name:
+        raw["name"] = name
+    if nics is not None:
+        raw["nics"] = nics
+    elif name and raw.get("nics"):
+        # A copy under another name must not take the original's MAC.
+        raw["nics"] = [dict(nic, mac=None) for nic in raw["nics"]]
+    spec = parse_spec(raw, where="archive")
+    if api.exists(spec.name, ctx):
+        raise Conflict("name: a VM named %s already exists on this host" % spec.name)
+    for index, volume in enumerate(spec.volumes):
+        if os.path.isdir(volume.host) and os.listdir(volume.host):
+            raise Conflict("volumes[%d]: %s already holds data on this host; move it away "
+                           "or import under another name with other volumes" % (
+                               index, volume.host))
+    image = _image_for(ctx, header, carried=header["image"].get("carried"))
+    staging = _Staging(ctx, spec)
+    digests = {HEADER: _member_digest(first, hashlib.sha256(json.dumps(
+        header, sort_keys=True).encode()).digest())}
+    try:
+        staging.make_roots()
+        manifest = _unpack(tar, staging, digests, ctx)
+        _check(manifest, digests)
+        if image is None:
+            image = _load_carried(ctx, staging, header)
+        vm = api.create(spec, start=False, ctx=ctx, profile=header["made"].get("profile")
+                        or "vm")
+        try:
+            _fill(ctx, vm, staging, spec)
+            if start:
+                vm.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                vm.remove(force=True)
+            for index in staging.volumes:
+                with contextlib.suppress(OSError):
+                    if os.path.isdir(spec.volumes[index].host):
+                        os.rename(spec.volumes[index].host, staging.volumes[index])
+            raise
+        return api.get(spec.name, ctx)
+    finally:
+        staging.remove()
+        tar.close()
+
+
+def _image_for(ctx, header, carried):
+    """The archive's image on this host: by ID, else pulled by digest from the registry
+    it was pushed to; None when the archive carries it."""
+    wanted = header["image"]
+    with contextlib.suppress(SpecError):
+        if ctx.engine.image(wanted["id"])["Id"] == wanted["id"]:
+            return wanted["id"]
+    for reference in wanted.get("digests") or []:
+        with contextlib.suppress(CvmError):
+            ctx.engine.pull(reference)
+            name, _, version = wanted["ref"].rpartition(":")
+            ctx.engine.tag(reference, name or wanted["ref"], version if name else "latest")
+            return wanted["id"]
+    if carried:
+        return None
+    raise NotFound("image: %s (%s) is not on this host and no registry it was pushed to "
+                   "answers; put it here (cvm image pull) or export with --with-image" % (
+                       wanted["ref"], wanted["id"][:19]))
+
+
+def _unpack(tar, staging, digests, ctx):
+    """Unpack every member after the header; the manifest (the last member)."""
+    last = HEADER
+    try:
+        for member in tar:
+            if member.name == HEADER:
+                continue  # read first (a stream's iteration yields it again)
+            last = member.name
+            if member.name == MANIFEST:
+                return json.loads(tar.extractfile(member).read())
+            if "/../" in "/" + member.name + "/" or member.name.startswith("/"):
+                raise ArchiveError("member %s: a path outside the archive" % member.name)
+            target = staging.target(member.name)
+            if member.name.startswith("image/"):
+                target = os.path.join(staging.layer + ".image", member.name[len("image/"):])
+            digests[member.name] = _extract(tar, member, target, staging)
+    except (tarfile.TarError, EOFError, zlib_error(), OSError) as exc:
+        if isinstance(exc, CvmError):
+            raise
+        raise ArchiveError("the archive is truncated or damaged after member %s (%s)" % (
+            last, exc)) from None
+    raise ArchiveError("the archive is truncated: it ends after member %s, before its "
+                       "manifest" % last)
+
+
+def zlib_error():
+    import zlib
+    return zlib.error
+
+
+def _extract(tar, member, target, staging):
+    """Make `member` at `target` as it was (owner, mode, times, xattrs); its digest."""
+    data_digest = None
+    if member.isdir():
+        if target not in staging.made:
+            os.makedirs(target, exist_ok=True)
+    elif member.isreg():
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        hashing = hashlib.sha256()
+        source = tar.extractfile(member)
+        with open(target, "wb") as handle:
+            while True:
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    break
+                hashing.update(chunk)
+                handle.write(chunk)
+        data_digest = hashing.digest()
+    elif member.issym():
+        os.symlink(member.linkname, target)
+    elif member.islnk():
+        os.link(staging.target(member.linkname) or member.linkname, target)
+    elif member.ischr() or member.isblk() or member.isfifo():
+        kind = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK,
+                tarfile.FIFOTYPE: stat.S_IFIFO}[member.type]
+        os.mknod(target, kind | (member.mode & 0o7777),
+                 os.makedev(member.devmajor, member.devminor))
+    if not member.islnk():
+        os.lchown(target, member.uid, member.gid)
+        if not member.issym():
+            os.chmod(target, member.mode & 0o7777)
+            os.utime(target, (member.mtime, member.mtime))
+        for key, value in member.pax_headers.items():
+            if key.startswith(XATTR_PREFIX):
+                os.setxattr(target, key[len(XATTR_PREFIX):],
+                            value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+    return _member_digest(member, data_digest)
+
+
+def _check(manifest, digests):
+    expected = dict(manifest.get("members") or {})
+    for name, digest in digests.items():
+        if name not in expected:
+            raise ArchiveError("member %s is not in the archive's manifest" % name)
+        if expected.pop(name) != digest:
+            raise ArchiveError("member %s does not match its checksum in the manifest (the "
+                               "archive was altered or damaged)" % name)
+    if expected:
+        raise ArchiveError("member %s of the manifest is missing from the archive" %
+                           sorted(expected)[0])
+
+
+def _load_carried(ctx, staging, header):
+    """`docker load` the image the archive carries (as `docker save` wrote it)."""
+    directory = staging.layer + ".image"
+    buffer = _tar_stream(directory)
+    try:
+        ctx.engine.load_image(buffer)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    name, _, version = header["image"]["ref"].rpartition(":")
+    ctx.engine.tag(header["image"]["id"], name or header["image"]["ref"],
+                   version if name else "latest")
+    return header["image"]["id"]
+
+
+def _tar_stream(directory):
+    """The files under `directory` as a tar stream, chunk by chunk."""
+    import threading
+    read_end, write_end = os.pipe()
+
+    def write():
+        with os.fdopen(write_end, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
+            for entry in sorted(os.listdir(directory)):
+                tar.add(os.path.join(directory, entry), entry)
+    threading.Thread(target=write, daemon=True).start()
+    with os.fdopen(read_end, "rb") as pipe:
+        while True:
+            chunk = pipe.read(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+
+def _fill(ctx, vm, staging, spec):
+    """Move the unpacked layer into the new container and the volumes into place."""
+    upper = upper_dir(ctx, vm.container_id)
+    for entry in os.listdir(upper):  # what create put there (mount points, keys)
+        path = os.path.join(upper, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else \
+            os.unlink(path)
+    for entry in os.listdir(staging.layer):
+        os.rename(os.path.join(staging.layer, entry), os.path.join(upper, entry))
+    for index, volume in enumerate(spec.volumes):
+        if os.path.isdir(volume.host):
+            os.rmdir(volume.host)  # made empty by create: the archive's takes its place
+        os.rename(staging.volumes[index], volume.host)

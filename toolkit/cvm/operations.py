@@ -1,0 +1,95 @@
+"""Operations that take a VM out of its normal state for a while -- created but not yet
+whole, frozen for an export, stopped for a move -- and must leave it whole again, even
+when the process doing them is killed.
+
+The VM's record says what is under way and which process does it ("operation": kind,
+pid and that process's start time, so that a reused pid is not mistaken for it). cvm
+netd looks for operations whose process is gone (`dead`) and finishes or undoes them
+(`recover`): a dead create is rolled back or completed, a frozen VM is thawed, a VM
+stopped for a move or an export runs again.
+"""
+
+import contextlib
+import os
+
+from . import procfs
+
+
+def owner():
+    """Who runs an operation: this process (its pid and its start time)."""
+    pid = os.getpid()
+    return {"pid": pid, "since": procfs.process_stat(pid)[22]}
+
+
+def alive(operation):
+    try:
+        return procfs.process_stat(operation["pid"])[22] == operation["since"]
+    except (OSError, IndexError, KeyError, TypeError):
+        return False
+
+
+def mark(ctx, name, kind, **details):
+    """Record that this process runs operation `kind` on VM `name`."""
+    with ctx.store.vm_lock(name):
+        record = ctx.store.read_vm(name)
+        record["operation"] = dict(owner(), kind=kind, **details)
+        ctx.store.write_vm(name, record)
+
+
+def clear(ctx, name):
+    with ctx.store.vm_lock(name):
+        record = ctx.store.read_vm(name)
+        if record is not None and record.pop("operation", None) is not None:
+            ctx.store.write_vm(name, record)
+
+
+def dead(ctx):
+    """{VM name: its operation} for operations whose process is gone."""
+    return {name: record["operation"] for name, record in ctx.store.vm_records().items()
+            if record.get("operation") and not alive(record["operation"])}
+
+
+@contextlib.contextmanager
+def quiesced(ctx, vm, mode, kind):
+    """The VM frozen (mode "freeze": its cgroup, as Docker's pause does) or stopped
+    ("stop") for the block, running again after it; a VM that was not running is left
+    as it is."""
+    if not vm.running:
+        yield
+        return
+    mark(ctx, vm.name, kind, mode=mode)
+    try:
+        if mode == "freeze":
+            ctx.engine.pause(vm.container_id)
+        else:
+            ctx.engine.stop(vm.container_id)  # not vm.stop(): it is to run again
+        yield
+    finally:
+        resume(ctx, vm.name, mode)
+
+
+def resume(ctx, name, mode):
+    """Put a VM that an operation froze or stopped back to running, and forget it."""
+    from . import api
+    vm = api.get(name, ctx)
+    if mode == "freeze":
+        if vm.status == "paused":
+            ctx.engine.unpause(vm.container_id)
+    elif vm.status != "running":
+        vm.start()
+    clear(ctx, name)
+
+
+def recover(ctx, name, operation):
+    """Finish or undo what a dead process left of `operation` on VM `name`; what was
+    done, in words."""
+    from . import api
+    kind = operation.get("kind")
+    if kind == "create":
+        return api.finish_create(ctx, name)
+    if kind == "migrate":
+        from . import migrate
+        return migrate.recover(ctx, name, operation)
+    resume(ctx, name, operation.get("mode"))
+    return "%s left by a dead %s: running again" % (
+        "thawed" if operation.get("mode") == "freeze" else "started", kind)
