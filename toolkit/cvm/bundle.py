@@ -214,24 +214,52 @@ def upper_dir(ctx, container_id):
     return driver["Data"]["UpperDir"]
 
 
-def export(name, out, ctx, stop=False, with_image=False, compression=None):
-    """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
-    Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
-    whatever happens, even if this process is killed (cvm netd then finishes it)."""
-    from . import api, operations
+def tree_size(root):
+    """Bytes of the regular files under `root` (what an archive of it carries)."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for entry in files:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(directory, entry))
+                if stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+    return total
+
+
+def header_of(name, ctx, with_image=False):
+    """What an archive of VM `name` starts with: enough for another host to check, before
+    anything is sent, that it can take the VM (`cvm import --check`)."""
+    from . import api
     vm = api.get(name, ctx)
     if not vm.container_id or vm.status == "missing":
         raise NotFound("VM %s has no container to export" % name)
     upper = upper_dir(ctx, vm.container_id)
     image = ctx.engine.image(vm.spec.image)
-    header = {"format": FORMAT, "name": name, "spec": vm.record["spec"],
-              "made": {key: vm.record.get(key) for key in (
-                  "init", "init_reason", "lxcfs", "reports_shutdown", "profile")},
-              "image": {"ref": vm.spec.image, "id": image["Id"],
-                        "digests": image.get("RepoDigests") or [], "carried": with_image},
-              "volumes": [v.to_text() for v in vm.spec.volumes],
-              "host": os.uname().nodename, "created": time.time()}
+    sizes = [tree_size(upper)] + [tree_size(v.host) for v in vm.spec.volumes
+                                   if os.path.isdir(v.host)]
+    return vm, upper, {
+        "format": FORMAT, "name": name, "spec": vm.record["spec"],
+        "made": {key: vm.record.get(key) for key in (
+            "init", "init_reason", "lxcfs", "reports_shutdown", "profile")},
+        "image": {"ref": vm.spec.image, "id": image["Id"],
+                  "digests": image.get("RepoDigests") or [], "carried": with_image},
+        "volumes": [v.to_text() for v in vm.spec.volumes], "bytes": sum(sizes),
+        "host": os.uname().nodename, "created": time.time()}
+
+
+def export(name, out, ctx, stop=False, with_image=False, compression=None,
+           header_only=False):
+    """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
+    Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
+    whatever happens, even if this process is killed (cvm netd then finishes it). With
+    `header_only`, only what `cvm import --check` reads."""
+    from . import operations
+    vm, upper, header = header_of(name, ctx, with_image)
     writer = _Writer(out, compression or compression_available())
+    if header_only:
+        writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
+        writer.finish()
+        return header
     with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
         writer.add_tree(upper, "layer")
@@ -239,7 +267,7 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None):
             if os.path.isdir(volume.host):
                 writer.add_tree(volume.host, "volumes/%d" % index)
     if with_image:
-        writer.add_image_save(ctx.engine.save_image(image["Id"]))
+        writer.add_image_save(ctx.engine.save_image(header["image"]["id"]))
     writer.finish()
     return header
 
@@ -295,9 +323,10 @@ def read_header(tar):
     return first, header
 
 
-def import_archive(source, ctx, name=None, nics=None, start=True):
+def import_archive(source, ctx, name=None, nics=None, start=True, check_only=False):
     """Create the VM of the archive read from the binary stream `source` (renamed, or
-    with other NICs); returns the VM. All or nothing."""
+    with other NICs); returns the VM. All or nothing. With `check_only`, only check
+    (from its header) that this host can take it: returns the spec."""
     from . import api
     from .spec import parse_spec
     if not hasattr(source, "peek"):
@@ -317,14 +346,10 @@ def import_archive(source, ctx, name=None, nics=None, start=True):
         # A copy under another name must not take the original's MAC.
         raw["nics"] = [dict(nic, mac=None) for nic in raw["nics"]]
     spec = parse_spec(raw, where="archive")
-    if api.exists(spec.name, ctx):
-        raise Conflict("name: a VM named %s already exists on this host" % spec.name)
-    for index, volume in enumerate(spec.volumes):
-        if os.path.isdir(volume.host) and os.listdir(volume.host):
-            raise Conflict("volumes[%d]: %s already holds data on this host; move it away "
-                           "or import under another name with other volumes" % (
-                               index, volume.host))
+    can_take(ctx, spec, header)
     image = _image_for(ctx, header, carried=header["image"].get("carried"))
+    if check_only:
+        return spec
     staging = _Staging(ctx, spec)
     digests = {HEADER: _member_digest(first, hashlib.sha256(json.dumps(
         header, sort_keys=True).encode()).digest())}
@@ -352,6 +377,31 @@ def import_archive(source, ctx, name=None, nics=None, start=True):
     finally:
         staging.remove()
         tar.close()
+
+
+def can_take(ctx, spec, header):
+    """Can this host take the archive's VM: its name and addresses free, its volumes'
+    directories empty, the bridges and parents of its NICs here, the disk room for it?
+    One clear error otherwise, before anything is unpacked."""
+    from . import api
+    if api.exists(spec.name, ctx):
+        raise Conflict("name: a VM named %s already exists on this host" % spec.name)
+    for index, volume in enumerate(spec.volumes):
+        if os.path.isdir(volume.host) and os.listdir(volume.host):
+            raise Conflict("volumes[%d]: %s already holds data on this host; move it away "
+                           "or import under another name with other volumes" % (
+                               index, volume.host))
+    if spec.nics:
+        from . import net
+        net.check_host(spec)
+        with ctx.store.lock():
+            net.claim_addresses(ctx, spec)  # only checked: nothing is written
+    needed = int(header.get("bytes") or 0) * 1.1 + (64 << 20)
+    root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
+    free = shutil.disk_usage(root).free
+    if free < needed:
+        raise CvmError("disk: %s has %d MiB free; the VM needs about %d MiB" % (
+            root, free >> 20, int(needed) >> 20))
 
 
 def _image_for(ctx, header, carried):

@@ -12,7 +12,7 @@ import tempfile
 from .errors import CvmError
 from .paths import project_root
 
-PLAYBOOKS = ("site.yml", "host.yml", "images.yml", "vms.yml")
+PLAYBOOKS = ("site.yml", "registry.yml", "host.yml", "images.yml", "vms.yml", "move.yml")
 
 
 class ProvisionError(CvmError):

@@ -151,7 +151,9 @@ def export_(name, output, stop, with_image, compress):
 @click.option("--nic", "nics", multiple=True, metavar="mode=...,link=...,ip=...",
               help="NICs instead of the archive's (repeatable).")
 @click.option("--no-start", is_flag=True, help="Create it, do not start it.")
-def import_(archive, name, nics, no_start):
+@click.option("--check", is_flag=True, help="Only check, from the archive's header, that this "
+              "host can take the VM (name, addresses, bridges, image, volumes, disk).")
+def import_(archive, name, nics, no_start, check):
     """Create a VM from an archive of `cvm export` ('-': standard input), checking every
     member against its manifest first."""
     from .. import bundle, ns
@@ -160,15 +162,14 @@ def import_(archive, name, nics, no_start):
     ns.require_root("cvm import")
     nic_list = [parse_nic_text(text) for text in nics] or None
     if archive == "-":
-        vm = bundle.import_archive(sys.stdin.buffer, default_context(), name, nic_list,
-                                   start=not no_start)
+        handle = sys.stdin.buffer
     else:
         try:
             handle = open(archive, "rb")
         except OSError as exc:
             from ..errors import NotFound
             raise NotFound("%s: %s" % (archive, exc.strerror)) from None
-        with handle:
-            vm = bundle.import_archive(handle, default_context(), name, nic_list,
-                                       start=not no_start)
-    click.echo(vm.name)
+    with handle:
+        made = bundle.import_archive(handle, default_context(), name, nic_list,
+                                     start=not no_start, check_only=check)
+    click.echo(made.name)

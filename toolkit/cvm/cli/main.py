@@ -46,7 +46,7 @@ for _command in served.COMMANDS:
     GROUPS[_command.path[:-1]].add_command(to_click(_command))
 
 # The other commands register themselves on `cli` as they are imported.
-from . import host, images, inside, lab, monitoring  # noqa: E402,F401  (commands)
+from . import fleet, host, images, inside, lab, monitoring  # noqa: E402,F401
 
 
 def run(argv=None):

@@ -1,0 +1,176 @@
+"""`cvm migrate NAME --to HOST`: move a VM to another host, cold, as Incus and Proxmox move
+containers, with export/import (cvm.bundle) as the mechanism. Run on the VM's host
+(playbooks/move.yml does it for `cvm move`); the target runs `cvm import` over ssh.
+
+1. check: the target can take the VM (name, addresses, bridges, image, volumes, disk),
+   from the archive's header, before anything stops;
+2. stop the VM (its desired state stays running) and stream it to the target, which
+   checks every member, makes the VM and starts it (same spec, IP and MAC; the address is
+   announced as its NICs are wired, so remote FDBs follow);
+3. check that the VM answers on the target;
+4. commit: remove it here (its volumes' data stays, as `cvm rm` leaves it).
+
+Until step 4 begins the VM belongs here: any failure removes what the target made and
+starts it here again. The record of this VM says which step the move is at; if this
+process is killed, cvm netd does the same from that record (`recover`): before the
+commit, back here; from the commit on, forward. So the VM runs on exactly one host.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import time
+
+from .errors import CvmError
+
+KNOWN_HOSTS = "/root/.ssh/cvm_fleet_known_hosts"
+FLEET_KEY = "/root/.ssh/cvm_fleet"
+
+
+def ssh_command(target, key=None):
+    """ssh to another host of the fleet as root, with the fleet's key (host.yml puts it on
+    every host); host keys learnt on first use."""
+    command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+               "-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile=" +
+               KNOWN_HOSTS, "-o", "LogLevel=ERROR"]
+    key = key or (FLEET_KEY if os.path.exists(FLEET_KEY) else None)
+    if key:
+        command += ["-i", key]
+    return command + ["root@" + target]
+
+
+def on_target(target, argv, key=None, stdin=None, timeout=600):
+    """Run a cvm command on the target; (exit code, stdout, stderr)."""
+    remote = " ".join(shlex.quote(word) for word in ["cvm"] + list(argv))
+    result = subprocess.run(ssh_command(target, key) + [remote], stdin=stdin,
+                            capture_output=True, timeout=timeout)
+    return (result.returncode, result.stdout.decode(errors="replace"),
+            result.stderr.decode(errors="replace"))
+
+
+def _fail_from(target, code, err, what):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    reason = lines[-1] if lines else "exit %d" % code
+    if reason.startswith("cvm: "):
+        reason = reason[len("cvm: "):]
+    raise CvmError("%s on %s: %s" % (what, target, reason))
+
+
+def _step(ctx, name, step, pause_at):
+    """Record that the move is at `step` (what cvm netd would do if this process died)."""
+    with ctx.store.vm_lock(name):
+        record = ctx.store.read_vm(name)
+        record["operation"]["step"] = step
+        ctx.store.write_vm(name, record)
+    if pause_at == step:  # tests kill the move here (CVM_MIGRATE_PAUSE_AT)
+        marker = os.environ.get("CVM_MIGRATE_PAUSED", "")
+        if marker:
+            open(marker, "w").close()
+        while True:
+            time.sleep(1)
+
+
+def migrate(ctx, name, target, key=None, progress=None):
+    """Move VM `name` to host `target` (an address reachable over ssh)."""
+    from . import api, bundle, operations
+    say = progress or (lambda text: None)
+    pause_at = os.environ.get("CVM_MIGRATE_PAUSE_AT")
+    vm = api.get(name, ctx)
+    if target in _own_addresses():
+        raise CvmError("to: %s is this host; the VM is already here" % target)
+    say("checking that %s can take %s" % (target, name))
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as out:
+        bundle.export(name, out, ctx, header_only=True)
+    with os.fdopen(read_end, "rb") as header:
+        code, _, err = on_target(target, ["import", "--check", "-"], key, stdin=header)
+    if code != 0:
+        _fail_from(target, code, err, "the move is refused")
+    was_running = vm.running
+    operations.mark(ctx, name, "migrate", target=target, key=key, step="check",
+                    was_running=was_running)
+    try:
+        _step(ctx, name, "copy", pause_at)
+        if was_running:
+            say("stopping %s" % name)
+            ctx.engine.stop(vm.container_id)
+        say("copying %s to %s" % (name, target))
+        _copy(ctx, name, target, key, start=was_running)
+        _step(ctx, name, "verify", pause_at)
+        if was_running:
+            code, _, err = on_target(target, ["exec", name, "--", "true"], key, timeout=60)
+            if code != 0:
+                _fail_from(target, code, err, "the VM does not answer")
+    except BaseException:
+        say("moving %s failed: it stays here" % name)
+        back(ctx, name, target, key, was_running)
+        raise
+    _step(ctx, name, "commit", pause_at)
+    forward(ctx, name)
+    say("%s runs on %s" % (name, target))
+    return {"name": name, "to": target}
+
+
+def _copy(ctx, name, target, key, start):
+    """Stream the VM (stopped) into `cvm import -` on the target."""
+    from . import bundle
+    process = subprocess.Popen(ssh_command(target, key) + [
+        "cvm import -" + ("" if start else " --no-start")], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        bundle.export(name, process.stdin, ctx)
+    except BrokenPipeError:
+        pass  # the target gave up: its exit says why
+    finally:
+        _, err = process.communicate(timeout=3600)  # the end of the stream, then its exit
+    if process.returncode != 0:
+        _fail_from(target, process.returncode, err.decode(errors="replace"),
+                   "the import failed")
+
+
+def back(ctx, name, target, key, was_running):
+    """Undo a move that did not commit: nothing of it on the target, the VM here as it
+    was. Raises when the target cannot be asked (then the VM may run there)."""
+    from . import api, operations
+    code, out, err = on_target(target, ["ls", "--json"], key, timeout=60)
+    if code != 0:
+        raise CvmError("cannot reach %s to undo the move of %s (%s); retrying later" % (
+            target, name, err.strip()[-200:] or "exit %d" % code))
+    if any(row["name"] == name for row in json.loads(out or "[]")):
+        code, _, err = on_target(target, ["rm", "-f", name], key, timeout=120)
+        if code != 0:
+            _fail_from(target, code, err, "removing the copy")
+    vm = api.get(name, ctx)
+    if was_running and not vm.running:
+        vm.start()
+    operations.clear(ctx, name)
+    return "moved back: runs here" if was_running else "moved back"
+
+
+def forward(ctx, name):
+    """Finish a committed move: the VM lives on the target now; remove it here."""
+    from . import api
+    api.get(name, ctx).remove(force=True)
+    return "moved: removed here"
+
+
+def recover(ctx, name, operation):
+    """What a killed `cvm migrate` left: back before its commit, forward from it."""
+    if operation.get("step") == "commit":
+        return forward(ctx, name)
+    return back(ctx, name, operation["target"], operation.get("key"),
+                operation.get("was_running", True))
+
+
+def _own_addresses():
+    import socket
+    addresses = {"127.0.0.1", "localhost", socket.gethostname()}
+    try:
+        from .net.netlink import Netlink
+        with Netlink.open() as host:
+            for link in host.links():
+                addresses.update(a.get("address") for a in host.addresses(link["index"]))
+    except Exception:
+        pass
+    return addresses
