@@ -4,7 +4,7 @@ import importlib
 import os
 import sys
 
-ALL = ["lifecycle", "network", "images", "tools", "monitor", "ansible"]
+ALL = ["lifecycle", "network", "images", "tools", "monitor", "ansible", "fleet"]
 
 
 def main(names):

@@ -1,8 +1,10 @@
 """Interfaces, bridges and namespaces that network tests make (and always remove).
 
-Only documentation ranges are used: 198.51.100.0/24, 203.0.113.128/25, 2001:db8::/32.
-(192.0.2.0/24 is this host's own uplink here, and the package registries may be reached at
-an address in 203.0.113.0/25: a bridge or route covering either cuts the machine off.)
+Only documentation ranges are used: 198.51.100.0/24, 203.0.113.224/27 (the fleet tests'
+lab), 2001:db8::/32. 192.0.2.0/24 is this host's own uplink here, and the package
+registries may be reached at an address in 203.0.113.0/25: a bridge or route covering
+either cuts the machine off. The rest of 203.0.113.128/25 is the demo's (.128/26) and
+the default lab's (.192/27), which may run beside the tests.
 """
 
 import contextlib

@@ -194,7 +194,7 @@ def test_host_playbook_converges_then_changes_nothing(tmp_path_factory, engine):
                        cvm_unit_dir=os.path.join(root, "units"),
                        cvm_log_dir=os.path.join(root, "log"),
                        cvm_exporter_listen="127.0.0.1:%d" % free_port(),
-                       cvm_bridges=[{"name": bridge, "address": "203.0.113.129/28"}])
+                       cvm_bridges=[{"name": bridge, "address": "198.51.100.241/28"}])
         try:
             first = succeeded(ansible("ansible-playbook", "-i", inventory.root, "host.yml"))
             assert first["here"]["changed"] > 0
@@ -204,7 +204,7 @@ def test_host_playbook_converges_then_changes_nothing(tmp_path_factory, engine):
             from cvm import client
             assert client.status(context.store.root), "host.yml did not start cvm netd"
             assert os.path.exists("/sys/class/net/%s/bridge" % bridge)
-            assert context.store.read_bridge(bridge)["address"] == "203.0.113.129/28"
+            assert context.store.read_bridge(bridge)["address"] == "198.51.100.241/28"
             with open(os.path.join(root, "units", "cvm-netd.service")) as handle:
                 unit = handle.read()
             assert "Environment=CVM_STATE_DIR=%s" % context.store.root in unit

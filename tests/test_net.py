@@ -107,20 +107,20 @@ def test_address_in_use_on_the_segment_is_refused(ctx, images, lab, name):
 
 
 def test_routed_mode(ctx, images, lab, name):
-    uplink = lab.bridge("203.0.113.129/25", prefix="cvu")
-    peer = lab.peer(uplink, "203.0.113.178/25")
-    vm = api.create(vm_spec(name, {"mode": "routed", "link": uplink, "ip": "203.0.113.168/32",
+    uplink = lab.bridge("198.51.100.129/25", prefix="cvu")
+    peer = lab.peer(uplink, "198.51.100.178/25")
+    vm = api.create(vm_spec(name, {"mode": "routed", "link": uplink, "ip": "198.51.100.168/32",
                                    "ip6": "2001:db8:c1::40/128"}), ctx=ctx)
-    assert ping("203.0.113.168")                                     # host -> VM, /32 route
+    assert ping("198.51.100.168")                                     # host -> VM, /32 route
     code, routes, _ = in_vm(vm, "ip", "route")
     assert "default via 169.254.0.1 dev eth0" in routes and "onlink" in routes
-    assert "203.0.113.168 dev %s-e0" % name in ip("route")
-    assert "203.0.113.168 dev %s proxy" % uplink in ip("neigh", "show", "proxy")
-    assert ping("203.0.113.168", netns=peer)                         # LAN -> VM via proxy ARP
-    assert in_vm(vm, "ping", "-c1", "-W2", "203.0.113.178")[0] == 0  # VM -> LAN via the host
+    assert "198.51.100.168 dev %s-e0" % name in ip("route")
+    assert "198.51.100.168 dev %s proxy" % uplink in ip("neigh", "show", "proxy")
+    assert ping("198.51.100.168", netns=peer)                         # LAN -> VM via proxy ARP
+    assert in_vm(vm, "ping", "-c1", "-W2", "198.51.100.178")[0] == 0  # VM -> LAN via the host
     api.get(name, ctx).remove(force=True)
-    assert "203.0.113.168" not in ip("neigh", "show", "proxy")
-    assert "203.0.113.168" not in ip("route")
+    assert "198.51.100.168" not in ip("neigh", "show", "proxy")
+    assert "198.51.100.168" not in ip("route")
 
 
 def test_macvlan_mode(ctx, images, lab, name):
@@ -293,7 +293,7 @@ def test_interface_name_clash_inside_the_vm(cvm, ctx, images, lab, name):
 
 
 def test_too_many_nics(cvm, ctx, images, name):
-    nics = sum([["--nic", "mode=routed,ip=203.0.113.%d/32" % (140 + i)] for i in range(9)], [])
+    nics = sum([["--nic", "mode=routed,ip=198.51.100.%d/32" % (140 + i)] for i in range(9)], [])
     result = cvm("create", name, "--image", BUSYBOX, *nics)
     assert result.returncode == 2 and "nics: 9 NICs; a VM has at most 8" in result.stderr
 
@@ -314,11 +314,11 @@ def _nic_steps(spec):
 def test_failure_at_every_step_undoes_the_steps_before(ctx, images, lab, name, mode,
                                                        monkeypatch):
     bridge = lab.bridge("%s.1/24" % SUBNET)
-    uplink = lab.bridge("203.0.113.129/25", prefix="cvu")
+    uplink = lab.bridge("198.51.100.129/25", prefix="cvu")
     nics = {"bridge": [bridge_nic(bridge, 110, ip6="2001:db8:c0::110/64",
                                   routes=["203.0.113.0/24 via %s.254" % SUBNET],
                                   hairpin=True)],
-            "routed": [{"mode": "routed", "link": uplink, "ip": "203.0.113.111/32",
+            "routed": [{"mode": "routed", "link": uplink, "ip": "198.51.100.211/32",
                         "ip6": "2001:db8:c1::111/128"}]}[mode]
     counted, counting = _nic_steps(None)
     monkeypatch.setattr(Transaction, "step", counting)
@@ -403,15 +403,15 @@ def test_attach_detach_and_ls(cvm, ctx, images, lab, name):
 def test_bridges_and_pools(cvm, ctx, images, lab, name):
     bridge = lab.name("cvk")
     lab.links.append(bridge)
-    cvm("bridge", "add", bridge, "--address", "203.0.113.1/24", "--pool",
-        "203.0.113.10-203.0.113.11", check=True)
-    assert "203.0.113.1/24" in ip("addr", "show", bridge)
+    cvm("bridge", "add", bridge, "--address", "198.51.100.1/24", "--pool",
+        "198.51.100.10-198.51.100.11", check=True)
+    assert "198.51.100.1/24" in ip("addr", "show", bridge)
     for i in range(2):
         cvm("create", "%s%d" % (name, i), "--image", BUSYBOX, "--init", "none", "--nic",
             "mode=bridge,link=%s,ip=auto" % bridge, "--", "sleep", "100000", check=True)
     assert [v.spec.nics[0].ip for v in sorted(api.ls(ctx), key=lambda v: v.name)] == [
-        "203.0.113.10/24", "203.0.113.11/24"]
-    assert api.get(name + "0", ctx).spec.nics[0].gw == "203.0.113.1"
+        "198.51.100.10/24", "198.51.100.11/24"]
+    assert api.get(name + "0", ctx).spec.nics[0].gw == "198.51.100.1"
     full = cvm("create", name + "x", "--image", BUSYBOX, "--nic",
                "mode=bridge,link=%s,ip=auto" % bridge)
     assert full.returncode == 1 and "has no free address" in full.stderr
@@ -425,7 +425,7 @@ def test_bridges_and_pools(cvm, ctx, images, lab, name):
         api.get("%s%d" % (name, i), ctx).remove(force=True)
     ip("link", "del", bridge)
     cvm("netd", "--once", check=True)
-    assert "203.0.113.1/24" in ip("addr", "show", bridge)
+    assert "198.51.100.1/24" in ip("addr", "show", bridge)
     cvm("bridge", "rm", bridge, check=True)
     assert bridge not in host_links()
 
@@ -434,17 +434,17 @@ def test_bridge_on_an_uplink_takes_its_address(cvm, ctx, lab, name):
     uplink, far_end = lab.veth(prefix="cvl")
     far = lab.netns("cvf")
     ip("link", "set", far_end, "netns", far)
-    ip("addr", "add", "203.0.113.2/24", "dev", far_end, netns=far)
+    ip("addr", "add", "198.51.100.2/24", "dev", far_end, netns=far)
     ip("link", "set", far_end, "up", netns=far)
-    ip("addr", "add", "203.0.113.3/24", "dev", uplink)
+    ip("addr", "add", "198.51.100.3/24", "dev", uplink)
     ip("link", "set", uplink, "up")
-    assert ping("203.0.113.2")
+    assert ping("198.51.100.2")
     bridge = lab.name("cvbu")
     lab.links.insert(0, bridge)
     cvm("bridge", "add", bridge, "--uplink", uplink, check=True)
-    assert "203.0.113.3/24" in ip("addr", "show", bridge)
-    assert "203.0.113.3" not in ip("addr", "show", uplink)
+    assert "198.51.100.3/24" in ip("addr", "show", bridge)
+    assert "198.51.100.3" not in ip("addr", "show", uplink)
     assert "master %s" % bridge in ip("link", "show", uplink)
-    assert ping("203.0.113.2")  # the host still reaches the LAN, now through the bridge
+    assert ping("198.51.100.2")  # the host still reaches the LAN, now through the bridge
     cvm("bridge", "rm", bridge, check=True)
-    assert "203.0.113.3/24" in ip("addr", "show", uplink) and bridge not in host_links()
+    assert "198.51.100.3/24" in ip("addr", "show", uplink) and bridge not in host_links()

@@ -12,6 +12,7 @@ daemon re-applies it on every start.
 
 import contextlib
 import os
+import shutil
 import time
 
 from . import guestfiles, ns
@@ -194,11 +195,18 @@ class VM:
         self.wire()
         return self
 
-    def remove(self, force=False):
-        """Remove the VM: its wiring, its container and its state (not its volumes' data)."""
+    def remove(self, force=False, volumes=False):
+        """Remove the VM: its wiring, its container and its state; its volumes' data only
+        with `volumes`, and then not a directory another VM uses."""
         if self.status in ("running", "restarting", "paused") and not force:
             raise Conflict("VM %s is running; stop it first or use -f" % self.name)
+        paths = [v.host for v in self.spec.volumes] if volumes else []
         _remove(self.ctx, self.name, self.record)
+        used = {v.split(":")[0] for record in self.ctx.store.vm_records().values()
+                for v in record["spec"].get("volumes", [])}
+        for path in paths:
+            if path not in used:
+                shutil.rmtree(path, ignore_errors=True)
 
     def resize(self, cpus=None, memory=None, pids=None, cpuset=None, cpu_shares=None):
         """Change limits live. Swap stays off (memory+swap = memory) unless the spec has swap."""

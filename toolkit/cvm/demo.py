@@ -12,10 +12,10 @@ import sys
 import time
 
 BRIDGE = "cvmdemo0"
-# The upper half of a documentation range, so that the test suite (which uses the lower
-# halves) can run beside the demo.
-BRIDGE_ADDRESS = "203.0.113.129/25"
-POOL = "203.0.113.200-203.0.113.250"
+# A quarter of a documentation range: the test suite and the labs (`cvm lab`: its
+# 203.0.113.192/27, the tests' 203.0.113.224/27) use other parts, so all can run beside it.
+BRIDGE_ADDRESS = "203.0.113.129/26"
+POOL = "203.0.113.150-203.0.113.190"
 IMAGE = "cvm/debian12:latest"
 DEMO_DIR = "/var/lib/cvm/demo"
 KEY = os.path.join(DEMO_DIR, "id_ed25519")
@@ -35,7 +35,7 @@ def spec_file():
     for vm in VMS:
         lines += ["  - name: %s" % vm["name"], "    cpus: %s" % vm["cpus"],
                   "    memory: %s" % vm["memory"], "    nics:",
-                  "      - {mode: bridge, link: %s, ip: %s/25, gw: 203.0.113.129}" % (
+                  "      - {mode: bridge, link: %s, ip: %s/26, gw: 203.0.113.129}" % (
                       BRIDGE, vm["ip"])]
     path = os.path.join(DEMO_DIR, "vms.yml")
     with open(path, "w") as handle:
@@ -156,4 +156,76 @@ def main(clean=False):
     print("web2 answers on 203.0.113.132 again, %.2f s after `docker restart` returned" % (
         time.monotonic() - started))
     say("done: the VMs keep running. Try `cvm enter web1`; remove it all with `cvm demo --clean`")
+    return 0
+
+
+# ---------------------------------------------------------------- the fleet demo
+
+
+def _fleet_inventory(lab, key):
+    """host_vars of the lab's three hosts: an overlay bridge on each, two VMs each (one with
+    a static address, one from the fleet-wide pool), the demo's key in every VM."""
+    import yaml
+    with open(key + ".pub") as handle:
+        public = handle.read().strip()
+    os.makedirs(os.path.join(lab.inventory, "host_vars"), exist_ok=True)
+    os.makedirs(os.path.join(lab.inventory, "group_vars"), exist_ok=True)
+    with open(os.path.join(lab.inventory, "group_vars", "cvm_hosts.yml"), "w") as handle:
+        yaml.safe_dump({"cvm_ssh_keys": [public]}, handle)
+    for index in (1, 2, 3):
+        host = lab.host_name(index)
+        data = {"cvm_bridges": [{"name": "ovl0", "address": "198.51.100.%d/24" % index,
+                                 "pool": "198.51.100.100-198.51.100.199",
+                                 "vxlan": {"id": 100}}],
+                "cvm_vms": [{"name": "web%d" % index, "memory": "256m", "nics": [
+                    {"mode": "bridge", "link": "ovl0", "ip": "198.51.100.1%d/24" % index}]},
+                            {"name": "app%d" % index, "memory": "256m", "nics": [
+                                {"mode": "bridge", "link": "ovl0", "ip": "auto"}]}]}
+        with open(os.path.join(lab.inventory, "host_vars", host + ".yml"), "w") as handle:
+            yaml.safe_dump(data, handle, sort_keys=False)
+
+
+def fleet(clean=False):
+    """A lab of three cvm hosts, converged from bare by one inventory, then shown working:
+    images from the registry, VMs across hosts on an overlay, a VM moved."""
+    from .lab import Lab
+    cvm = cvm_command()
+    lab = Lab()
+    if clean:
+        say("removing the lab")
+        run("%s lab down" % cvm, check=False)
+        return 0
+    say("a lab of three real cvm hosts on this machine (containers with systemd, dockerd, "
+        "lxcfs, sshd)")
+    run("%s lab up -n 3" % cvm)
+    key = os.path.join(lab.dir, "demo_key")
+    if not os.path.exists(key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key,
+                        "-C", "cvm-demo"], check=True)
+    _fleet_inventory(lab, key)
+    hosts = [lab.host_name(i) for i in (1, 2, 3)]
+    on = "ssh -i %s %s root@%%s" % (lab.key, " ".join(
+        "-o %s" % option for option in ("StrictHostKeyChecking=no",
+                                        "UserKnownHostsFile=/dev/null", "LogLevel=ERROR")))
+    say("one inventory: an overlay bridge on every host, two VMs on each")
+    run("cat %s" % os.path.join(lab.inventory, "host_vars", hosts[0] + ".yml"))
+    say("cvm provision: the registry, the hosts (offline), the image built once and pulled "
+        "by digest, the VMs")
+    run("%s provision -i %s" % (cvm, lab.inventory))
+    for host in hosts:
+        run("%s 'cvm ls'" % (on % lab.address_of(host)))
+    say("VMs reach each other across hosts (VXLAN), ip: auto resolved once for the fleet")
+    run("cat %s" % os.path.join(lab.inventory, "cvm_leases.json"))
+    run("%s 'cvm exec web1 -- ping -c2 -W2 198.51.100.13 | tail -2'" % (
+        on % lab.address_of(hosts[0])))
+    say("a second run changes nothing")
+    run("%s provision -i %s | tail -5" % (cvm, lab.inventory))
+    say("web1 moves to %s: same address, same data; the inventory follows" % hosts[1])
+    run("%s 'cvm exec web1 -- sh -c \"echo written-on-%s > /root/mark\"'" % (
+        on % lab.address_of(hosts[0]), hosts[0]))
+    run("%s move web1 --to %s -i %s" % (cvm, hosts[1], lab.inventory))
+    run("%s 'cvm ls; cvm exec web1 -- cat /root/mark'" % (on % lab.address_of(hosts[1])))
+    run("%s 'cvm exec web3 -- ping -c1 -W2 198.51.100.11 | tail -2'" % (
+        on % lab.address_of(hosts[2])))
+    say("done: the lab keeps running (cvm lab ls); remove it with `cvm demo --fleet --clean`")
     return 0

@@ -94,16 +94,18 @@ class Lab:
 
     # ---------------------------------------------------------------- up
 
-    def up(self, count=3, prefix=None, bridge=None, progress=None):
+    def up(self, count=3, prefix=None, bridge=None, subnet=None, progress=None):
         """Make the lab have `count` hosts, running and reachable over ssh; returns ls()."""
         say = progress or (lambda text: None)
         if not 1 <= count <= MAX_HOSTS:
             raise SpecError("count", "%d hosts: a lab has 1 to %d" % (count, MAX_HOSTS))
         if self.settings is None:
+            subnet = _lab_subnet(subnet or SUBNET, count)
             self.settings = {"prefix": prefix or "lab", "bridge": bridge or "cvmlab0",
-                             "subnet": SUBNET, "count": count}
+                             "subnet": subnet, "count": count}
         elif prefix not in (None, self.settings["prefix"]) or \
-                bridge not in (None, self.settings["bridge"]):
+                bridge not in (None, self.settings["bridge"]) or \
+                subnet not in (None, self.settings["subnet"]):
             raise CvmError("the lab in %s has hosts %s* on %s; `cvm lab down` first to change "
                            "them" % (self.dir, self.settings["prefix"], self.settings["bridge"]))
         self.settings["count"] = max(count, self.settings.get("count", 0))
@@ -264,6 +266,27 @@ class Lab:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.settings = None
         return removed
+
+
+def _lab_subnet(text, count):
+    """The lab LAN's subnet: room for the controller and `count` hosts, and no address of
+    this machine in it (a second route to it would cut this machine off from it)."""
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise SpecError("subnet", str(exc)) from None
+    if network.version != 4 or network.num_addresses - 2 < count + 1:
+        raise SpecError("subnet", "%s has no room for the controller and %d hosts" % (
+            network, count))
+    from .net.netlink import Netlink
+    with Netlink.open() as host:
+        for link in host.links():
+            for address in host.addresses(link["index"]):
+                found = address.get("address")
+                if found and ":" not in found and ipaddress.ip_address(found) in network:
+                    raise SpecError("subnet", "%s holds %s of this machine (%s); give the lab "
+                                    "another subnet" % (network, found, link.get("ifname")))
+    return str(network)
 
 
 def _remove_cgroup_parent(name, root="/sys/fs/cgroup"):

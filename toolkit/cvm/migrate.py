@@ -8,7 +8,8 @@ containers, with export/import (cvm.bundle) as the mechanism. Run on the VM's ho
    checks every member, makes the VM and starts it (same spec, IP and MAC; the address is
    announced as its NICs are wired, so remote FDBs follow);
 3. check that the VM answers on the target;
-4. commit: remove it here (its volumes' data stays, as `cvm rm` leaves it).
+4. commit: remove it here, and its volumes' data (the target has it, checked) unless
+   another VM here uses them.
 
 Until step 4 begins the VM belongs here: any failure removes what the target made and
 starts it here again. The record of this VM says which step the move is at; if this
@@ -91,10 +92,10 @@ def migrate(ctx, name, target, key=None, progress=None):
     operations.mark(ctx, name, "migrate", target=target, key=key, step="check",
                     was_running=was_running)
     try:
-        _step(ctx, name, "copy", pause_at)
         if was_running:
             say("stopping %s" % name)
             ctx.engine.stop(vm.container_id)
+        _step(ctx, name, "stopped", pause_at)
         say("copying %s to %s" % (name, target))
         _copy(ctx, name, target, key, start=was_running)
         _step(ctx, name, "verify", pause_at)
@@ -138,7 +139,7 @@ def back(ctx, name, target, key, was_running):
         raise CvmError("cannot reach %s to undo the move of %s (%s); retrying later" % (
             target, name, err.strip()[-200:] or "exit %d" % code))
     if any(row["name"] == name for row in json.loads(out or "[]")):
-        code, _, err = on_target(target, ["rm", "-f", name], key, timeout=120)
+        code, _, err = on_target(target, ["rm", "-f", "--volumes", name], key, timeout=120)
         if code != 0:
             _fail_from(target, code, err, "removing the copy")
     vm = api.get(name, ctx)
@@ -149,9 +150,10 @@ def back(ctx, name, target, key, was_running):
 
 
 def forward(ctx, name):
-    """Finish a committed move: the VM lives on the target now; remove it here."""
+    """Finish a committed move: the VM lives on the target now (which checked every byte
+    of it); remove it here, and its volumes' data unless another VM here uses them."""
     from . import api
-    api.get(name, ctx).remove(force=True)
+    api.get(name, ctx).remove(force=True, volumes=True)
     return "moved: removed here"
 
 

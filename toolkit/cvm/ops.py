@@ -88,8 +88,8 @@ def restart(ctx, names, timeout=None):
 
 
 @operation
-def rm(ctx, names, force=False):
-    return _each(ctx, names, lambda vm: vm.remove(force=force))
+def rm(ctx, names, force=False, volumes=False):
+    return _each(ctx, names, lambda vm: vm.remove(force=force, volumes=volumes))
 
 
 @operation

@@ -151,9 +151,11 @@ def provision(inventory, playbook, limit, check, diff, tags, extra, as_json):
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--clean", is_flag=True, help="Remove the demo's VMs and bridge.")
-def demo(clean):
+@click.option("--clean", is_flag=True, help="Remove the demo's VMs and bridge (or the lab).")
+@click.option("--fleet", is_flag=True, help="A lab of three cvm hosts, converged by one "
+              "inventory, VMs across hosts, a VM moved.")
+def demo(clean, fleet):
     """Create a few VMs on a host-only bridge and show them working."""
     from .. import demo as demo_module, ns
     ns.require_root("cvm demo")
-    sys.exit(demo_module.main(clean=clean))
+    sys.exit(demo_module.fleet(clean) if fleet else demo_module.main(clean=clean))

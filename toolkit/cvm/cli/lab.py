@@ -40,12 +40,14 @@ def _show(rows, as_json):
 @click.option("-n", "--hosts", "count", default=3, show_default=True, type=int)
 @click.option("--prefix", help="Host names: PREFIX1, PREFIX2... (default lab).")
 @click.option("--bridge", help="The lab LAN bridge (default cvmlab0).")
+@click.option("--subnet", help="The lab LAN (default 203.0.113.192/27; the controller takes "
+              "its first address, the hosts the next ones).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def lab_up(context, count, prefix, bridge, as_json):
+def lab_up(context, count, prefix, bridge, subnet, as_json):
     """Make the lab's hosts (building their image offline first), reachable over ssh."""
     the_lab = _lab(context)
-    rows = the_lab.up(count, prefix, bridge, progress=_say)
+    rows = the_lab.up(count, prefix, bridge, subnet, progress=_say)
     _show(rows, as_json)
     if not as_json:
         click.echo("inventory: %s  (cvm provision -i %s)" % (the_lab.inventory,
