@@ -138,7 +138,8 @@ def test_ansible_lint_passes():
     if lint is None:
         pytest.fail("ansible-lint is not installed (pip install -e .[test])")
     result = subprocess.run([lint, "--offline", "-q", "host.yml", "images.yml", "vms.yml",
-                             "site.yml", "roles", "inventory", "collections"],
+                             "site.yml", "registry.yml", "move.yml", "roles", "inventory",
+                             "collections"],
                             cwd=PLAYBOOKS, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, ANSIBLE_CONFIG="ansible.cfg",
                                      PATH=BIN + os.pathsep + os.environ["PATH"]))

@@ -24,7 +24,7 @@ from cvm.spec import parse_spec
 from .conftest import BUILD_LOG_DIR, DEBIAN, wait_for
 
 HADOLINT = os.path.join(os.path.dirname(sys.executable), "hadolint")
-DISTROS = ["alma8", "alma9", "centos7", "debian12", "rocky8", "rocky9", "ubuntu2204",
+DISTROS = ["alma8", "alma9", "centos7", "debian12", "labhost", "rocky8", "rocky9", "ubuntu2204",
            "ubuntu2404"]
 
 
@@ -117,7 +117,7 @@ def images_module_hash():
 
 BAD = [
     (["image", "build", "gentoo"], "unknown distro 'gentoo'; known: alma8, alma9, centos7, "
-                                   "debian12, rocky8, rocky9, ubuntu2204, ubuntu2404"),
+                                   "debian12, labhost, rocky8, rocky9, ubuntu2204, ubuntu2404"),
     (["image", "build", "rocky9"], "base image rockylinux:9 is not on this host and cvm pulls "
                                    "from no registry"),
     (["image", "build", "centos7", "--rootfs", "debootstrap"],

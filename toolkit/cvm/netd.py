@@ -86,14 +86,17 @@ class Daemon:
             log.exception("wiring %s failed", name)
 
     def cleanup(self, name):
-        """A VM's container died: remove its host-side pieces (proxy entries, VFs)."""
+        """A VM's container died: remove its host-side pieces (proxy entries, VFs, filters).
+        Not if it runs again by now: a replayed or late "die" must not unwire a new start
+        (events of the last second are replayed after a netd restart)."""
         from . import api
         from .net import unwire_vm
         try:
-            vm = api.get(name, self.ctx)
-            spec = vm.spec
-            if spec.nics:
-                unwire_vm(self.ctx, name, spec, None)
+            with self.ctx.store.vm_lock(name):
+                vm = api.get(name, self.ctx)
+                spec = vm.spec
+                if spec.nics and not vm.running:
+                    unwire_vm(self.ctx, name, spec, None)
         except NotFound:
             pass
         except CvmError as exc:
@@ -112,17 +115,29 @@ class Daemon:
             self.pool.submit(self._recover, name, operation)
 
     def _recover(self, name, operation):
-        from . import operations
         try:
             log.info("%s: the process of its %s (pid %s) is gone; recovering", name,
                      operation.get("kind"), operation.get("pid"))
-            log.info("%s: %s", name, operations.recover(self.ctx, name, operation))
+            log.info("%s: %s", name, self.recover(name, operation))
         except CvmError as exc:
             log.error("recovering %s: %s", name, exc)
         except Exception:
             log.exception("recovering %s failed", name)
         finally:
             self.recovering.discard(name)
+
+    def recover(self, name, operation):
+        """Finish or undo what a dead process left of `operation` on VM `name`; what was
+        done, in words."""
+        from . import api, migrate, operations
+        kind = operation.get("kind")
+        if kind == "create":
+            return api.finish_create(self.ctx, name)
+        if kind == "migrate":
+            return migrate.recover(self.ctx, name, operation)
+        operations.resume(api.get(name, self.ctx), operation.get("mode"))
+        return "%s left by a dead %s: running again" % (
+            "thawed" if operation.get("mode") == "freeze" else "started", kind)
 
     def janitor(self, interval=JANITOR_INTERVAL):
         while not self.stopping.wait(interval):

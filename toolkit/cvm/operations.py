@@ -4,9 +4,9 @@ when the process doing them is killed.
 
 The VM's record says what is under way and which process does it ("operation": kind,
 pid and that process's start time, so that a reused pid is not mistaken for it). cvm
-netd looks for operations whose process is gone (`dead`) and finishes or undoes them
-(`recover`): a dead create is rolled back or completed, a frozen VM is thawed, a VM
-stopped for a move or an export runs again.
+netd looks for operations whose process is gone (`dead`) and finishes or undoes them:
+a dead create is made whole or rolled back, a frozen VM is thawed, a VM stopped for an
+export runs again, a move goes back or forward (see cvm.netd.Daemon.recover).
 """
 
 import contextlib
@@ -53,7 +53,7 @@ def dead(ctx):
 def quiesced(ctx, vm, mode, kind):
     """The VM frozen (mode "freeze": its cgroup, as Docker's pause does) or stopped
     ("stop") for the block, running again after it; a VM that was not running is left
-    as it is."""
+    as it is. Were this process killed, cvm netd would resume it (see cvm.netd)."""
     if not vm.running:
         yield
         return
@@ -65,31 +65,14 @@ def quiesced(ctx, vm, mode, kind):
             ctx.engine.stop(vm.container_id)  # not vm.stop(): it is to run again
         yield
     finally:
-        resume(ctx, vm.name, mode)
+        resume(vm.refresh(), mode)
 
 
-def resume(ctx, name, mode):
+def resume(vm, mode):
     """Put a VM that an operation froze or stopped back to running, and forget it."""
-    from . import api
-    vm = api.get(name, ctx)
     if mode == "freeze":
         if vm.status == "paused":
-            ctx.engine.unpause(vm.container_id)
+            vm.ctx.engine.unpause(vm.container_id)
     elif vm.status != "running":
         vm.start()
-    clear(ctx, name)
-
-
-def recover(ctx, name, operation):
-    """Finish or undo what a dead process left of `operation` on VM `name`; what was
-    done, in words."""
-    from . import api
-    kind = operation.get("kind")
-    if kind == "create":
-        return api.finish_create(ctx, name)
-    if kind == "migrate":
-        from . import migrate
-        return migrate.recover(ctx, name, operation)
-    resume(ctx, name, operation.get("mode"))
-    return "%s left by a dead %s: running again" % (
-        "thawed" if operation.get("mode") == "freeze" else "started", kind)
+    clear(vm.ctx, vm.name)

@@ -14,9 +14,9 @@ description:
   - Takes every container host's C(cvm_vms) and C(cvm_bridges) and reports, all at once,
     duplicate VM names, IPs and MACs across all hosts, addresses outside their bridge's
     subnet, VMs on a bridge their host does not declare, and invalid VM specs.
-  - Resolves every C(ip: auto) of a bridge NIC from the bridge's pool for the whole fleet
+  - "Resolves every C(ip: auto) of a bridge NIC from the bridge's pool for the whole fleet
     at once, keeping each VM's address in a lease file across runs, and checks that an
-    overlay bridge (C(vxlan)) has one VXLAN id on every host and a VXLAN id one bridge.
+    overlay bridge (C(vxlan)) has one VXLAN id on every host and a VXLAN id one bridge."
   - Run it once, on the controller, first in a play; it fails listing every problem and
     touches nothing.
 version_added: "0.1.0"
@@ -29,7 +29,7 @@ options:
     type: dict
     required: true
   leases:
-    description: The lease file of C(ip: auto) addresses (JSON, made when missing).
+    description: "The lease file of C(ip: auto) addresses (JSON, made when missing)."
     type: path
 """
 
@@ -52,8 +52,8 @@ vms:
   returned: always
   type: int
 resolved:
-  description: For each host, the NICs of its VMs that had C(ip: auto), with the address
-    each got.
+  description: "For each host, the NICs of its VMs that had C(ip: auto), with the address
+    each got."
   returned: always
   type: dict
 """

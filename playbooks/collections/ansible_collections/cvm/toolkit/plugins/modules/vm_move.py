@@ -42,6 +42,24 @@ options:
     default: false
 """
 
+EXAMPLES = r"""
+- name: Where web1 is, and whether host2 can have it
+  cvm.toolkit.vm_move:
+    vm: web1
+    to: host2
+    hosts: "{{ dict(groups['cvm_hosts'] | zip(groups['cvm_hosts'] | map('extract', hostvars))) }}"
+    inventory_dir: "{{ inventory_dir }}"
+  register: plan
+
+- name: After the move, the inventory says where web1 is
+  cvm.toolkit.vm_move:
+    vm: web1
+    to: host2
+    hosts: "{{ dict(groups['cvm_hosts'] | zip(groups['cvm_hosts'] | map('extract', hostvars))) }}"
+    inventory_dir: "{{ inventory_dir }}"
+    update_inventory: true
+"""
+
 RETURN = r"""
 source:
   description: The host the VM is on.
