@@ -355,7 +355,7 @@ def test_a_killed_move_leaves_the_vm_running_on_exactly_one_host(fleet, step, en
     source = fleet.where("web1")[0]
     target = [h for h in fleet.hosts if h != source][0]
     marker = "/run/cvm-migrate-paused"
-    fleet.on(source, "rm -f %s; CVM_MIGRATE_PAUSE_AT=%s CVM_MIGRATE_PAUSED=%s setsid -f cvm "
+    fleet.on(source, "rm -f %s; CVM_PAUSE_AT=migrate:%s CVM_PAUSED=%s setsid -f cvm "
                      "migrate web1 --to %s >/tmp/migrate.log 2>&1" % (
                          marker, step, marker, fleet.lab.address_of(target)))
     wait_for(lambda: fleet.on(source, "test -e %s" % marker).returncode == 0, timeout=120,

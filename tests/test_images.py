@@ -132,7 +132,7 @@ BAD = [
 def test_bad_builds_are_one_line(cvm, args, message):
     logs = os.listdir(BUILD_LOG_DIR)
     result = cvm(*args)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
     assert "build log" not in result.stderr and os.listdir(BUILD_LOG_DIR) == logs  # none empty
 
@@ -266,19 +266,19 @@ def test_import_refuses_what_is_not_that_vm(cvm, tmp_path, vm_tarball):
     not_tar = tmp_path / "notes.txt"
     not_tar.write_text("hello")
     result = cvm("image", "import", "--rootfs", not_tar, "--distro", "debian12", "--tag", "x:y")
-    assert result.returncode == 1 and "is not a tar archive" in result.stderr
+    assert result.returncode == 2 and "is not a tar archive" in result.stderr
     empty = tmp_path / "empty.tar.gz"
     with tarfile.open(str(empty), "w:gz") as archive:
         add_file(archive, "./etc/hostname", "box\n")
     result = cvm("image", "import", "--rootfs", empty, "--distro", "debian12", "--tag", "x:y")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "is not a root filesystem: it has no /etc/os-release" in result.stderr
     result = cvm("image", "import", "--rootfs", vm_tarball, "--distro", "centos7", "--tag", "x:y")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "holds debian 12 (debian12), not centos7; pass --distro debian12" in result.stderr
     missing = cvm("image", "import", "--rootfs", tmp_path / "nope.tar", "--distro", "debian12",
                   "--tag", "x:y")
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_os_release_mapping():

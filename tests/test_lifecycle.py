@@ -92,7 +92,7 @@ def test_lifecycle_commands(cvm, ctx, images, name):
     cvm("rm", "-f", name, check=True)
     assert residue(ctx, name) == []
     missing = cvm("inspect", name)
-    assert missing.returncode == 1 and missing.stderr == "cvm: no VM named %r (see `cvm ls`)\n" \
+    assert missing.returncode == 2 and missing.stderr == "cvm: no VM named %r (see `cvm ls`)\n" \
         % name
 
 

@@ -137,7 +137,7 @@ def test_stats_table_and_json(ctx, images, name, cvm):
     data = json.loads(cvm("stats", name, "--json", "--interval", "0.3", check=True).stdout)
     assert data[0]["name"] == name and data[0]["rates"]["cpu_percent"] > 10
     missing = cvm("stats", "nosuchvm")
-    assert missing.returncode == 1 and "no VM named 'nosuchvm'" in missing.stderr
+    assert missing.returncode == 2 and "no VM named 'nosuchvm'" in missing.stderr
 
 
 def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):

@@ -222,32 +222,38 @@ def test_unsupported_modes_fail_clearly_here(cvm, ctx, images, lab, name):
         assert "this kernel lacks SR-IOV" in result.stderr or "not an SR-IOV" in result.stderr
 
 
+# (NIC, exit code: 2 for bad input, 1 for a host that is not ready, message)
 BAD_NICS = [
-    ("mode=bridge,link=cvnope0,ip=198.51.100.80/24", "nics[0].link: bridge cvnope0 does not exist"),
-    ("mode=bridge,link={down},ip=198.51.100.80/24", "nics[0].link: bridge {down} is down"),
-    ("mode=bridge,link={veth},ip=198.51.100.80/24", "nics[0].link: {veth} is not a bridge"),
-    ("mode=bridge,link={bridge},ip=198.51.100.80/24,mtu=9000",
+    ("mode=bridge,link=cvnope0,ip=198.51.100.80/24", 2,
+     "nics[0].link: bridge cvnope0 does not exist"),
+    ("mode=bridge,link={down},ip=198.51.100.80/24", 1, "nics[0].link: bridge {down} is down"),
+    ("mode=bridge,link={veth},ip=198.51.100.80/24", 2, "nics[0].link: {veth} is not a bridge"),
+    ("mode=bridge,link=lo,ip=198.51.100.80/24", 2, "nics[0].link: lo is the loopback"),
+    ("mode=macvlan,link=lo,ip=198.51.100.80/24", 2, "nics[0].link: lo is the loopback"),
+    ("mode=bridge,link={bridge},ip=198.51.100.80/24,mtu=9000", 2,
      "nics[0].mtu: 9000 is above the MTU of {bridge} (1500)"),
-    ("mode=macvlan,link=cvnope0", "nics[0].link: parent interface cvnope0 does not exist"),
-    ("mode=bridge,link={bridge},ip=198.51.100.80/24,gw=203.0.113.1",
+    ("mode=macvlan,link=cvnope0", 2, "nics[0].link: parent interface cvnope0 does not exist"),
+    ("mode=bridge,link={bridge},ip=198.51.100.80/24,gw=203.0.113.1", 2,
      "nics[0].gw: gateway 203.0.113.1 is outside the NIC's subnet 198.51.100.0/24"),
-    ("mode=bridge,link={bridge},ip6=2001:db8::80/64,gw=198.51.100.1",
+    ("mode=bridge,link={bridge},ip6=2001:db8::80/64,gw=198.51.100.1", 2,
      "nics[0].gw: an IPv4 gateway needs an IPv4 address on the NIC"),
-    ("mode=bridge,link={bridge},ip=198.51.100.800/24", "is not a valid IPv4 CIDR"),
-    ("mode=macvlan,link={bridge},vlan=4095", "nics[0].vlan: 4095 is out of range"),
+    ("mode=bridge,link={bridge},ip=198.51.100.800/24", 2, "is not a valid IPv4 CIDR"),
+    ("mode=bridge,link={bridge},ip6=fe80::1/64", 2, "nics[0].ip6: fe80::1 is link-local"),
+    ("mode=macvlan,link={bridge},vlan=4095", 2, "nics[0].vlan: 4095 is out of range"),
 ]
 
 
-@pytest.mark.parametrize("nic,message", BAD_NICS, ids=[str(i) for i in range(len(BAD_NICS))])
-def test_bad_nics_leave_nothing(cvm, ctx, images, lab, name, nic, message):
+@pytest.mark.parametrize("nic,code,message", BAD_NICS, ids=[str(i) for i in range(len(BAD_NICS))])
+def test_bad_nics_leave_nothing(cvm, ctx, images, lab, name, nic, code, message):
     names = {"bridge": lab.bridge(prefix="cvx"), "down": lab.bridge(prefix="cvd", up=False),
              "veth": lab.veth()[0]}
     ip("link", "set", names["veth"], "up")
     before = host_snapshot()
     result = cvm("create", name, "--image", BUSYBOX, "--nic", nic.format(**names))
-    assert result.returncode != 0
+    assert result.returncode == code, result.stderr
     assert result.stderr.splitlines() == ["cvm: " + message.format(**names)] or \
         message.format(**names) in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1
     assert residue(ctx, name) == [] and host_snapshot() == before
 
 
@@ -396,7 +402,7 @@ def test_attach_detach_and_ls(cvm, ctx, images, lab, name):
     assert not ping("%s.140" % SUBNET) and ping("%s.141" % SUBNET)
     assert [n.name for n in api.get(name, ctx).spec.nics] == ["eth1"]
     missing = cvm("net", "detach", name, "eth9")
-    assert missing.returncode == 1 and "VM %s has no NIC eth9 (it has eth1)" % name in \
+    assert missing.returncode == 2 and "VM %s has no NIC eth9 (it has eth1)" % name in \
         missing.stderr
 
 
@@ -414,9 +420,9 @@ def test_bridges_and_pools(cvm, ctx, images, lab, name):
     assert api.get(name + "0", ctx).spec.nics[0].gw == "198.51.100.1"
     full = cvm("create", name + "x", "--image", BUSYBOX, "--nic",
                "mode=bridge,link=%s,ip=auto" % bridge)
-    assert full.returncode == 1 and "has no free address" in full.stderr
+    assert full.returncode == 2 and "has no free address" in full.stderr
     busy = cvm("bridge", "rm", bridge)
-    assert busy.returncode == 1 and "is used by %s0 (eth0), %s1 (eth0)" % (name, name) in \
+    assert busy.returncode == 2 and "is used by %s0 (eth0), %s1 (eth0)" % (name, name) in \
         busy.stderr
     listing = json.loads(cvm("bridge", "ls", "--json", check=True).stdout)
     assert [(b["name"], b["state"], len(b["ports"])) for b in listing] == [(bridge, "up", 2)]

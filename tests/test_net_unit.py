@@ -294,15 +294,15 @@ def test_sriov_host_checks(tmp_path):
     with pytest.raises(NetError, match="pf0 has no virtual functions enabled"):
         validate(sriov_nic(), sysfs=Sysfs(fake.root))
     fake.add_pf("pf0", 8, ["v0", "v1"])
-    with pytest.raises(NetError, match="nics\\[0\\].vf: pf0 has VFs 0-1; there is no VF 2"):
+    with pytest.raises(SpecError, match="nics\\[0\\].vf: pf0 has VFs 0-1; there is no VF 2"):
         validate(sriov_nic(), sysfs=Sysfs(fake.root))
     validate(sriov_nic(vf=1), sysfs=Sysfs(fake.root))
-    with pytest.raises(NetError, match="eth9 is not an SR-IOV physical function"):
+    with pytest.raises(SpecError, match="eth9 is not an SR-IOV physical function"):
         validate(sriov_nic(link="eth9"), sysfs=Sysfs(fake.root))
 
 
 def test_parent_checks():
-    with pytest.raises(Exception, match="nics\\[0\\].link: parent interface eth404 does not "
+    with pytest.raises(SpecError, match="nics\\[0\\].link: parent interface eth404 does not "
                                         "exist on this host"):
         validate(nic_of(link="eth404"))
     with pytest.raises(NetError, match="parent interface down0 is down"):

@@ -98,7 +98,54 @@ BAD = [
     ({"search": ["bad_domain"]}, "search[0]: 'bad_domain' is not a domain name"),
     ({"ssh_keys": ["hello"]}, "ssh_keys[0]: 'hello' is not an OpenSSH public key"),
     ({"memroy": "1g"}, "memroy: unknown key (did you mean 'memory'?)"),
+    ({"name": "1234"}, "name: '1234' is all digits"),
+    ({"hostname": "42.example.com"}, "hostname: '42.example.com' starts with an all-digit"),
+    ({"volumes": "/srv/x:/data"}, "volumes: '/srv/x:/data' is not a list"),
+    ({"dns": "198.51.100.1"}, "dns: '198.51.100.1' is not a list"),
+    ({"nics": {"mode": "bridge", "link": "br0"}}, "nics: {'mode': 'bridge', 'link': 'br0'} is "
+                                                  "not a list"),
+    ({"tune": "nginx"}, "tune: 'nginx' is not a list"),
+    ({"tune": ["nginx", "postgres"]}, "tune[1]: 'postgres' is not a service cvm tunes"),
+    ({"init": "none", "command": 12}, "command: 12 is not a command"),
+    ({"init": "none", "command": [["a"]]}, "command: [['a']] is not a command"),
+    ({"init": "none", "command": "sleep 'x"}, "command: No closing quotation"),
+    ({"env": {"A": "one\ntwo"}}, "env.A: contains a line break"),
+    ({"labels": {"a": "x\ny"}}, "labels.a: contains a line break"),
+    ({"labels": {"": "x"}}, "labels: a label needs a key"),
+    ({"labels": ["=x"]}, "labels: a label needs a key"),
+    ({"volumes": ["/srv/x:/proc/foo"]}, "volumes[0]: guest path /proc/foo is inside /proc"),
+    ({"volumes": ["/srv/x:/sys"]}, "volumes[0]: guest path /sys is inside /sys"),
+    ({"volumes": ["/srv/x:/dev"]}, "volumes[0]: guest path /dev is inside /dev"),
+    ({"volumes": ["/srv/x:/etc/hosts"]}, "volumes[0]: guest path /etc/hosts is made by cvm"),
+    ({"volumes": ["/:/host"]}, "volumes[0]: / holds the host's /proc"),
+    ({"volumes": ["/etc:/data"]}, "volumes[0]: /etc is the host's /etc"),
+    ({"volumes": ["/var:/data"]}, "volumes[0]: /var holds the host's /var/lib/docker"),
+    ({"volumes": ["/var/lib/docker/volumes:/data"]}, "is the host's /var/lib/docker"),
+    ({"volumes": ["/var/run/docker.sock:/run/docker.sock"]}, "is the host's /run/docker.sock"),
+    ({"volumes": ["/boot:/boot"]}, "volumes[0]: /boot is the host's /boot"),
+    ({"volumes": ["/var/lib/cvm:/data"]}, "volumes[0]: /var/lib/cvm is the host's"),
+    ({"volumes": [{"host": "/srv", "guest": "/data", "rw": True}]}, "volumes[0].rw: unknown"),
+    ({"volumes": [7]}, "volumes[0]: 7 is not HOST:GUEST[:ro]"),
 ]
+
+
+def test_host_paths_pass_when_the_spec_says_so():
+    vm = spec(volumes=["/:/host:ro,host_path_ok",
+                       {"host": "/var/run/docker.sock", "guest": "/run/docker.sock",
+                        "host_path_ok": True}])
+    assert [v.to_text() for v in vm.volumes] == ["/:/host:ro,host_path_ok",
+                                                 "/var/run/docker.sock:/run/docker.sock:"
+                                                 "host_path_ok"]
+    assert parse_spec(vm.to_dict(), host=HOST).volumes == vm.volumes
+    assert spec(volumes=["/etc/ssl/certs:/etc/ssl/certs:ro"]).volumes[0].readonly
+    assert spec(init="none", command=["sleep", 10]).command == ["sleep", "10"]
+    assert spec(tune=["nginx", "nginx"]).tune == ["nginx"]
+
+
+def test_tuned_services_are_the_ones_cvm_tunes():
+    from cvm import tune
+    from cvm.spec import TUNED_SERVICES
+    assert sorted(TUNED_SERVICES) == sorted(tune.SERVICES)
 
 
 @pytest.mark.parametrize("fields,message", BAD, ids=[m.split(":")[0] + "-" + str(i)
@@ -133,6 +180,9 @@ BAD_NICS = [
     ({"mode": "routed", "ip": "198.51.100.10/32", "gw": "198.51.100.1"},
      "mode routed sets the gateway itself"),
     ({"mode": "routed"}, "mode routed needs ip= or ip6="),
+    ({"mode": "bridge", "link": "br0", "ip6": "fe80::1/64"}, "nics[0].ip6: fe80::1 is link-local"),
+    ({"mode": "bridge", "link": "br0", "routes": "10.0.0.0/8 via 198.51.100.1"},
+     "nics[0].routes: '10.0.0.0/8 via 198.51.100.1' is not a list"),
     ({"mode": "bridge", "link": "br0", "vf": "1"}, "nics[0].vf: does not apply to mode bridge"),
     ({"mode": "bridge", "link": "br0", "colour": "red"}, "nics[0].colour: unknown NIC option"),
     ({"mode": "sriov", "link": "pf0", "qos": "3"}, "qos is the VLAN priority; it needs vlan="),
@@ -205,3 +255,22 @@ def test_load_file_errors(tmp_path):
     with pytest.raises(SpecError, match=r"unknown.yml: vms\[0\].cpuz: unknown key \(did you mean "
                                         r"'cpus'\?\)"):
         parse_spec(raw, where=where, host=HOST)
+
+
+def test_spec_files_are_utf8_yaml_with_each_key_once(tmp_path):
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"name: web1\nimage: \xff\xfe\x00\x01\n")
+    with pytest.raises(SpecError, match=r"binary.yml: not UTF-8 text \(byte 0xff on line 2\)"):
+        load_file(str(binary))
+    nul = tmp_path / "nul.yml"
+    nul.write_bytes(b"name: web1\x00\n")
+    with pytest.raises(SpecError, match="nul.yml: holds a NUL byte"):
+        load_file(str(nul))
+    twice = tmp_path / "twice.yml"
+    twice.write_text("vms:\n  - name: a\n    image: x\n    memory: 1g\n    memory: 2g\n")
+    with pytest.raises(SpecError, match=r"twice.yml: line 5, column 5: duplicate key 'memory'"):
+        load_file(str(twice))
+    nested = tmp_path / "nested.yml"
+    nested.write_text("name: a\nimage: x\nenv: {A: 1, A: 2}\n")
+    with pytest.raises(SpecError, match="duplicate key 'A'"):
+        load_file(str(nested))

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "create": ("api", "create"), "get": ("api", "get"), "ls": ("api", "ls"),
-    "apply": ("api", "apply"), "plan": ("api", "plan"), "VM": ("api", "VM"),
+    "apply": ("applying", "apply"), "plan": ("applying", "plan"), "VM": ("api", "VM"),
     "Context": ("api", "Context"), "parse_spec": ("spec", "parse_spec"),
     "load_file": ("specfile", "load_file"), "VMSpec": ("spec", "VMSpec"),
     "provision": ("provisioning", "provision"),

@@ -19,7 +19,7 @@ from . import guestfiles, ns
 from .context import Context, default_context  # noqa: F401 (part of the API)
 from .engine import READY_FILE, cgroup_version, host_stop_signal, lxcfs_running
 from .errors import Conflict, CvmError, NotFound, SpecError
-from .spec import HostFacts, VMSpec, parse_spec
+from .spec import HostFacts, VMSpec, host_path_danger, parse_spec
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 
@@ -48,6 +48,11 @@ def resolve_init(spec, image_attrs, cgroup_version):
     if spec.init == "none":
         return "none", None, "init: none was asked for"
     if spec.init == "systemd":
+        if not (systemd_version or labels.get("io.cvm.init-mode") == "systemd"
+                or (cmd and cmd[0] in SYSTEMD_INITS)):
+            raise SpecError("init", "image %s has no systemd (no io.cvm.systemd-version "
+                            "label, command %s); use init: auto or none" % (
+                                spec.image, " ".join(cmd) or "none"))
         return "systemd", init_argv, "init: systemd was asked for"
     if spec.init == "compat":
         return "compat", compat_argv, "init: compat was asked for"
@@ -219,6 +224,12 @@ class VM:
         raw = dict(self.record["spec"])
         raw.update(changes)
         new_spec = parse_spec(raw)
+        if pids is not None and new_spec.pids != -1 and self.running:
+            tasks = self.cgroup().pids_current()
+            if new_spec.pids < tasks:
+                raise SpecError("pids", "%d is below the %d tasks VM %s runs now; stop some "
+                                "first or give at least %d" % (new_spec.pids, tasks, self.name,
+                                                               tasks))
         with self.ctx.store.vm_lock(self.name):
             if self.container_id and self.status != "missing":
                 self.ctx.engine.update(self.container_id, new_spec)
@@ -359,16 +370,9 @@ def create(spec, start=True, ctx=None, profile="vm"):
     ns.require_root("cvm create")
     if not isinstance(spec, VMSpec):
         spec = parse_spec(spec)
+    made = preflight(ctx, spec, profile)
+    lxcfs = made.pop("lxcfs")
     net = _net() if spec.nics else None
-    if net:
-        net.check_host(spec)
-    # init none takes nothing from the image; Docker's create then reports a missing one.
-    image = ctx.engine.image(spec.image) if spec.init != "none" else {}
-    made = _made(spec, image, profile)
-    lxcfs = spec.lxcfs if spec.lxcfs is not None else lxcfs_running()
-    if spec.lxcfs and not lxcfs_running():
-        raise SpecError("lxcfs", "LXCFS is not running on this host (apt-get install lxcfs; "
-                        "lxcfs -l --enable-cfs /var/lib/lxcfs)")
     with ctx.store.lock():
         if ctx.store.read_vm(spec.name) is not None:
             raise Conflict("name: a VM named %r already exists" % spec.name)
@@ -392,6 +396,31 @@ def create(spec, start=True, ctx=None, profile="vm"):
         raise
 
 
+def preflight(ctx, spec, profile="vm"):
+    """The checks of a create that need no lock, before anything is made: its volumes,
+    its NICs against this host, its image and init, LXCFS. How the VM is to be made."""
+    _check_volumes_against(ctx, spec)
+    if spec.nics:
+        _net().check_host(spec)
+    # init none takes nothing from the image; Docker's create then reports a missing one.
+    image = ctx.engine.image(spec.image) if spec.init != "none" else {}
+    made = _made(spec, image, profile)
+    if spec.lxcfs and not lxcfs_running():
+        raise SpecError("lxcfs", "LXCFS is not running on this host (apt-get install lxcfs; "
+                        "lxcfs -l --enable-cfs /var/lib/lxcfs)")
+    made["lxcfs"] = spec.lxcfs if spec.lxcfs is not None else lxcfs_running()
+    return made
+
+
+def _check_volumes_against(ctx, spec):
+    """The store's own directory is the host's, wherever this store keeps it."""
+    for index, volume in enumerate(spec.volumes):
+        danger = None if volume.host_path_ok else host_path_danger(volume.host, ctx.store.root)
+        if danger:
+            raise SpecError("volumes[%d]" % index, "%s; a VM with it could take over the host"
+                            % danger)
+
+
 def _made(spec, image, profile):
     """How the VM's container is made from its image: init and stop signal."""
     init_mode, init_argv, init_reason = resolve_init(spec, image, cgroup_version())
@@ -404,11 +433,15 @@ def _made(spec, image, profile):
 def _build(ctx, spec, record, start, made, early=None):
     """Everything after the VM's record is written: its volume directories, guest files,
     container, ssh keys, start and wiring; the record ready at the end."""
+    from .operations import pause_point
+    pause_point("create", "recorded")
     record["created_dirs"] = _make_volume_dirs(spec)
     if record["created_dirs"]:
         ctx.store.write_vm(spec.name, record)  # for `cvm rm` after a kill
+    pause_point("create", "volumes")
     files = guestfiles.bound_files(spec, made["init"], HostFacts.read())
     guestfiles.write(ctx.store, spec.name, files)
+    pause_point("create", "files")
     # Docker refuses a taken name (409), so there is no separate check. Until the
     # record has the id, a kill leaves a container that `cvm rm` finds by name.
     try:
@@ -427,11 +460,14 @@ def _build(ctx, spec, record, start, made, early=None):
     if keys and not keys_after_start:
         ctx.engine.put_files(record["container_id"], {AUTHORIZED_KEYS: (keys, 0o600)})
     vm = VM(ctx, spec.name, record)
+    pause_point("create", "container")
     if start:
         ctx.engine.start(record["container_id"])
         if keys and keys_after_start:
             ns.write_file(vm.pid, AUTHORIZED_KEYS, keys, 0o600, dir_mode=0o700)
+        pause_point("create", "started")
         vm.wire(probe=True, early=early)
+        pause_point("create", "wired")
     record["phase"] = "ready"
     record.pop("operation", None)
     return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
@@ -516,86 +552,3 @@ def _make_volume_dirs(spec):
             from None
     return made
 
-
-# ---------------------------------------------------------------- apply
-
-
-LIVE = VMSpec.LIVE_FIELDS
-
-
-class PlanItem:
-    def __init__(self, name, action, changes=None, recreate_fields=None, spec=None):
-        self.name = name
-        self.action = action  # create | change | recreate | unchanged | blocked
-        self.changes = changes or {}  # field -> (old, new)
-        self.recreate_fields = recreate_fields or []
-        self.spec = spec
-
-    def to_dict(self):
-        return {"name": self.name, "action": self.action,
-                "changes": {k: {"old": o, "new": n} for k, (o, n) in self.changes.items()},
-                "recreate_fields": self.recreate_fields}
-
-
-def plan(specs, recreate=False, ctx=None):
-    ctx = ctx or default_context()
-    items = []
-    for spec in specs:
-        record = ctx.store.read_vm(spec.name)
-        if record is None:
-            items.append(PlanItem(spec.name, "create", spec=spec))
-            continue
-        old = record["spec"]
-        new = spec.to_dict()
-        changes = {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
-                   if old.get(key) != new.get(key)}
-        if not changes:
-            items.append(PlanItem(spec.name, "unchanged", spec=spec))
-            continue
-        needs_recreate = [k for k in changes if k not in LIVE and k != "nics"]
-        if needs_recreate:
-            items.append(PlanItem(spec.name, "recreate" if recreate else "blocked", changes,
-                                  needs_recreate, spec))
-        else:
-            items.append(PlanItem(spec.name, "change", changes, spec=spec))
-    return items
-
-
-def apply(specs, dry_run=False, recreate=False, ctx=None, progress=None):
-    """Make the VMs match `specs`. Returns the plan items, each with what was done."""
-    ctx = ctx or default_context()
-    names = [s.name for s in specs]
-    duplicates = sorted(set(n for n in names if names.count(n) > 1))
-    if duplicates:
-        raise SpecError("name", "VM %s is declared twice" % duplicates[0])
-    items = plan(specs, recreate, ctx)
-    if dry_run:
-        return items
-    for item in items:
-        if progress:
-            progress(item)
-        if item.action == "create":
-            create(item.spec, ctx=ctx)
-        elif item.action == "change":
-            _apply_live(ctx, item)
-        elif item.action == "recreate":
-            vm = get(item.name, ctx)
-            vm.remove(force=True)
-            create(item.spec, ctx=ctx)
-    return items
-
-
-def _apply_live(ctx, item):
-    vm = get(item.name, ctx)
-    old_spec = vm.spec
-    with ctx.store.vm_lock(item.name):
-        if vm.container_id and vm.status != "missing":
-            ctx.engine.update(vm.container_id, item.spec)
-        vm.record = ctx.store.write_vm(item.name, dict(vm.record, spec=item.spec.to_dict()))
-    if "nics" in item.changes:
-        new_spec = item.spec
-        _net().check_host(new_spec)
-        with ctx.store.lock():
-            new_spec = _net().claim_addresses(ctx, new_spec)
-            vm.record = ctx.store.write_vm(item.name, dict(vm.record, spec=new_spec.to_dict()))
-        _net().reconcile(ctx, item.name, old_spec, new_spec, vm.pid if vm.running else None)

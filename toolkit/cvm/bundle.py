@@ -226,9 +226,11 @@ def tree_size(root):
     return total
 
 
-def header_of(name, ctx, with_image=False):
+def header_of(name, ctx, with_image=False, volumes=True):
     """What an archive of VM `name` starts with: enough for another host to check, before
-    anything is sent, that it can take the VM (`cvm import --check`)."""
+    anything is sent, that it can take the VM (`cvm import --check`). Without `volumes`,
+    the volumes' data is not in the archive: the importing host has it in place (shared
+    storage, or the same host: cvm apply's undo of a recreate)."""
     from . import api
     vm = api.get(name, ctx)
     if not vm.container_id or vm.status == "missing":
@@ -236,25 +238,27 @@ def header_of(name, ctx, with_image=False):
     upper = upper_dir(ctx, vm.container_id)
     image = ctx.engine.image(vm.spec.image)
     sizes = [tree_size(upper)] + [tree_size(v.host) for v in vm.spec.volumes
-                                   if os.path.isdir(v.host)]
+                                   if volumes and os.path.isdir(v.host)]
     return vm, upper, {
         "format": FORMAT, "name": name, "spec": vm.record["spec"],
         "made": {key: vm.record.get(key) for key in (
             "init", "init_reason", "lxcfs", "reports_shutdown", "profile")},
         "image": {"ref": vm.spec.image, "id": image["Id"],
                   "digests": image.get("RepoDigests") or [], "carried": with_image},
-        "volumes": [v.to_text() for v in vm.spec.volumes], "bytes": sum(sizes),
+        "volumes": [v.to_text() for v in vm.spec.volumes], "volumes_carried": volumes,
+        "bytes": sum(sizes),
         "host": os.uname().nodename, "created": time.time()}
 
 
 def export(name, out, ctx, stop=False, with_image=False, compression=None,
-           header_only=False):
+           header_only=False, volumes=True):
     """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
     Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
     whatever happens, even if this process is killed (cvm netd then finishes it). With
-    `header_only`, only what `cvm import --check` reads."""
+    `header_only`, only what `cvm import --check` reads; without `volumes`, not the
+    volumes' data (see header_of)."""
     from . import operations
-    vm, upper, header = header_of(name, ctx, with_image)
+    vm, upper, header = header_of(name, ctx, with_image, volumes)
     writer = _Writer(out, compression or compression_available())
     if header_only:
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
@@ -263,7 +267,7 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
         writer.add_tree(upper, "layer")
-        for index, volume in enumerate(vm.spec.volumes):
+        for index, volume in enumerate(vm.spec.volumes if volumes else ()):
             if os.path.isdir(volume.host):
                 writer.add_tree(volume.host, "volumes/%d" % index)
     if with_image:
@@ -279,12 +283,12 @@ class _Staging:
     """Where an archive is unpacked before anything is made: the layer next to Docker's
     layers, each volume next to its final place (so that moving them in is a rename)."""
 
-    def __init__(self, ctx, spec):
+    def __init__(self, ctx, spec, volumes=True):
         token = "cvm-import-%d-%s" % (os.getpid(), spec.name)
         root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
         self.layer = os.path.join(root, token)
         self.volumes = {}
-        for index, volume in enumerate(spec.volumes):
+        for index, volume in enumerate(spec.volumes if volumes else ()):
             parent = os.path.dirname(volume.host.rstrip("/")) or "/"
             self.volumes[index] = os.path.join(parent, ".%s-%d" % (token, index))
         self.made = []
@@ -350,7 +354,7 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
     image = _image_for(ctx, header, carried=header["image"].get("carried"))
     if check_only:
         return spec
-    staging = _Staging(ctx, spec)
+    staging = _Staging(ctx, spec, header.get("volumes_carried", True))
     digests = {HEADER: _member_digest(first, hashlib.sha256(json.dumps(
         header, sort_keys=True).encode()).digest())}
     try:
@@ -386,7 +390,8 @@ def can_take(ctx, spec, header):
     from . import api
     if api.exists(spec.name, ctx):
         raise Conflict("name: a VM named %s already exists on this host" % spec.name)
-    for index, volume in enumerate(spec.volumes):
+    for index, volume in enumerate(spec.volumes if header.get("volumes_carried", True)
+                                   else ()):
         if os.path.isdir(volume.host) and os.listdir(volume.host):
             raise Conflict("volumes[%d]: %s already holds data on this host; move it away "
                            "or import under another name with other volumes" % (
@@ -547,7 +552,8 @@ def _fill(ctx, vm, staging, spec):
             os.unlink(path)
     for entry in os.listdir(staging.layer):
         os.rename(os.path.join(staging.layer, entry), os.path.join(upper, entry))
-    for index, volume in enumerate(spec.volumes):
+    for index, staged in staging.volumes.items():
+        volume = spec.volumes[index]
         if os.path.isdir(volume.host):
             os.rmdir(volume.host)  # made empty by create: the archive's takes its place
-        os.rename(staging.volumes[index], volume.host)
+        os.rename(staged, volume.host)

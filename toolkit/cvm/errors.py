@@ -1,7 +1,9 @@
 """Typed errors. Every message is one line a sysadmin can act on.
 
-The CLI prints ``cvm: <message>`` and exits with ``exit_code``; the Python API
-raises these exceptions unchanged.
+The CLI prints ``cvm: <message>`` and exits with ``exit_code``: 2 when the request
+is refused as given (a field's value, or a name or address that does not exist or is
+taken: fix the command), 1 for a fault of the host, the engine or the kernel, or one
+met while acting (fix the host, or retry). The Python API raises them unchanged.
 """
 
 
@@ -37,9 +39,14 @@ class SpecError(CvmError):
 class NotFound(CvmError):
     """A VM, image, bridge or interface that was named does not exist."""
 
+    exit_code = 2
+
 
 class Conflict(CvmError):
-    """The request collides with something that exists (name, address, MAC)."""
+    """The request collides with something that exists (name, address, MAC), or the VM
+    is not in a state that allows it."""
+
+    exit_code = 2
 
 
 class EngineUnavailable(CvmError):

@@ -25,7 +25,7 @@ import time
 
 from . import __version__
 from .paths import project_root
-from .errors import ImageError
+from .errors import ImageError, SpecError
 
 LOG_DIR = os.environ.get("CVM_LOG_DIR", "/var/log/cvm")
 CACHE_DIR = os.environ.get("CVM_CACHE_DIR", "/var/cache/cvm/rootfs")
@@ -70,7 +70,8 @@ def known_distros():
 def load_recipe(distro):
     import yaml
     if distro not in known_distros():
-        raise ImageError("unknown distro %r; known: %s" % (distro, ", ".join(known_distros())))
+        raise SpecError("distro", "unknown distro %r; known: %s" % (
+            distro, ", ".join(known_distros())))
     with open(os.path.join(images_dir(), distro, "recipe.yml")) as handle:
         recipe = yaml.safe_load(handle)
     with open(os.path.join(images_dir(), "profiles.yml")) as handle:
@@ -283,8 +284,9 @@ class BuildLog:
         return self
 
     def __exit__(self, kind, exc, traceback):
-        """Any unexpected error becomes a build failure naming the step and the log."""
-        if exc is not None and not isinstance(exc, ImageError):
+        """Any unexpected error becomes a build failure naming the step and the log (a
+        refused request stays what it is)."""
+        if exc is not None and not isinstance(exc, (ImageError, SpecError)):
             self.fail(str(exc).splitlines()[0] if str(exc) else kind.__name__)
         self.close()
         return False
@@ -308,8 +310,8 @@ def debootstrap_rootfs(recipe, extra_packages, log, progress=None):
     """A cached tarball of a debootstrap of the recipe's suite with the fat profile."""
     settings = recipe.get("debootstrap")
     if not settings:
-        raise ImageError("%s cannot be built with debootstrap; use --base IMAGE (one of its "
-                         "registry images, e.g. %s)" % (recipe["distro"], recipe["registry_base"]))
+        raise SpecError("rootfs", "%s cannot be built with debootstrap; use --base IMAGE (one "
+                        "of its registry images, e.g. %s)" % (recipe["distro"], recipe["registry_base"]))
     if shutil.which("debootstrap") is None:
         raise ImageError("debootstrap is not installed; apt-get install debootstrap",
                          log.written)
@@ -379,11 +381,11 @@ def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None,
     tag = tag or "cvm/%s:latest" % distro
     with BuildLog(distro) as log:
         if rootfs is not None and base is not None:
-            raise ImageError("give --base or --rootfs, not both")
+            raise SpecError("base", "give --base or --rootfs, not both")
         if rootfs is not None:
             if rootfs != "debootstrap":
-                raise ImageError("--rootfs takes 'debootstrap'; to turn a VM's tarball into an "
-                                 "image use `cvm image import`")
+                raise SpecError("rootfs", "takes 'debootstrap'; to turn a VM's tarball into an "
+                                "image use `cvm image import`")
             tarball, key = debootstrap_rootfs(recipe, extra_packages, log, progress)
             base = "cvm-base/%s:%s" % (distro, key)
             if not _image_exists(ctx.engine, base):
@@ -395,10 +397,9 @@ def build(distro, base=None, rootfs=None, tag=None, extra_packages=(), ctx=None,
         else:
             base = base or recipe["registry_base"]
             if not _image_exists(ctx.engine, base):
-                raise ImageError("base image %s is not on this host and cvm pulls from no "
-                                 "registry; `docker pull %s` on a connected host (or `docker "
-                                 "load`), or build offline with --rootfs debootstrap" % (base, base),
-                                 log.written)
+                raise SpecError("base", "base image %s is not on this host and cvm pulls from "
+                                "no registry; `docker pull %s` on a connected host (or `docker "
+                                "load`), or build offline with --rootfs debootstrap" % (base, base))
             description = "registry image %s" % base
             install = True
         rendered = render(recipe, base, description, install, extra_packages)
@@ -420,7 +421,6 @@ def _build_layer(engine, recipe, rendered, tag, log, progress):
 
 
 def _image_exists(engine, ref):
-    from .errors import SpecError
     try:
         engine.image(ref)
         return True
@@ -433,7 +433,7 @@ def read_os_release(tarball):
     try:
         archive = tarfile.open(tarball, "r:*")
     except (OSError, tarfile.TarError) as exc:
-        raise ImageError("%s is not a tar archive (%s)" % (tarball, exc)) from None
+        raise SpecError("rootfs", "%s is not a tar archive (%s)" % (tarball, exc)) from None
     wanted = ("etc/os-release", "usr/lib/os-release")
     found = {}
     with archive:
@@ -447,7 +447,8 @@ def read_os_release(tarball):
                     break
     text = found.get("etc/os-release") or found.get("usr/lib/os-release")
     if text is None:
-        raise ImageError("%s is not a root filesystem: it has no /etc/os-release" % tarball)
+        raise SpecError("rootfs", "%s is not a root filesystem: it has no /etc/os-release"
+                        % tarball)
     fields = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.M))
     return fields.get("ID", ""), fields.get("VERSION_ID", "")
 
@@ -463,11 +464,11 @@ def import_vm(tarball, distro, tag, ctx=None, progress=None):
     ctx = ctx or default_context()
     recipe = load_recipe(distro)
     if not os.path.isfile(tarball):
-        raise ImageError("%s does not exist" % tarball)
+        raise SpecError("rootfs", "%s does not exist" % tarball)
     os_id, version_id = read_os_release(tarball)
     found = distro_of(os_id, version_id)
     if found != distro:
-        raise ImageError("%s holds %s %s%s, not %s; pass --distro %s" % (
+        raise SpecError("distro", "%s holds %s %s%s, not %s; pass --distro %s" % (
             tarball, os_id or "an unknown OS", version_id,
             " (%s)" % found if found else "", distro, found or "<one of %s>" %
             ", ".join(known_distros())))

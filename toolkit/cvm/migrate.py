@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import subprocess
-import time
 
 from .errors import CvmError
 
@@ -58,25 +57,20 @@ def _fail_from(target, code, err, what):
     raise CvmError("%s on %s: %s" % (what, target, reason))
 
 
-def _step(ctx, name, step, pause_at):
+def _step(ctx, name, step):
     """Record that the move is at `step` (what cvm netd would do if this process died)."""
+    from . import operations
     with ctx.store.vm_lock(name):
         record = ctx.store.read_vm(name)
         record["operation"]["step"] = step
         ctx.store.write_vm(name, record)
-    if pause_at == step:  # tests kill the move here (CVM_MIGRATE_PAUSE_AT)
-        marker = os.environ.get("CVM_MIGRATE_PAUSED", "")
-        if marker:
-            open(marker, "w").close()
-        while True:
-            time.sleep(1)
+    operations.pause_point("migrate", step)
 
 
 def migrate(ctx, name, target, key=None, progress=None):
     """Move VM `name` to host `target` (an address reachable over ssh)."""
     from . import api, bundle, operations
     say = progress or (lambda text: None)
-    pause_at = os.environ.get("CVM_MIGRATE_PAUSE_AT")
     vm = api.get(name, ctx)
     if target in _own_addresses():
         raise CvmError("to: %s is this host; the VM is already here" % target)
@@ -95,10 +89,10 @@ def migrate(ctx, name, target, key=None, progress=None):
         if was_running:
             say("stopping %s" % name)
             ctx.engine.stop(vm.container_id)
-        _step(ctx, name, "stopped", pause_at)
+        _step(ctx, name, "stopped")
         say("copying %s to %s" % (name, target))
         _copy(ctx, name, target, key, start=was_running)
-        _step(ctx, name, "verify", pause_at)
+        _step(ctx, name, "verify")
         if was_running:
             code, _, err = on_target(target, ["exec", name, "--", "true"], key, timeout=60)
             if code != 0:
@@ -107,7 +101,7 @@ def migrate(ctx, name, target, key=None, progress=None):
         say("moving %s failed: it stays here" % name)
         back(ctx, name, target, key, was_running)
         raise
-    _step(ctx, name, "commit", pause_at)
+    _step(ctx, name, "commit")
     forward(ctx, name)
     say("%s runs on %s" % (name, target))
     return {"name": name, "to": target}

@@ -311,12 +311,13 @@ def net_dev(pid, read=read_text):
 class PrometheusCollector:
     """cAdvisor's metric names and labels (name, id, image), from one sweep."""
 
-    def __init__(self, monitor):
+    def __init__(self, monitor, names=None):
         self.monitor = monitor
+        self.names = names or None  # None: every VM
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        sweep = self.monitor.sweep()
+        sweep = self.monitor.sweep(self.names)
         labels = ["id", "image", "name"]
 
         def family(kind, metric, help_text, extra=()):
@@ -418,17 +419,17 @@ class PrometheusCollector:
         yield errors
 
 
-def exposition(monitor):
-    """The Prometheus text format of one sweep."""
+def exposition(monitor, names=None):
+    """The Prometheus text format of one sweep (of every VM, or those named)."""
     from prometheus_client import CollectorRegistry, generate_latest
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PrometheusCollector(monitor))
+    registry.register(PrometheusCollector(monitor, names))
     return generate_latest(registry)
 
 
-def write_textfile(monitor, path):
+def write_textfile(monitor, path, names=None):
     """For node_exporter's textfile collector: written atomically."""
-    data = exposition(monitor)
+    data = exposition(monitor, names)
     temp = "%s.%d.tmp" % (path, os.getpid())
     with open(temp, "wb") as handle:
         handle.write(data)

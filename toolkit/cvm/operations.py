@@ -11,6 +11,7 @@ export runs again, a move goes back or forward (see cvm.netd.Daemon.recover).
 
 import contextlib
 import os
+import time
 
 from . import procfs
 
@@ -41,6 +42,18 @@ def clear(ctx, name):
         record = ctx.store.read_vm(name)
         if record is not None and record.pop("operation", None) is not None:
             ctx.store.write_vm(name, record)
+
+
+def pause_point(kind, step):
+    """Where tests kill an operation: with CVM_PAUSE_AT=KIND:STEP in its environment,
+    the process touches the file CVM_PAUSED names and waits there to be killed."""
+    if os.environ.get("CVM_PAUSE_AT") != "%s:%s" % (kind, step):
+        return
+    marker = os.environ.get("CVM_PAUSED")
+    if marker:
+        open(marker, "w").close()
+    while True:
+        time.sleep(1)
 
 
 def dead(ctx):

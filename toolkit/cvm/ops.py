@@ -137,15 +137,29 @@ def _parse_all(specs):
 
 @operation
 def plan(ctx, specs, recreate=False):
-    from . import api
-    return [item.to_dict() for item in api.plan(_parse_all(specs), recreate, ctx)]
+    """The plan of a spec file with every problem in it: a VM whose fields are invalid is
+    an item of action "invalid" with its error (the file goes on being checked)."""
+    from . import applying
+    from .spec import parse_spec
+    parsed, invalid = [], {}
+    for index, entry in enumerate(specs):
+        try:
+            parsed.append(parse_spec(entry["spec"], where=entry.get("where", "")))
+        except CvmError as exc:
+            raw_name = entry["spec"].get("name") if isinstance(entry["spec"], dict) else None
+            invalid[index] = {"name": str(raw_name or entry.get("where") or index),
+                              "action": "invalid", "changes": {}, "recreate_fields": [],
+                              "problems": [str(exc)]}
+    items = iter(item.to_dict() for item in applying.plan(parsed, recreate, ctx))
+    return [invalid[index] if index in invalid else next(items)
+            for index in range(len(specs))]
 
 
 @operation
-def apply(ctx, specs, recreate=False):
-    from . import api
-    return [item.to_dict() for item in api.apply(_parse_all(specs), recreate=recreate,
-                                                  ctx=ctx)]
+def apply(ctx, specs, recreate=False, keep_going=False):
+    from . import applying
+    return [item.to_dict() for item in applying.apply(
+        _parse_all(specs), recreate=recreate, keep_going=keep_going, ctx=ctx)]
 
 
 # ---------------------------------------------------------------- processes in VMs
@@ -197,9 +211,10 @@ def net_ls(ctx, name=None):
 
 
 @operation
-def bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None):
+def bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None,
+               allow_overlap=False):
     from .net import hostbridge
-    return hostbridge.add(ctx, name, address, uplink, pool, mtu, vxlan)
+    return hostbridge.add(ctx, name, address, uplink, pool, mtu, vxlan, allow_overlap)
 
 
 @operation

@@ -25,6 +25,7 @@ MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 IPVLAN_MODES = ("l2", "l3", "l3s")
 LINK_STATES = ("auto", "enable", "disable")
 RESERVED_LABEL_PREFIX = "io.cvm."
+TUNED_SERVICES = ("nginx", "redis", "mysql", "php-fpm", "jvm")  # cvm.tune.SERVICES' keys
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
@@ -52,12 +53,22 @@ def _suggest(key, known):
     return " (did you mean %r?)" % close[0] if close else ""
 
 
-def _as_list(value):
+def _as_list(field_name, value):
+    """A list field: absent is empty; a scalar or a mapping is refused, not wrapped (in
+    YAML, `volumes: /srv/x` is almost always a missing dash)."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
         return list(value)
-    return [value]
+    _fail(field_name, "%r is not a list; write it as a YAML list (- item) or repeat the flag"
+          % (value,))
+
+
+def _one_line(field_name, value):
+    text = "" if value is None else str(value)
+    if "\n" in text or "\r" in text or "\0" in text:
+        _fail(field_name, "contains a line break or NUL; values are one line")
+    return text
 
 
 def _as_bool(field_name, value):
@@ -220,6 +231,9 @@ def _parse_cidr(where, value, version):
             iface.ip, "network" if iface.ip == net.network_address else "broadcast", net))
     if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
         _fail(where, "%s cannot be a NIC address" % iface.ip)
+    if version == 6 and iface.ip.is_link_local:
+        _fail(where, "%s is link-local; the kernel gives every NIC its own fe80:: address, "
+              "so give a global or unique-local one" % iface.ip)
     return str(iface)
 
 
@@ -313,7 +327,7 @@ def parse_nic(where, raw, index, vm_name):
         if nic.ip6 and nic.mtu < 1280:
             _fail(where + ".mtu", "IPv6 needs an MTU of at least 1280")
     nic.routes = [_parse_route("%s.routes[%d]" % (where, i), r)
-                  for i, r in enumerate(_as_list(raw.get("routes")))]
+                  for i, r in enumerate(_as_list(where + ".routes", raw.get("routes")))]
     for i, route in enumerate(nic.routes):
         own = [a for a in nic.addresses() if a.version == ipaddress.ip_address(route.via).version]
         if own and not any(ipaddress.ip_address(route.via) in a.network for a in own):
@@ -361,9 +375,84 @@ class Volume:
     host: str
     guest: str
     readonly: bool = False
+    host_path_ok: bool = False  # the operator says this host path may go to the VM
 
     def to_text(self):
-        return "%s:%s%s" % (self.host, self.guest, ":ro" if self.readonly else "")
+        options = (["ro"] if self.readonly else []) + (
+            ["host_path_ok"] if self.host_path_ok else [])
+        return "%s:%s%s" % (self.host, self.guest, ":" + ",".join(options) if options else "")
+
+
+# Host paths that hand the host to a VM: the path itself, anything under it, and any
+# directory above it (`/var` holds /var/lib/docker).
+HOST_ONLY_TREES = ("/proc", "/sys", "/dev", "/boot", "/var/lib/docker", "/var/lib/containerd",
+                   "/var/lib/cvm", "/run/docker.sock", "/run/containerd", "/etc")
+# Guest paths the kernel or cvm own: a volume there fails in runc or hides cvm's files.
+GUEST_RESERVED_TREES = ("/proc", "/sys", "/dev", "/etc/cvm", "/run/cvm")
+GUEST_RESERVED_FILES = ("/run", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def _within(path, tree):
+    return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+def host_path_danger(path, state_root=None):
+    """Why `path` must not be a VM's volume (a host-only tree it is, is in or holds), or
+    None. Symlinks are followed: /var/run/docker.sock is /run/docker.sock."""
+    real = os.path.realpath(path)
+    trees = HOST_ONLY_TREES + ((state_root,) if state_root else ())
+    for tree in trees:
+        if _within(real, tree) and (tree != "/etc" or real == tree):
+            return "%s is the host's %s" % (path, tree)
+        if _within(tree, real):
+            return "%s holds the host's %s" % (path, tree)
+    return None
+
+
+def parse_volume(where, item):
+    """HOST:GUEST[:OPTIONS] (options ro, rw, host_path_ok) or a mapping with host, guest,
+    readonly and host_path_ok."""
+    if isinstance(item, dict):
+        unknown = set(item) - {"host", "guest", "readonly", "host_path_ok"}
+        if unknown:
+            _fail("%s.%s" % (where, sorted(unknown)[0]), "unknown volume key; use host, "
+                  "guest, readonly, host_path_ok")
+        host_path, guest_path = str(item.get("host") or ""), str(item.get("guest") or "")
+        readonly = _as_bool(where + ".readonly", item.get("readonly", False))
+        host_path_ok = _as_bool(where + ".host_path_ok", item.get("host_path_ok", False))
+    elif isinstance(item, str):
+        parts = item.split(":")
+        options = parts[2].split(",") if len(parts) == 3 else []
+        if len(parts) not in (2, 3) or any(o not in ("ro", "rw", "host_path_ok")
+                                           for o in options):
+            _fail(where, "%r is not HOST:GUEST[:ro][,host_path_ok]" % item)
+        host_path, guest_path = parts[0], parts[1]
+        readonly, host_path_ok = "ro" in options, "host_path_ok" in options
+    else:
+        _fail(where, "%r is not HOST:GUEST[:ro] or a mapping of host and guest" % (item,))
+    for label, path in (("host", host_path), ("guest", guest_path)):
+        if not path.startswith("/"):
+            _fail(where, "%s path %r is not absolute" % (label, path))
+        if "/../" in path + "/" or "/./" in path + "/":
+            _fail(where, "%s path %r must not contain . or .. parts" % (label, path))
+        _one_line(where, path)
+    host_path, guest_path = os.path.normpath(host_path), os.path.normpath(guest_path)
+    if guest_path == "/":
+        _fail(where, "the guest path cannot be /")
+    for tree in GUEST_RESERVED_TREES:
+        if _within(guest_path, tree):
+            _fail(where, "guest path %s is inside %s, which %s" % (
+                guest_path, tree, "cvm keeps for its own files" if "cvm" in tree else
+                "the kernel provides in every VM"))
+    if guest_path in GUEST_RESERVED_FILES:
+        _fail(where, "guest path %s is made by cvm in every VM" % guest_path)
+    if not host_path_ok:
+        danger = host_path_danger(host_path)
+        if danger:
+            _fail(where, "%s; a VM with it could take over the host (add host_path_ok to "
+                  "the volume if that is meant)" % danger)
+    return Volume(host=host_path, guest=guest_path, readonly=readonly,
+                  host_path_ok=host_path_ok)
 
 
 @dataclass
@@ -470,6 +559,8 @@ def parse_spec(raw, where="", host=None):
     if not _NAME.match(name):
         _fail(name_of("name"), "%r is not a DNS label: lowercase letters, digits and '-', "
               "starting and ending with a letter or digit" % name)
+    if name.isdigit():
+        _fail(name_of("name"), "%r is all digits; a hostname needs a letter or '-'" % name)
     spec = VMSpec(name=name, image=None)
 
     image = data.get("image")
@@ -486,6 +577,9 @@ def parse_spec(raw, where="", host=None):
                                               for label in labels):
             _fail(name_of("hostname"), "%r is not a valid hostname (labels of letters, digits "
                   "and '-', at most 63 each)" % hostname)
+        if labels[0].isdigit():
+            _fail(name_of("hostname"), "%r starts with an all-digit label; a host's name "
+                  "needs a letter or '-'" % hostname)
         spec.hostname = hostname
 
     host = host or HostFacts.read()
@@ -545,7 +639,7 @@ def parse_spec(raw, where="", host=None):
 
     for key in ("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"):
         throttles = []
-        for i, item in enumerate(_as_list(data.get(key))):
+        for i, item in enumerate(_as_list(name_of(key), data.get(key))):
             where_item = "%s[%d]" % (name_of(key), i)
             text = str(item)
             if ":" not in text:
@@ -569,26 +663,12 @@ def parse_spec(raw, where="", host=None):
     if data.get("blkio_weight") not in (None, ""):
         spec.blkio_weight = _as_int(name_of("blkio_weight"), data["blkio_weight"], 10, 1000)
 
-    guests = set()
-    for i, item in enumerate(_as_list(data.get("volumes"))):
-        where_item = "%s[%d]" % (name_of("volumes"), i)
-        parts = str(item).split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            _fail(where_item, "%r is not HOST:GUEST[:ro]" % item)
-        host_path, guest_path = parts[0], parts[1]
-        for label, path in (("host", host_path), ("guest", guest_path)):
-            if not path.startswith("/"):
-                _fail(where_item, "%s path %r is not absolute" % (label, path))
-            if "/../" in path + "/" or "/./" in path + "/":
-                _fail(where_item, "%s path %r must not contain . or .. parts" % (label, path))
-        if os.path.normpath(guest_path) == "/":
-            _fail(where_item, "the guest path cannot be /")
-        if guest_path in guests:
-            _fail(where_item, "guest path %s is mounted twice" % guest_path)
-        guests.add(guest_path)
-        spec.volumes.append(Volume(host=os.path.normpath(host_path),
-                                   guest=os.path.normpath(guest_path),
-                                   readonly=len(parts) == 3 and parts[2] == "ro"))
+    for i, item in enumerate(_as_list(name_of("volumes"), data.get("volumes"))):
+        volume = parse_volume("%s[%d]" % (name_of("volumes"), i), item)
+        if any(volume.guest == v.guest for v in spec.volumes):
+            _fail("%s[%d]" % (name_of("volumes"), i), "guest path %s is mounted twice"
+                  % volume.guest)
+        spec.volumes.append(volume)
 
     if data.get("init") not in (None, ""):
         if data["init"] not in INIT_MODES:
@@ -599,8 +679,20 @@ def parse_spec(raw, where="", host=None):
         if spec.init != "none":
             _fail(name_of("command"), "a command replaces init; it needs init: none")
         command = data["command"]
-        spec.command = shlex.split(command) if isinstance(command, str) else [
-            str(c) for c in command]
+        if isinstance(command, str):
+            try:
+                spec.command = shlex.split(command)
+            except ValueError as exc:
+                _fail(name_of("command"), "%s in %r" % (exc, command))
+        elif isinstance(command, (list, tuple)) and all(
+                isinstance(part, (str, int, float)) and not isinstance(part, bool)
+                for part in command):
+            spec.command = [str(part) for part in command]
+        else:
+            _fail(name_of("command"), "%r is not a command; give a string or a list of "
+                  "strings" % (command,))
+        if not spec.command:
+            _fail(name_of("command"), "is empty")
 
     env = data.get("env") or {}
     if isinstance(env, list):
@@ -612,7 +704,7 @@ def parse_spec(raw, where="", host=None):
             _fail("%s.%s" % (name_of("env"), key), "is not a valid variable name")
         if str(key).startswith("CVM_"):
             _fail("%s.%s" % (name_of("env"), key), "CVM_ variables are set by cvm itself")
-        spec.env[str(key)] = "" if value is None else str(value)
+        spec.env[str(key)] = _one_line("%s.%s" % (name_of("env"), key), value)
 
     labels = data.get("labels") or {}
     if isinstance(labels, list):
@@ -621,10 +713,13 @@ def parse_spec(raw, where="", host=None):
     if not isinstance(labels, dict):
         _fail(name_of("labels"), "use a mapping or a list of KEY=VALUE")
     for key, value in labels.items():
+        if key is None or not str(key).strip():
+            _fail(name_of("labels"), "a label needs a key (KEY=VALUE)")
+        _one_line("%s.%s" % (name_of("labels"), key), key)
         if str(key).startswith(RESERVED_LABEL_PREFIX):
             _fail("%s.%s" % (name_of("labels"), key), "labels starting with %s are reserved "
                   "for cvm" % RESERVED_LABEL_PREFIX)
-        spec.labels[str(key)] = "" if value is None else str(value)
+        spec.labels[str(key)] = _one_line("%s.%s" % (name_of("labels"), key), value)
 
     if data.get("restart") not in (None, ""):
         policy = str(data["restart"])
@@ -636,18 +731,18 @@ def parse_spec(raw, where="", host=None):
             _as_int(name_of("restart"), policy.split(":", 1)[1], 1, None, "a retry count")
         spec.restart = policy
 
-    for i, server in enumerate(_as_list(data.get("dns"))):
+    for i, server in enumerate(_as_list(name_of("dns"), data.get("dns"))):
         try:
             spec.dns.append(str(ipaddress.ip_address(str(server))))
         except ValueError:
             _fail("%s[%d]" % (name_of("dns"), i), "%r is not an IP address" % server)
-    for i, domain in enumerate(_as_list(data.get("search"))):
+    for i, domain in enumerate(_as_list(name_of("search"), data.get("search"))):
         domain = str(domain).rstrip(".")
         if not all(_HOST_LABEL.match(part) for part in domain.split(".")):
             _fail("%s[%d]" % (name_of("search"), i), "%r is not a domain name" % domain)
         spec.search.append(domain)
 
-    for i, key_text in enumerate(_as_list(data.get("ssh_keys"))):
+    for i, key_text in enumerate(_as_list(name_of("ssh_keys"), data.get("ssh_keys"))):
         where_item = "%s[%d]" % (name_of("ssh_keys"), i)
         for line in str(key_text).strip().splitlines():
             line = line.strip()
@@ -658,7 +753,7 @@ def parse_spec(raw, where="", host=None):
                       "comment)" % (line[:40] + ("..." if len(line) > 40 else "")))
             spec.ssh_keys.append(line)
 
-    raw_nics = _as_list(data.get("nics"))
+    raw_nics = _as_list(name_of("nics"), data.get("nics"))
     if len(raw_nics) > MAX_NICS:
         _fail(name_of("nics"), "%d NICs; a VM has at most %d" % (len(raw_nics), MAX_NICS))
     for i, raw_nic in enumerate(raw_nics):
@@ -667,7 +762,12 @@ def parse_spec(raw, where="", host=None):
 
     if data.get("lxcfs") not in (None, ""):
         spec.lxcfs = _as_bool(name_of("lxcfs"), data["lxcfs"])
-    spec.tune = [str(s) for s in _as_list(data.get("tune"))]
+    for i, service in enumerate(_as_list(name_of("tune"), data.get("tune"))):
+        if service not in TUNED_SERVICES:
+            _fail("%s[%d]" % (name_of("tune"), i), "%r is not a service cvm tunes; use one "
+                  "of %s" % (service, ", ".join(TUNED_SERVICES)))
+        if service not in spec.tune:
+            spec.tune.append(service)
     return spec
 
 

@@ -40,23 +40,62 @@ def merge(base, overrides):
     return merged
 
 
+def load_yaml(path, data):
+    """One YAML document from bytes: UTF-8 text only, and a key given twice in a mapping is
+    an error (PyYAML's last-one-wins would drop the first silently)."""
+    import yaml  # deferred: only file-driven commands pay for it
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecError(None, "%s: not UTF-8 text (byte 0x%02x on line %d); a spec file is "
+                        "YAML text" % (path, data[exc.start], line)) from None
+    if "\0" in text:
+        raise SpecError(None, "%s: holds a NUL byte; a spec file is YAML text" % path)
+    try:
+        return yaml.load(text, Loader=_strict_loader())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        kind = "" if problem.startswith("duplicate key") else "malformed YAML at "
+        raise SpecError(None, "%s: %s%s%s" % (path, kind, where, problem)) from None
+
+
+def _strict_loader():
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "duplicate key %r (each key may appear once)" % (key,),
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
 def load_file(path):
     """Read a spec file: one VM mapping, or `vms:` (with optional `defaults:`).
 
     Returns [(where, raw_mapping)], where `where` names the VM's place in the file for errors.
     """
-    import yaml  # deferred: only file-driven commands pay for it
-
     try:
-        with open(path) as handle:
-            document = yaml.safe_load(handle)
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
         raise SpecError(None, "%s: %s" % (path, exc.strerror)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(None, "%s: malformed YAML at %s%s" % (path, where, problem)) from None
+    document = load_yaml(path, data)
     if document is None:
         raise SpecError(None, "%s: the file is empty" % path)
     if not isinstance(document, dict):

@@ -123,20 +123,26 @@ def tune(name, service, show, apply_, reload, sets):
 @click.option("--stop", is_flag=True, help="Stop a running VM for the copy (default: freeze "
               "it, as docker pause does), then run it again.")
 @click.option("--with-image", is_flag=True, help="Carry the VM's image in the archive too.")
+@click.option("--no-volumes", is_flag=True, help="Leave the volumes' data out: the importing "
+              "host has it at the same paths (shared storage).")
 @click.option("--compress", type=click.Choice(["zstd", "gzip"]),
               help="Default: zstd when the zstandard package is there, gzip otherwise.")
-def export_(name, output, stop, with_image, compress):
+def export_(name, output, stop, with_image, no_volumes, compress):
     """Write a VM (spec, writable layer, volumes) as one archive, streaming."""
     from .. import bundle, ns
     from ..context import default_context
     ns.require_root("cvm export")
+
+    def write(handle):
+        bundle.export(name, handle, default_context(), stop, with_image, compress,
+                      volumes=not no_volumes)
     if output == "-":
-        bundle.export(name, sys.stdout.buffer, default_context(), stop, with_image, compress)
+        write(sys.stdout.buffer)
         return
     partial = output + ".partial"
     try:
         with open(partial, "wb") as handle:
-            bundle.export(name, handle, default_context(), stop, with_image, compress)
+            write(handle)
         os.rename(partial, output)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -31,17 +31,17 @@ def stats(names, watch, sort, as_json, prometheus, textfile, interval, verbose):
     from ..monitor import Monitor, exposition, stats_rows, write_textfile
     from ..table import render
     monitor = Monitor(_store())
-    if prometheus:
-        sys.stdout.write(exposition(monitor).decode())
-        return
-    if textfile:
-        write_textfile(monitor, textfile)
-        return
     previous = {s.name: s for s in monitor.sweep(names)}
     unknown = [n for n in names if n not in previous]
     if unknown:
         from ..errors import NotFound
         raise NotFound("no VM named %r (see `cvm ls`)" % unknown[0])
+    if prometheus:
+        sys.stdout.write(exposition(monitor, names).decode())
+        return
+    if textfile:
+        write_textfile(monitor, textfile, names)
+        return
     keys = {"cpu": 0, "mem": 1, "net": 2}
     while True:
         time.sleep(watch if watch else interval)

@@ -42,7 +42,8 @@ def each(results):
 
 
 def plan(items):
-    symbols = {"create": "+", "change": "~", "recreate": "!", "unchanged": "=", "blocked": "x"}
+    symbols = {"create": "+", "change": "~", "recreate": "!", "unchanged": "=", "blocked": "x",
+               "invalid": "x"}
     for item in items:
         line = "%s %s  %s" % (symbols[item["action"]], item["name"], item["action"])
         if item["action"] == "blocked":
@@ -50,6 +51,8 @@ def plan(items):
         out(line)
         for key, change in item["changes"].items():
             out("    %s: %s -> %s" % (key, _short(change["old"]), _short(change["new"])))
+        for problem in item.get("problems", ()):
+            out("    problem: %s" % problem)
 
 
 def _short(value):

@@ -80,7 +80,7 @@ def _read(field, path):
 
 
 def run_create(params):
-    from ..errors import CvmError
+    from ..errors import SpecError
     from ..specfile import merge
     raw, where, name = {}, "", params["name"]
     if params["spec_file"]:
@@ -89,8 +89,8 @@ def run_create(params):
         if name:
             entries = [e for e in entries if e[1].get("name") in (None, name)]
         if len(entries) != 1:
-            raise CvmError("%s: expected exactly one VM%s; use `cvm apply -f` for many" % (
-                params["spec_file"], " named %s" % name if name else ""))
+            raise SpecError(None, "%s: expected exactly one VM%s; use `cvm apply -f` for "
+                            "many" % (params["spec_file"], " named %s" % name if name else ""))
         where, raw = entries[0]
         where = "" if name else where
     overrides = flags_to_raw(params)
@@ -105,22 +105,23 @@ def run_create(params):
 
 
 def run_apply(params):
-    from ..errors import CvmError
+    """The plan, then the changes: all or none (cvm.applying). A dry run shows every
+    problem of the file; a real run with problems stops at the first, changing nothing."""
+    from ..errors import SpecError
     from ..specfile import load_file
     specs = [{"where": where, "spec": raw} for where, raw in load_file(params["spec_file"])]
     items = call("plan", specs=specs, recreate=params["recreate"])
-    if params["as_json"] and params["dry_run"]:
-        render.as_json(items)
-        return
-    if not params["as_json"]:
-        render.plan(items)
+    problems = sum(len(item["problems"]) for item in items)
     if params["dry_run"]:
+        render.as_json(items) if params["as_json"] else render.plan(items)
+        if problems:
+            raise SpecError(None, "%s: %d problem%s; nothing was changed" % (
+                params["spec_file"], problems, "s" if problems > 1 else ""))
         return
-    blocked = [i for i in items if i["action"] == "blocked"]
-    if blocked:
-        raise CvmError("%s: %s needs a recreate (%s changed); rerun with --recreate" % (
-            params["spec_file"], blocked[0]["name"], ", ".join(blocked[0]["recreate_fields"])))
-    done = call("apply", specs=specs, recreate=params["recreate"])
+    if not params["as_json"] and not problems:
+        render.plan(items)
+    done = call("apply", specs=specs, recreate=params["recreate"],
+                keep_going=params["keep_going"])  # with problems: raises the first
     render.as_json(done) if params["as_json"] else render.applied(done)
 
 
@@ -187,7 +188,7 @@ def run_bridge_add(params):
         vxlan = {"id": params["vxlan"], "port": params["vxlan_port"],
                  "local": params["vxlan_local"], "remotes": list(params["vxlan_remote"])}
     call("bridge_add", vxlan=vxlan, **dict((key, params[key]) for key in (
-        "name", "address", "uplink", "pool", "mtu")))
+        "name", "address", "uplink", "pool", "mtu", "allow_overlap")))
     render.out(params["name"])
 
 
@@ -210,7 +211,11 @@ COMMANDS = [
         "Create a VM (and start it). A trailing `-- CMD...` sets the command for init none.",
         run_create),
     Command(["apply"], [Option(["-f", "--file"], "spec_file", required=True, metavar="PATH"),
-                        Option(["--dry-run"], "dry_run", value=False, help="Show the plan only."),
+                        Option(["--dry-run"], "dry_run", value=False,
+                               help="Show the plan and every problem; change nothing."),
+                        Option(["--keep-going"], "keep_going", value=False,
+                               help="Make every change that can be made; report each failure "
+                                    "(default: a failure undoes the changes made)."),
                         Option(["--recreate"], "recreate", value=False,
                                help="Recreate VMs whose change cannot be made live."),
                         JSON],
@@ -262,6 +267,8 @@ COMMANDS = [
         Option(["--pool"], "pool", help="Addresses for ip=auto, e.g. "
                                         "198.51.100.100-198.51.100.199."),
         Option(["--mtu"], "mtu", kind=int),
+        Option(["--allow-overlap"], "allow_overlap", value=False,
+               help="Let the subnet overlap another interface's or bridge's (on purpose)."),
         Option(["--vxlan"], "vxlan", metavar="VNI", help="Make it an overlay across hosts: "
                                                          "a VXLAN port with this VNI."),
         Option(["--vxlan-port"], "vxlan_port", default="4789", help="VXLAN's UDP port."),

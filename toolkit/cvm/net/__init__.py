@@ -46,9 +46,14 @@ def check_host(spec, host=None):
             host.close()
 
 
-def claim_addresses(ctx, spec):
-    """Call with ctx.store.lock() held. Returns the spec with ip=auto and VFs filled in."""
-    return addresses.claim(spec, ctx.store.vm_records(), ctx.store.bridge_records(), sysfs())
+def claim_addresses(ctx, spec, records=None):
+    """Call with ctx.store.lock() held. Returns the spec with ip=auto and VFs filled in;
+    no address another VM (of `records`, default the store's) or the host has."""
+    from .hostbridge import host_addresses
+    with Netlink.open() as host:
+        taken = host_addresses(host)
+    return addresses.claim(spec, ctx.store.vm_records() if records is None else records,
+                           ctx.store.bridge_records(), sysfs(), host_addresses=taken)
 
 
 def _persist_saved(ctx, name, index):

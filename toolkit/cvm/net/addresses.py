@@ -8,21 +8,23 @@ import ipaddress
 from ..errors import Conflict, NetError, SpecError
 
 
-def _claims(records, exclude):
-    """{('ip', '198.51.100.10'): (vm, nic name), ('mac', ...): ..., ('vf', pf, n): ...}"""
-    claims = {}
+def _claims(records, exclude, host_addresses=()):
+    """{('ip', '198.51.100.10'): 'VM web1 (eth0)', ('mac', ...): ..., ('vf', pf, n): ...},
+    the host's own addresses among them ('this host (br0)')."""
+    claims = {("ip", str(iface.ip)): "this host (%s)" % ifname
+              for iface, ifname in host_addresses}
     for vm_name, record in records.items():
         if vm_name == exclude:
             continue
         for index, raw in enumerate(record.get("spec", {}).get("nics", [])):
-            nic_name = raw.get("name", "eth%d" % index)
+            holder = "VM %s (%s)" % (vm_name, raw.get("name", "eth%d" % index))
             for key in ("ip", "ip6"):
                 if raw.get(key) and raw[key] != "auto":
-                    claims[("ip", str(ipaddress.ip_interface(raw[key]).ip))] = (vm_name, nic_name)
+                    claims[("ip", str(ipaddress.ip_interface(raw[key]).ip))] = holder
             if raw.get("mac"):
-                claims[("mac", raw["mac"])] = (vm_name, nic_name)
+                claims[("mac", raw["mac"])] = holder
             if raw.get("mode") == "sriov" and raw.get("vf") is not None:
-                claims[("vf", raw.get("link"), int(raw["vf"]))] = (vm_name, nic_name)
+                claims[("vf", raw.get("link"), int(raw["vf"]))] = holder
     return claims
 
 
@@ -39,9 +41,10 @@ def parse_pool(text):
     return first, last
 
 
-def claim(spec, records, bridges, sysfs=None, where="nics"):
-    """A copy of `spec` with ip=auto and free VFs filled in; Conflict on any clash."""
-    claims = _claims(records, spec.name)
+def claim(spec, records, bridges, sysfs=None, where="nics", host_addresses=()):
+    """A copy of `spec` with ip=auto and free VFs filled in; Conflict on any clash with
+    another VM or an address of the host's (`host_addresses`: [(ip_interface, ifname)])."""
+    claims = _claims(records, spec.name, host_addresses)
     nics = []
     for index, nic in enumerate(spec.nics):
         field = "%s[%d]" % (where, index)
@@ -53,12 +56,11 @@ def claim(spec, records, bridges, sysfs=None, where="nics"):
                 address = str(ipaddress.ip_interface(value).ip)
                 holder = claims.get(("ip", address))
                 if holder:
-                    raise Conflict("%s.%s: %s is already used by VM %s (%s)" % (
-                        field, key, address, holder[0], holder[1]))
+                    raise Conflict("%s.%s: %s is already used by %s" % (
+                        field, key, address, holder))
         if nic.mac and ("mac", nic.mac) in claims:
-            holder = claims[("mac", nic.mac)]
-            raise Conflict("%s.mac: %s is already used by VM %s (%s)" % (
-                field, nic.mac, holder[0], holder[1]))
+            raise Conflict("%s.mac: %s is already used by %s" % (
+                field, nic.mac, claims[("mac", nic.mac)]))
         if nic.mode == "sriov":
             nic = _claim_vf(nic, field, claims, sysfs)
         nics.append(nic)
@@ -90,8 +92,8 @@ def _claim_vf(nic, field, claims, sysfs):
     if nic.vf is not None:
         holder = claims.get(("vf", nic.link, nic.vf))
         if holder:
-            raise Conflict("%s.vf: VF %d of %s is already used by VM %s (%s)" % (
-                field, nic.vf, nic.link, holder[0], holder[1]))
+            raise Conflict("%s.vf: VF %d of %s is already used by %s" % (
+                field, nic.vf, nic.link, holder))
         return nic
     for vf in sysfs.free_vfs(nic.link):
         if ("vf", nic.link, vf) not in claims:

@@ -17,9 +17,10 @@ Every step goes through a Transaction: a failure at step k undoes steps 1..k-1.
 
 import errno
 
-from ..errors import CvmError, KernelFeatureMissing, NetError, NotFound, SpecError
+from ..errors import CvmError, KernelFeatureMissing, NetError, SpecError
 
 TAG_PREFIX = "cvm"
+IFF_LOOPBACK = 0x8
 
 
 def host_tag(realm, vm_name, index):
@@ -240,7 +241,10 @@ def require_link(host, name, where, what="interface"):
     """The host link named `name`, up; clear errors otherwise."""
     link = host.netlink.link(name)
     if link is None:
-        raise NotFound("%s: %s %s does not exist on this host" % (where, what, name))
+        raise SpecError(where, "%s %s does not exist on this host" % (what, name))
+    if link["flags"] & IFF_LOOPBACK:
+        raise SpecError(where, "%s is the loopback interface; give a %s on the LAN" % (
+            name, what))
     if not link["flags"] & 1:
         raise NetError("%s: %s %s is down; bring it up first (ip link set %s up)" % (
             where, what, name, name))

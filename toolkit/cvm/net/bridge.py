@@ -5,7 +5,7 @@ addresses. Options: hairpin (reflect frames back out the port), host_name, and
 vlan (bridge VLAN filtering: the port gets the VLAN as PVID, untagged).
 """
 
-from ..errors import NetError
+from ..errors import NetError, SpecError
 from .base import NicDriver, check_mtu, interface_mac, require_link
 from .filtering import HostPortFilter
 from .netlink import link_kind
@@ -20,9 +20,9 @@ class BridgeDriver(NicDriver):
         super().validate(nic, host, where)
         bridge = require_link(host, nic.link, where + ".link", "bridge")
         if link_kind(bridge) != "bridge":
-            raise NetError("%s.link: %s is not a bridge (it is %s); mode bridge needs a Linux "
-                           "bridge (cvm bridge add), or use mode macvlan on it" % (
-                               where, nic.link, link_kind(bridge) or "a physical interface"))
+            raise SpecError(where + ".link", "%s is not a bridge (it is %s); mode bridge needs "
+                            "a Linux bridge (cvm bridge add), or use mode macvlan on it" % (
+                                nic.link, link_kind(bridge) or "a physical interface"))
         check_mtu(nic, bridge, where)
         if nic.vlan and not _vlan_filtering(bridge):
             raise NetError("%s.vlan: bridge %s does not filter VLANs; enable it (ip link set %s "

@@ -82,23 +82,40 @@ def validate(name, address=None, pool=None, mtu=None, vxlan=None):
                 from None
         if "/" not in address:
             raise SpecError("address", "%r has no prefix length (e.g. /24)" % address)
+        network = iface.network
+        if iface.version == 4 and network.num_addresses > 2 and iface.ip in (
+                network.network_address, network.broadcast_address):
+            raise SpecError("address", "%s is the %s address of %s; give the host an address "
+                            "inside it (e.g. %s/%d)" % (
+                                iface.ip, "network" if iface.ip == network.network_address
+                                else "broadcast", network, network.network_address + 1,
+                                network.prefixlen))
+        if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified or \
+                iface.ip.is_link_local:
+            raise SpecError("address", "%s cannot be a bridge's address" % iface.ip)
         record["address"] = str(iface)
     if pool:
+        if not record["address"]:
+            raise SpecError("pool", "needs --address: the bridge's address is the VMs' "
+                            "gateway and gives the pool its subnet")
         try:
             first, last = parse_pool(pool)
         except ValueError as exc:
             raise SpecError("pool", str(exc)) from None
-        if record["address"]:
-            network = ipaddress.ip_interface(record["address"]).network
-            if first not in network or last not in network:
-                raise SpecError("pool", "%s is outside the bridge's subnet %s" % (pool, network))
+        network = ipaddress.ip_interface(record["address"]).network
+        if first not in network or last not in network:
+            raise SpecError("pool", "%s is outside the bridge's subnet %s" % (pool, network))
         record["pool"] = "%s-%s" % (first, last)
     if mtu is not None and not 68 <= int(mtu) <= 65535:
         raise SpecError("mtu", "%s is out of range; use 68 to 65535" % mtu)
     return record
 
 
-def add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None):
+def add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None,
+        allow_overlap=False):
+    """Make (or adopt) bridge `name`. Its address and pool may not collide with the
+    host's other interfaces, other cvm bridges or VMs; `allow_overlap` lets a subnet
+    overlap on purpose (never an address that is taken)."""
     record = validate(name, address, pool, mtu, vxlan)
     record["uplink"] = uplink
     with ctx.store.lock(), Netlink.open() as host:
@@ -106,7 +123,8 @@ def add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None):
         if existing is not None and link_kind(existing) != "bridge":
             raise Conflict("name: %s exists and is not a bridge" % name)
         if uplink is not None and host.link(uplink) is None:
-            raise NotFound("uplink: interface %s does not exist" % uplink)
+            raise SpecError("uplink", "interface %s does not exist" % uplink)
+        _check_collisions(ctx, host, record, allow_overlap)
         if record["vxlan"]:
             underlay = _underlay(host, record["vxlan"]["local"])
             if record["mtu"] is None:
@@ -116,6 +134,72 @@ def add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None):
             _make(tx, host, record, ctx.realm)
         ctx.store.write_bridge(name, record)
     return record
+
+
+def host_addresses(host, skip=()):
+    """[(ip_interface, interface name)] of the host's addresses, link-local ones aside."""
+    names = {link["index"]: link.get("ifname") for link in host.links()}
+    found = []
+    for message in host.addresses():
+        ifname = names.get(message["index"])
+        address = message.get("local") or message.get("address")  # local: IPv4's own
+        if ifname in skip or not address:
+            continue
+        iface = ipaddress.ip_interface("%s/%d" % (address, message["prefixlen"]))
+        if not iface.ip.is_link_local:
+            found.append((iface, ifname))
+    return found
+
+
+def check_collisions(ctx, record, allow_overlap=False):
+    """The collision checks of add() for a validated record, before anything changes (the
+    Ansible module checks a changed bridge before it removes the old one)."""
+    with Netlink.open() as host:
+        _check_collisions(ctx, host, record, allow_overlap)
+
+
+def _check_collisions(ctx, host, record, allow_overlap):
+    """Refuse an address, subnet or pool that another interface, bridge or VM has: a
+    bridge given the uplink's subnet would take the host off its own network."""
+    mine = {record["name"]} | ({record["uplink"]} if record.get("uplink") else set())
+    if record["address"]:
+        wanted = ipaddress.ip_interface(record["address"])
+        for iface, ifname in host_addresses(host, skip=mine):
+            if iface.ip == wanted.ip:
+                raise Conflict("address: %s is already %s's address" % (wanted.ip, ifname))
+            if not allow_overlap and iface.network.overlaps(wanted.network):
+                raise Conflict("address: %s overlaps %s's subnet %s (%s); give another "
+                               "subnet, or --allow-overlap if that is meant" % (
+                                   wanted.network, ifname, iface.network, iface))
+        for other, other_record in ctx.store.bridge_records().items():
+            theirs = other_record.get("address")
+            if other in mine or not theirs:
+                continue
+            if not allow_overlap and ipaddress.ip_interface(theirs).network.overlaps(
+                    wanted.network):
+                raise Conflict("address: %s overlaps the subnet of cvm bridge %s (%s)" % (
+                    wanted.network, other, theirs))
+        for vm, nic_name, ip in _vm_addresses(ctx):
+            if ip == wanted.ip:
+                raise Conflict("address: %s is VM %s's address (%s)" % (ip, vm, nic_name))
+    if record["pool"]:
+        first, last = parse_pool(record["pool"])
+        for other, other_record in ctx.store.bridge_records().items():
+            if other == record["name"] or not other_record.get("pool"):
+                continue
+            their_first, their_last = parse_pool(other_record["pool"])
+            if first <= their_last and their_first <= last:
+                raise Conflict("pool: %s overlaps the pool of cvm bridge %s (%s)" % (
+                    record["pool"], other, other_record["pool"]))
+
+
+def _vm_addresses(ctx):
+    for vm, vm_record in ctx.store.vm_records().items():
+        for index, nic in enumerate(vm_record["spec"].get("nics", [])):
+            for key in ("ip", "ip6"):
+                if nic.get(key) and nic[key] != "auto":
+                    yield vm, nic.get("name", "eth%d" % index), \
+                        ipaddress.ip_interface(nic[key]).ip
 
 
 def _make(tx, host, record, realm):

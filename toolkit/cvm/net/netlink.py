@@ -160,8 +160,9 @@ class Netlink:
     def links(self):
         return list(self.ipr.get_links())
 
-    def addresses(self, index):
-        return list(self.ipr.get_addr(index=index))
+    def addresses(self, index=None):
+        """The address messages of one link, or of every link."""
+        return list(self.ipr.get_addr(**({} if index is None else {"index": index})))
 
     def routes(self, family, **filters):
         return list(self.ipr.get_routes(family=family, **filters))

@@ -12,7 +12,7 @@ VF to the host under a name of its choosing: the daemon finds it and restores it
 
 import os
 
-from ..errors import KernelFeatureMissing, NetError, NotFound
+from ..errors import KernelFeatureMissing, NetError, SpecError
 from .base import NicDriver
 
 LINK_STATES = {"auto": 0, "enable": 1, "disable": 2}
@@ -66,20 +66,20 @@ class SriovDriver(NicDriver):
     def validate(self, nic, host, where):
         sysfs = host.sysfs
         if host.netlink.link(nic.link) is None:
-            raise NotFound("%s.link: physical function %s does not exist on this host" % (
-                where, nic.link))
+            raise SpecError(where + ".link", "physical function %s does not exist on this host"
+                            % nic.link)
         if not sysfs.total_vfs(nic.link):
             if not sysfs.any_pf():
                 raise KernelFeatureMissing("SR-IOV", "%s (mode sriov): this host has no "
                                            "SR-IOV capable NIC" % where)
-            raise NetError("%s.link: %s is not an SR-IOV physical function" % (where, nic.link))
+            raise SpecError(where + ".link", "%s is not an SR-IOV physical function" % nic.link)
         count = sysfs.num_vfs(nic.link)
         if count == 0:
             raise NetError("%s.link: %s has no virtual functions enabled (echo N > /sys/class/"
                            "net/%s/device/sriov_numvfs)" % (where, nic.link, nic.link))
         if nic.vf is not None and nic.vf >= count:
-            raise NetError("%s.vf: %s has VFs 0-%d; there is no VF %d" % (
-                where, nic.link, count - 1, nic.vf))
+            raise SpecError(where + ".vf", "%s has VFs 0-%d; there is no VF %d" % (
+                nic.link, count - 1, nic.vf))
 
     def vf_settings(self, nic):
         """The VF's configuration on the PF, as pyroute2's `vf=` argument."""

@@ -46,6 +46,12 @@ options:
   mtu:
     description: The bridge's MTU.
     type: int
+  allow_overlap:
+    description:
+      - Lets the bridge's subnet overlap another interface's or cvm bridge's on purpose.
+        An address another interface or VM has is refused regardless.
+    type: bool
+    default: false
   state_dir:
     description: cvm's state directory on the host.
     type: path
@@ -84,7 +90,8 @@ def main():
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         address=dict(type="str"), pool=dict(type="str"), uplink=dict(type="str"),
-        mtu=dict(type="int"), vxlan=dict(type="dict"), state_dir=dict(type="path")),
+        mtu=dict(type="int"), vxlan=dict(type="dict"), state_dir=dict(type="path"),
+        allow_overlap=dict(type="bool", default=False)),
         supports_check_mode=True)
     import_cvm(module)
     from cvm.errors import CvmError
@@ -102,6 +109,7 @@ def main():
         wanted = hostbridge.validate(params["name"], params["address"], params["pool"],
                                      params["mtu"], params["vxlan"])
         wanted["uplink"] = params["uplink"]
+        hostbridge.check_collisions(ctx, wanted, params["allow_overlap"])
         fields = [k for k in FIELDS if k != "mtu" or params["mtu"] is not None]
         same = current is not None and all(current.get(k) == wanted.get(k) for k in fields)
         same_overlay = same and _overlay(current) == _overlay(wanted)
@@ -117,7 +125,8 @@ def main():
         if current is not None:
             hostbridge.remove(ctx, params["name"])
         record = hostbridge.add(ctx, params["name"], params["address"], params["uplink"],
-                                params["pool"], params["mtu"], params["vxlan"])
+                                params["pool"], params["mtu"], params["vxlan"],
+                                params["allow_overlap"])
     except CvmError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=True, bridge=record, diff=diff)

@@ -195,7 +195,7 @@ def main():
                                         ("state", "stopped", ["image"]),
                                         ("state", "restarted", ["image"])])
     import_cvm(module)
-    from cvm import api
+    from cvm import api, applying
     from cvm.errors import CvmError
     from cvm.spec import parse_spec
 
@@ -213,10 +213,12 @@ def main():
                     api.get(name, ctx).remove(force=True)
             module.exit_json(**result)
         spec = parse_spec(raw_spec(params))
-        (item,) = api.plan([spec], params["recreate"], ctx)
+        (item,) = applying.plan([spec], params["recreate"], ctx)
         if item.action == "blocked":
             module.fail_json(msg="%s: %s changed, which needs a recreate; set recreate: true" %
                              (name, ", ".join(item.recreate_fields)), **result)
+        if item.problems:  # found before anything changes, in check mode too
+            module.fail_json(msg=str(item.problems[0]), **result)
         after = spec.to_dict()
         result.update(action=item.action, changes=dict(
             (k, dict(old=o, new=n)) for k, (o, n) in item.changes.items()))
@@ -227,7 +229,7 @@ def main():
             if item.action == "create":
                 api.create(spec, start=params["state"] != "stopped", ctx=ctx)
             elif item.action != "unchanged":
-                api.apply([spec], recreate=params["recreate"], ctx=ctx)
+                applying.apply([spec], recreate=params["recreate"], ctx=ctx)
         if item.action != "create" or not module.check_mode:
             vm = api.get(name, ctx) if ctx.store.read_vm(name) else None
             if vm is not None:
