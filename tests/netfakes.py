@@ -17,6 +17,8 @@ from pyroute2.iproute.linux import get_arguments_processor, get_dump_filter
 from pyroute2.netlink.rtnl import RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from cvm.net.netlink import Netlink
+
 _indexes = itertools.count(100)
 
 
@@ -66,6 +68,8 @@ class RecordingNetlink:
         self.vfinfo = []
         self.listeners = []  # called after every request (FakeSysfs follows VFs with it)
         self._nft = RecordingNft(where, self.log)
+
+    delete_link = Netlink.delete_link  # built on request(), as for the kernel
 
     # the seam
     def request(self, family, command, **kwargs):

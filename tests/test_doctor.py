@@ -87,3 +87,14 @@ def test_doctor_names_vms_made_while_lxcfs_was_down(ctx, images, name, monkeypat
     check = doctor.check_vms_without_lxcfs(ctx.store)
     assert check.status == "WARN" and check.detail.endswith(": %sc" % name)
     assert "recreate" in check.fix
+
+
+def test_doctor_lists_host_paths_given_to_vms(cvm, ctx, images, name):
+    refused = cvm("create", name, "--image", BUSYBOX, "--init", "none", "-v", "/etc:/hostetc",
+                  "--", "sleep", "1000")
+    assert refused.returncode == 2 and "volumes[0]: /etc is the host's /etc" in refused.stderr
+    assert rows_of(cvm("doctor", "--json"))["host paths in VMs"]["status"] == "OK"
+    cvm("create", name, "--image", BUSYBOX, "--init", "none", "-v",
+        "/etc:/hostetc:ro,host_path_ok", "--", "sleep", "1000", check=True)
+    row = rows_of(cvm("doctor", "--json"))["host paths in VMs"]
+    assert row["status"] == "WARN" and row["detail"].endswith(": %s (/etc)" % name)

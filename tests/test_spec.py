@@ -228,7 +228,7 @@ def test_merge_flags_override_file():
 def test_load_file_forms(tmp_path):
     single = tmp_path / "one.yml"
     single.write_text("name: web1\nimage: cvm/debian12\n")
-    assert load_file(str(single)) == [(str(single), {"name": "web1", "image": "cvm/debian12"})]
+    assert load_file(str(single)) == [(str(single) + ":", {"name": "web1", "image": "cvm/debian12"})]
     many = tmp_path / "many.yml"
     many.write_text("defaults:\n  image: cvm/debian12\n  memory: 1g\n"
                     "vms:\n  - name: a\n  - name: b\n    memory: 2g\n")

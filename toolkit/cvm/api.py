@@ -125,9 +125,12 @@ class VM:
     @property
     def pid(self):
         """Host PID of the VM's init; NotFound when it is not running."""
-        if self.container_id:
+        if not self.container_id:
+            raise NotFound("VM %s has no container" % self.name)
+        try:
             return ns.init_pid(self.container_id)
-        raise NotFound("VM %s has no container" % self.name)
+        except NotFound:
+            raise NotFound("VM %s is not running" % self.name) from None
 
     def cgroup(self):
         from .cgroups import Cgroup, CgroupError
@@ -192,21 +195,30 @@ class VM:
         return self
 
     def restart(self, timeout=None):
-        """A clean shutdown (within the VM's stop timeout unless given), then a start."""
-        if self.status in ("running", "restarting", "paused"):
-            self.ctx.engine.stop(self.container_id, timeout=timeout)
-        self.ctx.engine.start(self.container_id)
-        self._container = self._status = None
-        self.wire()
+        """A clean shutdown (within the VM's stop timeout unless given), then a start.
+        Were this process killed in between, cvm netd would start it (cvm.operations)."""
+        from . import operations
+        if self.status not in ("running", "restarting", "paused"):
+            return self.start()
+        operations.mark(self.ctx, self.name, "restart", mode="stop")
+        self.ctx.engine.stop(self.container_id, timeout=timeout)
+        operations.resume(self.refresh(), "stop")
         return self
 
     def remove(self, force=False, volumes=False):
         """Remove the VM: its wiring, its container and its state; its volumes' data only
         with `volumes`, and then not a directory another VM uses."""
-        if self.status in ("running", "restarting", "paused") and not force:
-            raise Conflict("VM %s is running; stop it first or use -f" % self.name)
-        paths = [v.host for v in self.spec.volumes] if volumes else []
-        _remove(self.ctx, self.name, self.record)
+        # Under the VM's lock, so that racing removals (and netd's wiring) take turns:
+        # the later ones find it gone.
+        with self.ctx.store.vm_lock(self.name):
+            record = self.ctx.store.read_vm(self.name)
+            if record is None:
+                raise NotFound("no VM named %r (see `cvm ls`)" % self.name)
+            self.record, self._container, self._status = record, None, None
+            if self.status in ("running", "restarting", "paused") and not force:
+                raise Conflict("VM %s is running; stop it first or use -f" % self.name)
+            paths = [v.host for v in self.spec.volumes] if volumes else []
+            _remove(self.ctx, self.name, self.record)
         used = {v.split(":")[0] for record in self.ctx.store.vm_records().values()
                 for v in record["spec"].get("volumes", [])}
         for path in paths:
@@ -402,9 +414,8 @@ def preflight(ctx, spec, profile="vm"):
     _check_volumes_against(ctx, spec)
     if spec.nics:
         _net().check_host(spec)
-    # init none takes nothing from the image; Docker's create then reports a missing one.
-    image = ctx.engine.image(spec.image) if spec.init != "none" else {}
-    made = _made(spec, image, profile)
+    image = ctx.engine.image(spec.image)
+    made = _made(spec, image if spec.init != "none" else {}, profile)
     if spec.lxcfs and not lxcfs_running():
         raise SpecError("lxcfs", "LXCFS is not running on this host (apt-get install lxcfs; "
                         "lxcfs -l --enable-cfs /var/lib/lxcfs)")
@@ -437,10 +448,11 @@ def _build(ctx, spec, record, start, made, early=None):
     pause_point("create", "recorded")
     record["created_dirs"] = _make_volume_dirs(spec)
     if record["created_dirs"]:
-        ctx.store.write_vm(spec.name, record)  # for `cvm rm` after a kill
+        _update_record(ctx, spec.name, record)  # for `cvm rm` after a kill
     pause_point("create", "volumes")
     files = guestfiles.bound_files(spec, made["init"], HostFacts.read())
     guestfiles.write(ctx.store, spec.name, files)
+    _update_record(ctx, spec.name, record)
     pause_point("create", "files")
     # Docker refuses a taken name (409), so there is no separate check. Until the
     # record has the id, a kill leaves a container that `cvm rm` finds by name.
@@ -470,7 +482,16 @@ def _build(ctx, spec, record, start, made, early=None):
         pause_point("create", "wired")
     record["phase"] = "ready"
     record.pop("operation", None)
-    return VM(ctx, spec.name, ctx.store.write_vm(spec.name, record))
+    return VM(ctx, spec.name, _update_record(ctx, spec.name, record))
+
+
+def _update_record(ctx, name, record):
+    """Write the record of a VM being made, unless `cvm rm` removed it meanwhile: then the
+    create stops (and undoes what it made) instead of bringing it back."""
+    with ctx.store.vm_lock(name):
+        if ctx.store.read_vm(name) is None:
+            raise NotFound("VM %s was removed while it was being created" % name)
+        return ctx.store.write_vm(name, record)
 
 
 def finish_create(ctx, name):

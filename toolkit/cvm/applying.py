@@ -44,8 +44,9 @@ class PlanItem:
         return data
 
 
-def plan(specs, recreate=False, ctx=None):
-    """A PlanItem per spec, each with the problems the checks found."""
+def plan(specs, recreate=False, ctx=None, wheres=None):
+    """A PlanItem per spec, each with the problems the checks found (named by the spec's
+    place in its file, from `wheres`: "vms.yml: vms[2]")."""
     ctx = ctx or api.default_context()
     items = []
     for spec in specs:
@@ -64,24 +65,36 @@ def plan(specs, recreate=False, ctx=None):
                                   needs_recreate, spec))
         else:
             items.append(PlanItem(spec.name, "change", changes, spec=spec))
-    _check(ctx, items)
+    _check(ctx, items, wheres or [""] * len(items))
     return items
 
 
-def _check(ctx, items):
+def _named(where, error):
+    """`error` with its spec's place in the file before its message."""
+    if not where:
+        return error
+    data = error.to_dict()
+    data["message"] = "%s%s %s" % (where, "" if where.endswith(":") else ":", error.message)
+    return from_dict(data)
+
+
+def _check(ctx, items, wheres):
     """Fill each item's problems; later VMs of the file are checked against the addresses
     earlier ones claim (ip=auto included), as the host's lock would have them."""
     seen = {}
     records = dict(ctx.store.vm_records())
     for index, item in enumerate(items):
+        where = wheres[index]
         if item.name in seen:
-            item.problems.append(SpecError("name", "VM %s is declared twice (also VM %d of "
-                                           "the file)" % (item.name, seen[item.name] + 1)))
+            item.problems.append(_named(where, SpecError(
+                "name", "VM %s is declared twice (also VM %d of the file)" % (
+                    item.name, seen[item.name] + 1))))
             continue
         seen[item.name] = index
         if item.action == "blocked":
-            item.problems.append(SpecError(item.name, "needs a recreate (%s changed); rerun "
-                                           "with --recreate" % ", ".join(item.recreate_fields)))
+            item.problems.append(_named(where, SpecError(
+                item.name, "needs a recreate (%s changed); rerun with --recreate" % ", ".join(
+                    item.recreate_fields))))
         if item.action not in ("create", "change", "recreate"):
             continue
         try:
@@ -95,15 +108,16 @@ def _check(ctx, items):
                 others = {name: r for name, r in records.items() if name != item.name}
                 spec = net.claim_addresses(ctx, spec, records=others)
         except CvmError as exc:
-            item.problems.append(exc)
+            item.problems.append(_named(where, exc))
             continue
         records[item.name] = {"spec": spec.to_dict()}
 
 
-def apply(specs, dry_run=False, recreate=False, keep_going=False, ctx=None, progress=None):
+def apply(specs, dry_run=False, recreate=False, keep_going=False, ctx=None, progress=None,
+          wheres=None):
     """Make the VMs match `specs`. Returns the plan items, each with what happened."""
     ctx = ctx or api.default_context()
-    items = plan(specs, recreate, ctx)
+    items = plan(specs, recreate, ctx, wheres)
     if dry_run:
         return items
     problems = [problem for item in items for problem in item.problems]
@@ -130,11 +144,13 @@ def apply(specs, dry_run=False, recreate=False, keep_going=False, ctx=None, prog
     finally:
         _forget_archives(undos)
     failed = [item for item in items if item.error is not None]
-    if failed:
+    if failed:  # reported as the first failure's kind (its exit code)
         done = sum(1 for item in items if item.action != "unchanged") - len(failed)
-        raise CvmError("%d of %d changes failed (%s); the other %d were made" % (
+        data = failed[0].error.to_dict()
+        data["message"] = "%d of %d changes failed (%s); the other %d were made" % (
             len(failed), len(failed) + done, "; ".join(
-                "%s: %s" % (item.name, item.error) for item in failed), done))
+                "%s: %s" % (item.name, item.error) for item in failed), done)
+        raise from_dict(data)
     return items
 
 

@@ -224,6 +224,18 @@ def check_nic_mtus(ctx, running):
     return Check("NIC MTUs", OK, "no VM's NIC is above its bridge's MTU", "")
 
 
+def check_host_paths(store):
+    """Volumes the operator let through with host_path_ok: each hands the host to a VM."""
+    given = sorted("%s (%s)" % (name, volume.split(":")[0])
+                   for name, record in store.vm_records().items()
+                   for volume in record["spec"].get("volumes", [])
+                   if "host_path_ok" in volume.split(":", 2)[-1].split(","))
+    if not given:
+        return Check("host paths in VMs", OK, "no VM has a host-only path as a volume", "")
+    return Check("host paths in VMs", WARN, "root in these VMs can change the host: %s" %
+                 ", ".join(given), "keep only what is meant (host_path_ok on the volume)")
+
+
 def run_checks(ctx=None):
     from .api import Context
     ctx = ctx or Context()
@@ -235,6 +247,8 @@ def run_checks(ctx=None):
     rows.append(check_lxcfs())
     if rows[-1].status == OK and os.geteuid() == 0:
         rows.append(check_vms_without_lxcfs(ctx.store))
+    if os.geteuid() == 0:
+        rows.append(check_host_paths(ctx.store))
     rows.append(check_nsenter())
     rows.append(check_disk())
     rows.append(check_netd(ctx.store))

@@ -27,6 +27,9 @@ WAIT_SCRIPT = "/usr/lib/cvm/wait-ready"
 # NICs are wired (or a timeout passes), then execs the real init.
 WAIT_SCRIPT_TEXT = """#!/bin/sh
 # cvm: start init only once the host has wired this VM's NICs.
+# As PID 1 the shell ignores signals it does not trap: a stop before init runs must end it.
+trap 'exit 0' TERM INT
+trap 'exit 0' PWR 2>/dev/null
 t=${CVM_WAIT_TIMEOUT:-30}
 n=0
 while [ ! -e %(ready)s ] && [ "$n" -lt $((t * 100)) ]; do
@@ -98,7 +101,7 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         "network_mode": "none",
         "restart_policy": _restart_policy(spec.restart),
         "pids_limit": spec.pids if spec.pids and spec.pids > 0 else -1,
-        "binds": [v.to_text() for v in spec.volumes] + list(file_binds),
+        "binds": [v.bind() for v in spec.volumes] + list(file_binds),
         "dns": spec.dns or None,
         "dns_search": spec.search or None,
     }
@@ -383,10 +386,19 @@ class Engine:
             self.api.kill(container, signal=signal)
 
     def remove(self, container, force=False):
-        """Remove a container; one that is already gone is not an error."""
+        """Remove a container; one that is already gone, or that another remover is
+        removing (then this waits until it is gone), is not an error."""
+        import docker
         try:
             with self._translated("remove %s" % container):
-                self.api.remove_container(container, force=force, v=False)
+                try:
+                    self.api.remove_container(container, force=force, v=False)
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409 or "already in progress" not in _explain(exc):
+                        raise
+                    deadline = time.monotonic() + 60
+                    while self.inspect(container) is not None and time.monotonic() < deadline:
+                        time.sleep(0.05)
         except NotFound:
             pass
 

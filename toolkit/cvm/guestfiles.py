@@ -12,6 +12,7 @@ mount holds on to the file it was given.
 import os
 
 from .engine import WAIT_SCRIPT, WAIT_SCRIPT_TEXT, network_env
+from .errors import NotFound
 
 # The VM's shutdown path writes here (read-write, the VM's own): `shutdown` holds the
 # verb systemd-shutdown ran (poweroff, halt, reboot), `initiator` says "host" when the
@@ -42,7 +43,11 @@ def write(store, name, files):
     os.makedirs(directory, mode=0o755, exist_ok=True)
     for guest_path, content in files.items():
         mode = 0o755 if guest_path == WAIT_SCRIPT else 0o644
-        fd = os.open(host_path(store, name, guest_path), os.O_WRONLY | os.O_CREAT, mode)
+        try:
+            fd = os.open(host_path(store, name, guest_path), os.O_WRONLY | os.O_CREAT, mode)
+        except IsADirectoryError:  # Docker made a directory there: the files were removed
+            raise NotFound("the files of VM %s were removed while it was being made "
+                           "(cvm rm?)" % name) from None
         try:
             os.write(fd, content)
             os.ftruncate(fd, len(content))

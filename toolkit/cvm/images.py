@@ -433,7 +433,8 @@ def read_os_release(tarball):
     try:
         archive = tarfile.open(tarball, "r:*")
     except (OSError, tarfile.TarError) as exc:
-        raise SpecError("rootfs", "%s is not a tar archive (%s)" % (tarball, exc)) from None
+        raise SpecError("rootfs", "%s is not a tar archive (%s)" % (
+            tarball, str(exc).splitlines()[0].rstrip(":"))) from None
     wanted = ("etc/os-release", "usr/lib/os-release")
     found = {}
     with archive:

@@ -129,7 +129,11 @@ def in_mount_namespace(pid, action, what):
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    ns_fd = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY)
+    try:
+        ns_fd = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError):
+        raise NotFound("cannot %s inside the VM: its init (pid %d) is gone (the VM stopped "
+                       "or was removed meanwhile)" % (what, pid)) from None
     try:
         child = os.fork()
         if child == 0:

@@ -141,16 +141,17 @@ def plan(ctx, specs, recreate=False):
     an item of action "invalid" with its error (the file goes on being checked)."""
     from . import applying
     from .spec import parse_spec
-    parsed, invalid = [], {}
+    parsed, wheres, invalid = [], [], {}
     for index, entry in enumerate(specs):
         try:
             parsed.append(parse_spec(entry["spec"], where=entry.get("where", "")))
+            wheres.append(entry.get("where", ""))
         except CvmError as exc:
             raw_name = entry["spec"].get("name") if isinstance(entry["spec"], dict) else None
             invalid[index] = {"name": str(raw_name or entry.get("where") or index),
                               "action": "invalid", "changes": {}, "recreate_fields": [],
                               "problems": [str(exc)]}
-    items = iter(item.to_dict() for item in applying.plan(parsed, recreate, ctx))
+    items = iter(item.to_dict() for item in applying.plan(parsed, recreate, ctx, wheres))
     return [invalid[index] if index in invalid else next(items)
             for index in range(len(specs))]
 
@@ -159,7 +160,8 @@ def plan(ctx, specs, recreate=False):
 def apply(ctx, specs, recreate=False, keep_going=False):
     from . import applying
     return [item.to_dict() for item in applying.apply(
-        _parse_all(specs), recreate=recreate, keep_going=keep_going, ctx=ctx)]
+        _parse_all(specs), recreate=recreate, keep_going=keep_going, ctx=ctx,
+        wheres=[entry.get("where", "") for entry in specs])]
 
 
 # ---------------------------------------------------------------- processes in VMs

@@ -377,6 +377,10 @@ class Volume:
     readonly: bool = False
     host_path_ok: bool = False  # the operator says this host path may go to the VM
 
+    def bind(self):
+        """As Docker's Binds take it."""
+        return "%s:%s:%s" % (self.host, self.guest, "ro" if self.readonly else "rw")
+
     def to_text(self):
         options = (["ro"] if self.readonly else []) + (
             ["host_path_ok"] if self.host_path_ok else [])
@@ -537,10 +541,13 @@ def parse_spec(raw, where="", host=None):
     `where` prefixes field names in errors, e.g. 'vms[2]' for the third VM of a file.
     """
     def name_of(key):
-        return "%s.%s" % (where, key) if where else key
+        if not where:
+            return key
+        return "%s%s%s" % (where, " " if where.endswith(":") else ".", key)
 
     if not isinstance(raw, dict):
-        _fail(where or "spec", "a VM spec is a mapping of fields (name, image, cpus, ...)")
+        _fail(where.rstrip(":") or "spec", "a VM spec is a mapping of fields (name, image, "
+              "cpus, ...)")
     data = {}
     for key, value in raw.items():
         key = ALIASES.get(str(key), str(key).replace("-", "_"))

@@ -88,7 +88,8 @@ def _strict_loader():
 def load_file(path):
     """Read a spec file: one VM mapping, or `vms:` (with optional `defaults:`).
 
-    Returns [(where, raw_mapping)], where `where` names the VM's place in the file for errors.
+    Returns [(where, raw_mapping)], where `where` names the VM's place in the file for errors
+    ("PATH: vms[2]", or "PATH:" for a file of one VM).
     """
     try:
         with open(path, "rb") as handle:
@@ -101,16 +102,16 @@ def load_file(path):
     if not isinstance(document, dict):
         raise SpecError(None, "%s: expected a VM mapping or `vms:` list at the top" % path)
     if "vms" not in document:
-        return [(path, document)]
+        return [(path + ":", document)]  # fields are named "PATH: memory"
     unknown = set(document) - {"vms", "defaults"}
     if unknown:
         key = sorted(unknown)[0]
         raise SpecError("%s: %s" % (path, key), "unknown top-level key; a spec file has "
                         "`vms:` and optional `defaults:`%s" % _suggest(key, ["vms", "defaults"]))
-    defaults = document.get("defaults") or {}
+    defaults = {} if document.get("defaults") is None else document["defaults"]
     if not isinstance(defaults, dict):
         raise SpecError("%s: defaults" % path, "must be a mapping of fields")
-    vms = document.get("vms") or []
+    vms = [] if document.get("vms") is None else document["vms"]
     if not isinstance(vms, list):
         raise SpecError("%s: vms" % path, "must be a list of VM mappings")
     entries = []

@@ -22,12 +22,13 @@ def to_click(command):
         flags = list(param.flags)
         if param.off:
             flags = ["%s/%s" % (flags[0], param.off)] + flags[1:]
+        # A required option gets no default: click 8.3+ takes an explicit None as given.
+        default = {} if param.required else {"default": param.default}
         params.append(click.Option(
             flags + [param.dest], is_flag=not param.value, multiple=param.multiple,
-            default=param.default, help=param.help, metavar=param.metavar,
-            required=param.required,
+            help=param.help, metavar=param.metavar, required=param.required,
             type=click.Choice(param.choices) if param.choices else (
-                param.kind if param.value else None)))
+                param.kind if param.value else None), **default))
 
     def callback(**values):
         code = command.run(values)
@@ -55,6 +56,11 @@ def run(argv=None):
         try:
             return cli.main(args=argv, prog_name="cvm", standalone_mode=False)
         except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.UsageError as exc:  # one line, as every other refusal
+            command = exc.ctx.command_path if exc.ctx else "cvm"
+            click.echo("cvm: %s (see `%s --help`)" % (exc.format_message().rstrip("."),
+                                                       command), err=True)
             return exc.exit_code
         except click.ClickException as exc:
             exc.show()

@@ -183,7 +183,7 @@ def sweep(ctx, running):
         for link in host.links():
             tag = parse_tag(link.get("ifalias"))
             if tag and tag[0] == ctx.realm and tag[1] not in records:
-                host.request("link", "del", index=link["index"])
+                host.delete_link(index=link["index"])
                 removed.append(link.get("ifname"))
     for name, record in records.items():
         if name in running or record.get("phase") != "ready":

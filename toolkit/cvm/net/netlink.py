@@ -131,6 +131,15 @@ class Netlink:
         vlan_filter."""
         return getattr(self.ipr, family)(command, **kwargs)
 
+    def delete_link(self, **which):
+        """Delete a link (index= or ifname=); one already gone is not an error: a veth
+        goes with its peer's namespace, and racing removals meet here."""
+        try:
+            self.request("link", "del", **which)
+        except Exception as exc:
+            if errno_of(exc) != 19:  # ENODEV
+                raise
+
     def nft(self):
         """nftables in this socket's namespace (cvm.net.filtering's seam, as request() is
         the drivers' for rtnetlink)."""

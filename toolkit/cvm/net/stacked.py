@@ -38,7 +38,7 @@ class StackedDriver(NicDriver):
     def unplug(self, w, nic):
         if w.vm is not None and w.vm.link(nic.name) is not None:
             self.unfilter(w, nic)
-            w.vm.request("link", "del", ifname=nic.name)
+            w.vm.delete_link(ifname=nic.name)
 
     def describe(self, w, nic):
         return {"host_side": "%s%s" % (nic.link, ".%d" % nic.vlan if nic.vlan else ""),

@@ -41,7 +41,7 @@ def unplug_veth(w, nic):
     """Deleting the host end removes the pair (and routes through it)."""
     link = w.host.link(host_name(w, nic))
     if link is not None and parse_tag(link.get("ifalias")) is not None:
-        w.host.request("link", "del", index=link["index"])
+        w.host.delete_link(index=link["index"])
 
 
 def veth_plugged(w, nic, master=None):

@@ -52,6 +52,6 @@ def remove_unused(host, realm, in_use):
         parent = host.link(index=link.get("link")) if link.get("link") else None
         key = (parent.get("ifname") if parent else None, int(alias.rsplit(":", 1)[1]))
         if key not in in_use:
-            host.request("link", "del", index=link["index"])
+            host.delete_link(index=link["index"])
             removed.append(link.get("ifname"))
     return removed
