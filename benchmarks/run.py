@@ -4,7 +4,7 @@ import importlib
 import os
 import sys
 
-ALL = ["lifecycle", "network", "images", "tools", "monitor", "ansible", "fleet"]
+ALL = ["lifecycle", "network", "images", "tools", "monitor", "ansible", "fleet", "scale"]
 
 
 def main(names):

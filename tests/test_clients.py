@@ -91,12 +91,14 @@ PARSED_ALIKE = [
     ["net", "ls"], ["net", "ls", "web1", "--json"], ["bridge", "ls"],
     ["bridge", "add", "br9", "--address", "198.51.100.1/24", "--mtu", "1400"],
     ["bridge", "rm", "br9", "br8"],
+    ["stats"], ["stats", "web1", "db1", "--json"], ["stats", "--sort", "cpu", "-v"],
+    ["stats", "--interval", "0.2", "web1"],
 ]
 LEFT_TO_CLICK = [
     ["ls", "--help"], ["ls", "--bogus"], ["stop", "-t", "five", "a"], ["start"],
     ["exec", "web1", "ls", "-la"], ["exec", "web1"], ["inspect"], ["inspect", "a", "b"],
     ["bridge", "add", "br9", "--mtu"], ["net", "attach", "web1"], ["rm", "-fx", "a"],
-    ["image", "ls"], ["--version"], [],
+    ["image", "ls"], ["--version"], [], ["stats", "--watch"], ["stats", "--watch", "5", "a"],
 ]
 
 

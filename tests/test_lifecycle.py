@@ -363,3 +363,33 @@ def test_resize_needs_something(ctx, images, name):
     vm = api.create(busybox_spec(name), ctx=ctx)
     with pytest.raises(SpecError, match="nothing to resize"):
         vm.resize()
+
+
+def test_host_tools_take_flags_on_either_side_and_show_their_help(cvm, ctx, images, name):
+    api.create(busybox_spec(name, memory="64m"), ctx=ctx)
+    before, after = cvm("free", "-m", name, check=True), cvm("free", name, "-m", check=True)
+    assert before.stdout.splitlines()[1].split()[:2] == ["Mem:", "64"]
+    assert before.stdout.splitlines()[1].split()[:2] == after.stdout.splitlines()[1].split()[:2]
+    for tool in ("free", "top", "vmstat", "mpstat", "uptime"):
+        shown = cvm(tool, "--help")
+        original = subprocess.run([tool, "--help"], capture_output=True)  # mpstat's is 1
+        assert shown.returncode == original.returncode, tool
+        assert "Usage:" in shown.stdout + shown.stderr, tool
+    nameless = cvm("free", "-m")
+    assert nameless.returncode == 2 and nameless.stderr == \
+        "cvm: name: give the VM: cvm free [OPTIONS] NAME\n"
+
+
+def test_a_vm_whose_container_is_gone_says_so(cvm, ctx, engine, images, name):
+    vm = api.create(busybox_spec(name), ctx=ctx)
+    engine.remove(vm.container_id, force=True)  # behind cvm's back
+    assert cvm("ls").stdout.split("\n")[1].split()[:2] == [name, "missing"]
+    assert cvm("stats", name, "--json").returncode == 0
+    assert json.loads(cvm("stats", name, "--json").stdout)[0]["status"] == "missing"
+    again = cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1")
+    assert again.returncode == 2 and again.stderr == (
+        "cvm: name: VM %s exists, but its container is gone (removed behind cvm's back): "
+        "`cvm start %s` makes it again from its spec, `cvm rm %s` forgets it\n" % (
+            (name,) * 3))
+    cvm("start", name, check=True)
+    assert api.get(name, ctx).running

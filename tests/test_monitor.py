@@ -140,6 +140,21 @@ def test_stats_table_and_json(ctx, images, name, cvm):
     assert missing.returncode == 2 and "no VM named 'nosuchvm'" in missing.stderr
 
 
+def test_stats_through_netd_give_the_last_seconds_rates_at_once(ctx, images, name, cvm,
+                                                                netd):
+    """netd keeps a sample of every VM: cvm stats compares a sweep now with it instead of
+    sleeping between two (the sleep would show: --interval 5 is only for the fallback)."""
+    api.create(busy_spec(name), ctx=ctx)
+    cvm("stats", check=True)  # a VM new to netd is swept twice; netd samples every second
+    time.sleep(1.5)
+    started = time.monotonic()
+    data = json.loads(cvm("stats", name, "--json", "--interval", "5", check=True).stdout)
+    assert time.monotonic() - started < 4
+    assert data[0]["name"] == name and data[0]["rates"]["cpu_percent"] > 10
+    row = [r for r in cvm("stats", check=True).stdout.splitlines() if r.startswith(name)][0]
+    assert row.split()[1].endswith("%") and row.split()[1] != "--"
+
+
 def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     """A VM whose cgroup vanished mid-sweep is gone; a missing file is counted and named."""
     from cvm.cgroups import Cgroup

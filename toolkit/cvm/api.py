@@ -386,7 +386,12 @@ def create(spec, start=True, ctx=None, profile="vm"):
     lxcfs = made.pop("lxcfs")
     net = _net() if spec.nics else None
     with ctx.store.lock():
-        if ctx.store.read_vm(spec.name) is not None:
+        existing = ctx.store.read_vm(spec.name)
+        if existing is not None:
+            if VM(ctx, spec.name, existing).status == "missing":
+                raise Conflict("name: VM %s exists, but its container is gone (removed "
+                               "behind cvm's back): `cvm start %s` makes it again from its "
+                               "spec, `cvm rm %s` forgets it" % ((spec.name,) * 3))
             raise Conflict("name: a VM named %r already exists" % spec.name)
         if net:
             spec = net.claim_addresses(ctx, spec)

@@ -130,22 +130,34 @@ def _resolve(mounts, key, path):
     return None
 
 
-_docker_cgroup_parent = []
+_docker_settings = []
 
 
-def docker_cgroup_parent(config="/etc/docker/daemon.json"):
-    """The cgroup parent dockerd puts containers below, when daemon.json sets one (a `cvm
-    lab` host's does: its containers must not mix with the outer host's)."""
-    if not _docker_cgroup_parent:
-        parent = None
+def docker_setting(key, config="/etc/docker/daemon.json"):
+    """One setting of dockerd's daemon.json (read once), or None."""
+    if not _docker_settings:
+        settings = {}
         try:
             import json
             with open(config) as handle:
-                parent = (json.load(handle) or {}).get("cgroup-parent")
-        except (IOError, OSError, ValueError, AttributeError):
+                settings = json.load(handle) or {}
+        except (IOError, OSError, ValueError):
             pass
-        _docker_cgroup_parent.append(parent.strip("/") if parent else None)
-    return _docker_cgroup_parent[0]
+        _docker_settings.append(settings if isinstance(settings, dict) else {})
+    return _docker_settings[0].get(key)
+
+
+def docker_cgroup_parent():
+    """The cgroup parent dockerd puts containers below, when daemon.json sets one (a `cvm
+    lab` host's does: its containers must not mix with the outer host's)."""
+    parent = docker_setting("cgroup-parent")
+    return parent.strip("/") if parent else None
+
+
+def docker_container_dir(container_id):
+    """Where dockerd keeps a container's files (gone with the container), from files only."""
+    root = docker_setting("data-root") or "/var/lib/docker"
+    return "%s/containers/%s" % (root.rstrip("/"), container_id)
 
 
 class Cgroup(object):

@@ -5,6 +5,8 @@ from .state import Store
 
 
 class Context:
+    sampler = None  # a monitor.Sampler, where a process that runs anyway keeps one (netd)
+
     def __init__(self, state_root=None, docker_url=None):
         self.store = Store(state_root)
         self.engine = Engine(docker_url)

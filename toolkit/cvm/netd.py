@@ -300,6 +300,10 @@ class Daemon:
         self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
         threading.Thread(target=self.janitor, name="janitor", daemon=True).start()
+        from .monitor import Monitor, Sampler
+        self.ctx.sampler = Sampler(Monitor(self.ctx.store))
+        threading.Thread(target=self.ctx.sampler.run, args=(self.stopping,), name="sampler",
+                         daemon=True).start()
         try:
             self.follow_events()
         finally:

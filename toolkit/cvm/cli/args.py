@@ -10,10 +10,12 @@ value, anything unusual): click then parses, and reports errors its own way.
 
 class Option:
     """`flags`: ("--memory", "-m"); `value`: takes one (else a flag); `off`: the flag
-    that sets it False (--lxcfs/--no-lxcfs, default None)."""
+    that sets it False (--lxcfs/--no-lxcfs, default None); `bare`: the value of the flag
+    given without one (`--watch` or `--watch 5`: left to click, whose rule it is)."""
 
     def __init__(self, flags, dest, value=True, multiple=False, default=None, help=None,
-                 metavar=None, off=None, kind=str, choices=None, required=False):
+                 metavar=None, off=None, kind=str, choices=None, required=False, bare=None):
+        self.bare = bare
         self.flags = tuple(flags)
         self.dest = dest
         self.value = value
@@ -101,6 +103,8 @@ def parse(command, argv):
             if takes_rest and len(positionals) >= len(fixed):
                 return None  # inside `cvm exec NAME ...`: click's rules, not ours
             option, on = found
+            if option.bare is not None:
+                return None
             if option.value:
                 if not equals:
                     index += 1

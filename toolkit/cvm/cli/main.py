@@ -23,12 +23,14 @@ def to_click(command):
         if param.off:
             flags = ["%s/%s" % (flags[0], param.off)] + flags[1:]
         # A required option gets no default: click 8.3+ takes an explicit None as given.
-        default = {} if param.required else {"default": param.default}
+        extra = {} if param.required else {"default": param.default}
+        if param.bare is not None:
+            extra["flag_value"] = param.bare
         params.append(click.Option(
             flags + [param.dest], is_flag=not param.value, multiple=param.multiple,
             help=param.help, metavar=param.metavar, required=param.required,
             type=click.Choice(param.choices) if param.choices else (
-                param.kind if param.value else None), **default))
+                param.kind if param.value else None), **extra))
 
     def callback(**values):
         code = command.run(values)

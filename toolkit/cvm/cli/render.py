@@ -70,6 +70,21 @@ def applied(done):
         counts.get("unchanged", 0)))
 
 
+def stats(rows, sort="name", clear=False):
+    """`cvm stats`' table, as docker stats lays it out; `clear` redraws in place."""
+    if sort == "name":
+        rows = sorted(rows, key=lambda r: r["name"])
+    else:
+        position = {"cpu": 0, "mem": 1, "net": 2}[sort]
+        rows = sorted(rows, key=lambda r: r["sort"][position], reverse=True)
+    text = table(["NAME", "CPU %", "QUOTA %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+                  "BLOCK I/O", "PIDS", "UPTIME"],
+                 [[r["name"], r.get("cpu", r["status"]), r.get("quota", ""),
+                   r.get("memory", ""), r.get("memory_pct", ""), r.get("net", ""),
+                   r.get("block", ""), r.get("pids", ""), r.get("uptime", "")] for r in rows])
+    out(("\033[H\033[2J" if clear else "") + text)
+
+
 def nics(rows):
     out(table(["VM", "VM SIDE", "HOST SIDE", "MODE", "ADDRESSES", "MAC", "STATE"],
               [[r["vm"], r["vm_side"], r.get("host_side"), r["mode"],

@@ -198,6 +198,44 @@ def run_bridge_rm(params):
         render.out(name)
 
 
+def run_stats(params):
+    """Rates over the last second from netd's sampler (or two sweeps here); Prometheus'
+    text from a sweep of the files, here."""
+    import time
+    from ..monitor import VMStats, rates, stats_rows
+    names = list(params["names"])
+    if params["prometheus"] or params["textfile"]:
+        from ..context import default_context
+        from ..monitor import Monitor, exposition, write_textfile
+        call("stats", names=names, interval=0)  # the names checked
+        monitor = Monitor(default_context().store)
+        if params["textfile"]:
+            write_textfile(monitor, params["textfile"], names)
+        else:
+            sys.stdout.write(exposition(monitor, names).decode())
+        return
+    pairs = call("stats", names=names, interval=params["interval"])
+    while True:
+        now = [VMStats.from_dict(pair["now"]) for pair in pairs]
+        before = {pair["before"]["name"]: VMStats.from_dict(pair["before"])
+                  for pair in pairs if pair["before"]}
+        if params["as_json"]:
+            render.as_json([dict(s.to_dict(), rates=rates(s, before.get(s.name)))
+                            for s in now])
+            return
+        render.stats(stats_rows(now, before), params["sort"], clear=bool(params["watch"]))
+        if params["verbose"]:
+            for stats in now:
+                for what, problem in stats.errors:
+                    sys.stderr.write("cvm: %s: %s: %s\n" % (stats.name, what, problem))
+        if not params["watch"]:
+            return
+        time.sleep(params["watch"])
+        previous = {pair["now"]["name"]: pair["now"] for pair in pairs}
+        pairs = [dict(pair, before=previous.get(pair["now"]["name"]))
+                 for pair in call("stats", names=names, interval=0)]
+
+
 NAMES = Argument("names", nargs=-1)
 TIMEOUT = Option(["-t", "--timeout"], "timeout", kind=int,
                  help="Seconds to wait for a clean shutdown.")
@@ -282,4 +320,22 @@ COMMANDS = [
             run_bridge_rm),
     Command(["bridge", "ls"], [JSON], "List the bridges cvm manages.",
             listing("bridge_ls", render.bridges)),
+    Command(["stats"], [
+        Argument("names", nargs=-1, required=False),
+        Option(["--watch"], "watch", kind=float, bare=2.0, metavar="[SECONDS]",
+               help="Refresh in place (every 2 s by default)."),
+        Option(["--sort"], "sort", choices=["cpu", "mem", "net", "name"], default="name"),
+        Option(["--json"], "as_json", value=False, help="Every counter, with rates."),
+        Option(["--prometheus"], "prometheus", value=False,
+               help="cAdvisor-style Prometheus text format."),
+        Option(["--textfile"], "textfile", metavar="FILE",
+               help="Write the Prometheus text here (atomically, for node_exporter's "
+                    "textfile collector)."),
+        Option(["--interval"], "interval", kind=float, default=0.5,
+               help="Without cvm netd: seconds between the two sweeps that give rates."),
+        Option(["--verbose", "-v"], "verbose", value=False,
+               help="Name the files that could not be read.")],
+        "Resource use of VMs, read from their cgroups (like docker stats, far cheaper). CPU "
+        "% is over the last second (cvm netd keeps a sample; without it, two sweeps).",
+        run_stats),
 ]

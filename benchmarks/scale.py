@@ -1,0 +1,97 @@
+"""Issue 15 benchmark: cvm's listings, stats and exporter as a host fills with VMs, and
+creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_VMS or
+`python benchmarks/scale.py N`).
+
+- `cvm create` of the first and the last tenth of N systemd VMs (whole process);
+- with N running: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
+  `docker ps -a` and `docker stats --no-stream`; an exporter scrape cold and warm;
+- `cvm rm -f` of all N at once (one command; netd removes them in parallel).
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from common import CVM, DEBIAN, cvm, header, realm
+
+ROUNDS = 5
+
+
+def whole(argv, env, rounds=ROUNDS):
+    """Median seconds of `argv` as a whole process."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def scrape(url):
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        response.read()
+    return time.perf_counter() - started
+
+
+def main(count=None):
+    count = count or int(os.environ.get("BENCH_SCALE_VMS", "40"))
+    header("scale: %d idle systemd VMs (%s, 64m each, no NIC)" % (count, DEBIAN))
+    with realm() as (ctx, env):
+        creates = []
+        for index in range(count):
+            started = time.perf_counter()
+            cvm(env, "create", "sc%d" % index, "--image", DEBIAN, "--memory", "64m")
+            creates.append(time.perf_counter() - started)
+        tenth = max(1, count // 10)
+        first, last = statistics.median(creates[:tenth]), statistics.median(creates[-tenth:])
+        print("cvm create: first %d %.0f ms, last %d %.0f ms (x%.2f)" % (
+            tenth, first * 1000, tenth, last * 1000, last / first))
+        time.sleep(5)  # the VMs boot; listings see them all running
+        pairs = [("cvm ls", [CVM, "ls"], "docker ps -a", ["docker", "ps", "-a"]),
+                 ("cvm net ls", [CVM, "net", "ls"], "docker ps -a", ["docker", "ps", "-a"]),
+                 ("cvm stats", [CVM, "stats"], "docker stats --no-stream",
+                  ["docker", "stats", "--no-stream"]),
+                 ("cvm stats --json", [CVM, "stats", "--json"], "docker stats --no-stream",
+                  ["docker", "stats", "--no-stream"])]
+        baselines = {}
+        for ours, argv, theirs, baseline in pairs:
+            if theirs not in baselines:
+                baselines[theirs] = whole(baseline, env, rounds=3 if "stats" in theirs
+                                          else ROUNDS)
+            mine = whole(argv, env)
+            print("%-18s %7.0f ms   %-24s %7.0f ms   (x%.2f)" % (
+                ours, mine * 1000, theirs, baselines[theirs] * 1000,
+                mine / baselines[theirs]))
+        exporter = subprocess.Popen([CVM, "exporter", "--listen", "127.0.0.1:9739"], env=env,
+                                    stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    cold = scrape("http://127.0.0.1:9739/metrics")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            warm = []
+            for _ in range(ROUNDS):
+                time.sleep(1.1)  # past the exporter's cache: a sweep each time
+                warm.append(scrape("http://127.0.0.1:9739/metrics"))
+            print("exporter scrape: cold %.0f ms, warm %.0f ms" % (
+                cold * 1000, statistics.median(warm) * 1000))
+        finally:
+            exporter.terminate()
+            exporter.wait()
+        started = time.perf_counter()
+        cvm(env, "rm", "-f", *["sc%d" % i for i in range(count)])
+        print("cvm rm -f of %d VMs: %.1f s" % (count, time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else None)
