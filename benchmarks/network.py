@@ -5,7 +5,12 @@
 (b) create-to-pingable: `docker run --network <user bridge> --ip` vs `cvm create
     --nic mode=bridge` (CLI, via netd), median of 10 each, interleaved;
 (c) re-wire after `docker restart`: from the container's start to its IP answering,
-    median and worst over 20 restarts (cvm netd does the wiring).
+    median and worst over 20 restarts (cvm netd does the wiring);
+(d) adding a NIC to a running VM, whole process: `cvm net attach` (via netd, with its
+    conflict probe) against pipework itself (../shared/baselines/pipework) wiring a
+    `--net=none` container on the same bridge, interleaved, median of 10 each.
+
+Addresses: cvm's bridge 198.51.100.0/25, Docker's network 198.51.100.128/25.
 """
 
 import datetime
@@ -18,9 +23,12 @@ import docker
 from common import (BUSYBOX, bridge, cvm, header, icmp_ping, median, ms, p95, realm,
                     remove_link, wait_pingable)
 
-WIRE_COUNT = int(os.environ.get("BENCH_WIRE_COUNT", "50"))
+WIRE_COUNT = min(50, int(os.environ.get("BENCH_WIRE_COUNT", "50")))  # .10-.109
 CREATE_COUNT = int(os.environ.get("BENCH_CREATE_COUNT", "10"))
 RESTART_COUNT = int(os.environ.get("BENCH_RESTART_COUNT", "20"))
+ATTACH_COUNT = int(os.environ.get("BENCH_ATTACH_COUNT", "10"))
+PIPEWORK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "shared", "baselines", "pipework", "pipework")
 BRIDGE = "cvbench0"
 SUBNET = "198.51.100"
 
@@ -50,7 +58,7 @@ def wiring(ctx):
         spec = parse_spec({"name": "bw%d" % i, "image": BUSYBOX, "init": "none",
                            "command": ["sleep", "100000"],
                            "nics": [{"mode": "bridge", "link": BRIDGE,
-                                     "ip": "%s.%d/24" % (SUBNET, 10 + i),
+                                     "ip": "%s.%d/25" % (SUBNET, 10 + i),
                                      "gw": "%s.1" % SUBNET}]})
         vm = api.create(spec, start=False, ctx=ctx)
         ctx.engine.start(vm.container_id)
@@ -64,7 +72,7 @@ def wiring(ctx):
             net.wire_vm(ctx, vm.name, spec, pid, probe=True)
             probe_times.append(time.perf_counter() - started)
         started = time.perf_counter()
-        shell_wiring(pid, "bsh%d" % i, "%s.%d/24" % (SUBNET, 100 + i), "%s.1" % SUBNET)
+        shell_wiring(pid, "bsh%d" % i, "%s.%d/25" % (SUBNET, 60 + i), "%s.1" % SUBNET)
         shell_times.append(time.perf_counter() - started)
         remove_link("bsh%d" % i)
     print("%-44s %10s %10s %8s" % ("", "median", "p95", "ratio"))
@@ -80,11 +88,12 @@ def create_to_pingable(env):
     header("(b) create-to-pingable, %d each, interleaved" % CREATE_COUNT)
     client = docker.from_env()
     network = client.networks.create("cvmbench", driver="bridge", ipam=docker.types.IPAMConfig(
-        pool_configs=[docker.types.IPAMPool(subnet="203.0.113.128/25", gateway="203.0.113.129")]))
+        pool_configs=[docker.types.IPAMPool(subnet=SUBNET + ".128/25",
+                                            gateway=SUBNET + ".129")]))
     docker_times, cvm_times = [], []
     try:
         for i in range(CREATE_COUNT):
-            address = "203.0.113.%d" % (140 + i)
+            address = "%s.%d" % (SUBNET, 140 + i)
             started = time.perf_counter()
             subprocess.run(["docker", "run", "-d", "--network", "cvmbench", "--ip", address,
                             "--name", "bench-net-%d" % i, BUSYBOX, "sleep", "100000"],
@@ -92,10 +101,10 @@ def create_to_pingable(env):
             wait_pingable(address)
             docker_times.append(time.perf_counter() - started)
 
-            address = "%s.%d" % (SUBNET, 200 + i)
+            address = "%s.%d" % (SUBNET, 110 + i % 10)
             started = time.perf_counter()
             cvm(env, "create", "bp%d" % i, "--image", BUSYBOX, "--init", "none", "--nic",
-                "mode=bridge,link=%s,ip=%s/24,gw=%s.1" % (BRIDGE, address, SUBNET), "--",
+                "mode=bridge,link=%s,ip=%s/25,gw=%s.1" % (BRIDGE, address, SUBNET), "--",
                 "sleep", "100000")
             wait_pingable(address)
             cvm_times.append(time.perf_counter() - started)
@@ -117,9 +126,9 @@ def create_to_pingable(env):
 def rewire_after_restart(ctx, env):
     from cvm import api
     header("(c) re-wire after docker restart, %d restarts" % RESTART_COUNT)
-    address = "%s.250" % SUBNET
+    address = "%s.120" % SUBNET
     cvm(env, "create", "br0x", "--image", BUSYBOX, "--init", "none", "--nic",
-        "mode=bridge,link=%s,ip=%s/24" % (BRIDGE, address), "--", "sleep", "100000")
+        "mode=bridge,link=%s,ip=%s/25" % (BRIDGE, address), "--", "sleep", "100000")
     container = api.get("br0x", ctx).container_id
     since_start = []
     for _ in range(RESTART_COUNT):
@@ -135,6 +144,43 @@ def rewire_after_restart(ctx, env):
         ms(median(since_start)), ms(max(since_start))))
 
 
+def attach_against_pipework(env):
+    header("(d) a NIC added to a running VM, whole process, %d each, interleaved" %
+           ATTACH_COUNT)
+    address = "%s.121" % SUBNET
+    pipework_times, cvm_times = [], []
+    for i in range(ATTACH_COUNT):
+        container = "bench-pw-%d" % i
+        subprocess.run(["docker", "run", "-d", "--net=none", "--name", container, BUSYBOX,
+                        "sleep", "100000"], check=True, capture_output=True)
+        try:
+            started = time.perf_counter()
+            subprocess.run(["sh", PIPEWORK, BRIDGE, "-i", "eth1", container,
+                            "%s/25@%s.1" % (address, SUBNET)], check=True, capture_output=True)
+            wait_pingable(address)
+            pipework_times.append(time.perf_counter() - started)
+        finally:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        while icmp_ping(address, 0.005):
+            pass
+        cvm(env, "create", "ba%d" % i, "--image", BUSYBOX, "--init", "none", "--", "sleep",
+            "100000")
+        started = time.perf_counter()
+        cvm(env, "net", "attach", "ba%d" % i, "--nic",
+            "mode=bridge,link=%s,ip=%s/25,gw=%s.1,name=eth1" % (BRIDGE, address, SUBNET))
+        wait_pingable(address)
+        cvm_times.append(time.perf_counter() - started)
+        cvm(env, "rm", "-f", "ba%d" % i)
+        while icmp_ping(address, 0.005):
+            pass
+    base = median(pipework_times)
+    print("%-50s %10s %8s" % ("", "median", "ratio"))
+    print("%-50s %10s %8s" % ("pipework BRIDGE -i eth1 C IP@GW, to pingable", ms(base),
+                              "1.00"))
+    print("%-50s %10s %8.2f" % ("cvm net attach (via netd, with its probe), to pingable",
+                                ms(median(cvm_times)), median(cvm_times) / base))
+
+
 def _epoch(text):
     head, _, frac = text.rstrip("Z").partition(".")
     moment = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.timezone.utc)
@@ -143,12 +189,13 @@ def _epoch(text):
 
 def main():
     remove_link(BRIDGE)
-    bridge(BRIDGE, "%s.1/24" % SUBNET)
+    bridge(BRIDGE, "%s.1/25" % SUBNET)
     try:
         with realm() as (ctx, env):
             wiring(ctx)
             create_to_pingable(env)
             rewire_after_restart(ctx, env)
+            attach_against_pipework(env)
     finally:
         remove_link(BRIDGE)
 

@@ -25,6 +25,14 @@ DEBIAN = "cvm/debian12:latest"
 BUILD_LOG_DIR = os.environ["CVM_LOG_DIR"] = tempfile.mkdtemp(prefix="cvm-test-logs-")
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the engine (through any fixture) is marked `engine`: `-m "not
+    engine"` runs the others alone, on a machine without Docker."""
+    for item in items:
+        if "engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(BUILD_LOG_DIR, ignore_errors=True)
 

@@ -39,11 +39,12 @@ def nft_rules():
 
 def state_files(root):
     """The state directory's files; a VM's lock file only when the VM is gone (one
-    appears with the VM's first lock and goes with the VM)."""
+    appears with the VM's first lock and goes with the VM), the store's own lock files
+    (the host-wide lock, apply's) not at all."""
     found = set()
     for directory, _, files in os.walk(root):
         for name in files:
-            if name not in ("netd.log", "netd.sock"):
+            if name not in ("netd.log", "netd.sock", "lock", "apply.lock"):
                 found.add(os.path.relpath(os.path.join(directory, name), root))
     return {path for path in found if not (path.startswith("locks/") and "vms/%s.json" % (
         path[len("locks/"):-len(".lock")]) in found)}

@@ -332,11 +332,11 @@ def test_host_side_tools(cvm, limited_vm, name):
     assert cvm("uptime", name, "-p", check=True).stdout.startswith("up ")
     assert len(cvm("vmstat", name, "1", "2", check=True).stdout.splitlines()) == 4
     missing = cvm("free", "nosuchvm")
-    assert missing.returncode == 1 and missing.stderr == \
+    assert missing.returncode == 2 and missing.stderr == \
         "cvm: no VM named 'nosuchvm' (see `cvm ls`)\n"
     cvm("stop", name, "-t", "5", check=True)
     stopped = cvm("free", name)
-    assert stopped.returncode == 1 and len(stopped.stderr.splitlines()) == 1
+    assert stopped.returncode == 2 and len(stopped.stderr.splitlines()) == 1
     assert "not running" in stopped.stderr
 
 

@@ -192,7 +192,7 @@ def test_tune_bad_input(cvm, web_vm, name):
     assert unknown.returncode == 2 and "known: jvm, mysql, nginx, php-fpm, redis" in \
         unknown.stderr
     missing = cvm("tune", name, "mysql")
-    assert missing.returncode == 1 and "mysql is not installed in VM %s" % name in \
+    assert missing.returncode == 2 and "mysql is not installed in VM %s" % name in \
         missing.stderr
     bad_key = cvm("tune", name, "redis", "--set", "maxmemroy=1")
     assert bad_key.returncode == 2 and "redis has no setting 'maxmemroy'" in bad_key.stderr

@@ -115,11 +115,16 @@ def _check(ctx, items, wheres):
 
 def apply(specs, dry_run=False, recreate=False, keep_going=False, ctx=None, progress=None,
           wheres=None):
-    """Make the VMs match `specs`. Returns the plan items, each with what happened."""
+    """Make the VMs match `specs`. Returns the plan items, each with what happened. One
+    apply at a time: the plan is made under the lock, so it sees what an earlier one did."""
     ctx = ctx or api.default_context()
-    items = plan(specs, recreate, ctx, wheres)
     if dry_run:
-        return items
+        return plan(specs, recreate, ctx, wheres)
+    with ctx.store.apply_lock():
+        return _apply(ctx, plan(specs, recreate, ctx, wheres), keep_going, progress)
+
+
+def _apply(ctx, items, keep_going, progress):
     problems = [problem for item in items for problem in item.problems]
     if problems:
         first = problems[0].to_dict()

@@ -23,6 +23,7 @@ from .errors import PermissionDenied, StateError
 from .paths import DEFAULT_ROOT, default_root  # noqa: F401 (part of this module's API)
 
 LOCK_TIMEOUT = 60.0
+APPLY_LOCK_TIMEOUT = 1800.0  # a whole apply of another file may be under way
 
 
 class Store:
@@ -131,6 +132,13 @@ class Store:
         """Host-wide lock: names, addresses and MACs are checked and claimed under it."""
         self.make()
         return self._flock(os.path.join(self.root, "lock"), timeout, "the cvm state lock")
+
+    def apply_lock(self, timeout=APPLY_LOCK_TIMEOUT):
+        """One `cvm apply` at a time: the undo of one must not take away what another
+        found done."""
+        self.make()
+        return self._flock(os.path.join(self.root, "apply.lock"), timeout,
+                           "the lock of cvm apply")
 
     def vm_lock(self, name, timeout=LOCK_TIMEOUT):
         """Per-VM lock: wiring and unwiring of one VM never interleave."""
