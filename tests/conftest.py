@@ -46,23 +46,71 @@ def engine_answers():
         return False
 
 
-def restart_dockerd(timeout=120):
+def restart_dockerd(timeout=180):
     """Stop dockerd (it stops every container, as on a host shutdown) and start it again
-    the way `./run setup` did."""
+    the way `./run setup` did. Whatever happens on the way, an engine answers afterwards:
+    a dockerd that outlasts `timeout` while stopping its containers is killed, and one
+    that is gone is started, so the tests after this one still have their engine."""
     if os.path.isdir("/run/systemd/system"):
-        subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=timeout)
-    else:
-        with open("/var/run/docker.pid") as handle:
-            pid = int(handle.read())
-        os.kill(pid, 15)
-        wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=timeout,
-                 what="dockerd to stop")
-        os.makedirs("/var/log/cvm", exist_ok=True)
-        with open("/var/log/cvm/dockerd.log", "a") as log:
-            # setsid -f: dockerd is not our child, so no zombie of it outlives its exit.
-            subprocess.run(["setsid", "-f", "dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, check=True)
-    wait_for(engine_answers, timeout=60, interval=0.5, what="dockerd to answer again")
+        try:
+            subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=timeout)
+        finally:
+            if not engine_answers():
+                subprocess.run(["systemctl", "start", "docker"], timeout=timeout)
+        wait_for(engine_answers, timeout=60, interval=0.5, what="dockerd to answer again")
+        return
+    try:
+        pid = dockerd_pid()
+        if pid is not None:
+            os.kill(pid, 15)
+            wait_for(lambda: not process_runs(pid, "dockerd"), timeout=timeout,
+                     what="dockerd to stop")
+    finally:
+        pid = dockerd_pid()
+        if pid is not None and process_runs(pid, "dockerd"):
+            os.kill(pid, 9)
+            wait_for(lambda: not process_runs(pid, "dockerd"), timeout=30,
+                     what="dockerd to die")
+        start_dockerd()
+
+
+def pid_in(pidfile):
+    try:
+        with open(pidfile) as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def dockerd_pid():
+    return pid_in("/var/run/docker.pid")
+
+
+def process_runs(pid, command):
+    """Whether `pid` is a live (not zombie) process running `command`."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+        with open("/proc/%d/comm" % pid) as handle:
+            return handle.read().strip() == command and state != "Z"
+    except OSError:
+        return False
+
+
+def start_dockerd():
+    # A pid file naming a process that is gone or runs something else stops dockerd.
+    for pidfile, command in (("/var/run/docker.pid", "dockerd"),
+                             ("/var/run/docker/containerd/containerd.pid", "containerd")):
+        pid = pid_in(pidfile)
+        if pid is not None and not process_runs(pid, command):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pidfile)
+    os.makedirs("/var/log/cvm", exist_ok=True)
+    with open("/var/log/cvm/dockerd.log", "a") as log:
+        # setsid -f: dockerd is not our child, so no zombie of it outlives its exit.
+        subprocess.run(["setsid", "-f", "dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, check=True)
+    wait_for(engine_answers, timeout=90, interval=0.5, what="dockerd to answer again")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ Figures (the storm's median and worst time to answer, dockerd's recovery) are pr
 and, with CVM_CHAOS_FIGURES=FILE, written there as JSON for the closing notes.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -798,8 +799,16 @@ class Storm:
         elif kind == "kill -9 of PID 1":
             os.kill(api.get(name, self.ctx).pid, signal.SIGKILL)
         else:
-            self.cvm("exec", name, "--", "sh", "-c", "(sleep 0.2; reboot) >/dev/null 2>&1 &",
-                     check=True)
+            # Pingable is not booted: a reboot before systemd listens is refused; retried.
+            reboot = ("exec", name, "--", "sh", "-c",
+                      "(sleep 0.2; until reboot; do sleep 0.2; done) >/dev/null 2>&1 &")
+            result = self.cvm(*reboot)
+            if result.returncode != 0:  # netd killed while it served the exec: did it run?
+                assert "lost cvm netd" in result.stderr, result.stderr
+                with contextlib.suppress(AssertionError):
+                    wait_for(lambda: _started_at(self.ctx, name) != before, timeout=5)
+                if _started_at(self.ctx, name) == before:
+                    self.cvm(*reboot, check=True)
         wait_for(lambda: _started_at(self.ctx, name) != before and
                  api.get(name, self.ctx).running, timeout=120, interval=0.05,
                  what="%s to start again after %s" % (name, kind))
@@ -882,5 +891,8 @@ def test_a_storm_of_restarts_loses_no_wiring_and_dockerd_brings_all_back(
                  storm_worst_s=round(seconds[-1], 2), storm_median_and_worst_by_kind_s=by_kind,
                  dockerd_restart_recovery_s=round(recovery, 2),
                  stop_signals_sent_again=storm.netd.log().count("sent it again"))
+        # A stop signal lost on the way (netd killed, init not yet taking it) shows as
+        # Docker's stop timeout: 90 s.
+        assert seconds[-1] < 30, by_kind
     finally:
         storm.close()

@@ -13,7 +13,7 @@ from cvm.cgroups import Cgroup
 from cvm.errors import Conflict, NotFound, SpecError
 from cvm.spec import parse_spec
 
-from .conftest import BUSYBOX, enter_session, residue
+from .conftest import BUSYBOX, CVM, NetdProcess, enter_session, residue, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -241,6 +241,34 @@ def test_create_killed_before_the_record_has_its_container(cvm, ctx, images, nam
     assert "creating" in cvm("ls", check=True).stdout
     cvm("rm", name, check=True)
     assert residue(ctx, name) == []
+
+
+def test_a_restart_killed_while_docker_stops_the_vm_is_finished_by_netd(cvm, ctx, images,
+                                                                          name, state_dir):
+    """cvm restart killed while Docker still waits for the VM to stop (its PID 1 ignores
+    SIGTERM: Docker kills it after the timeout): netd finds the restart dead and the VM
+    still on the boot it was stopping, so it stops and starts it. Without that, Docker's
+    stop would end after netd's recovery and leave the VM stopped."""
+    vm = api.create(parse_spec({"name": name, "image": BUSYBOX, "init": "none",
+                                "command": ["sleep", "100000"]}), ctx=ctx)
+    before = vm.boot
+    restart = subprocess.Popen([CVM, "restart", name, "--timeout", "4"],
+                               env=dict(cvm.env, CVM_NO_DAEMON="1"))
+    wait_for(lambda: (ctx.store.read_vm(name).get("operation") or {}).get("kind") ==
+             "restart", what="the restart to begin")
+    restart.kill()
+    restart.wait()
+    assert api.get(name, ctx).boot == before  # Docker still stops it
+    netd = NetdProcess(state_dir).start()
+    try:
+        wait_for(lambda: api.get(name, ctx).running and api.get(name, ctx).boot != before,
+                 timeout=20, what="netd to finish the restart")
+        time.sleep(5)  # past the stop timeout of the killed restart
+        vm = api.get(name, ctx)
+        assert vm.running and vm.record["desired"] == "running"
+        assert "operation" not in vm.record
+    finally:
+        netd.stop()
 
 
 BAD_CREATE = [

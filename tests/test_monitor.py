@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from cvm import api
-from cvm.monitor import Monitor, Target, VMStats, exposition, parse_listen, rates
+from cvm.monitor import Monitor, Sampler, Target, VMStats, exposition, parse_listen, rates
 from cvm.spec import parse_spec
 
 from .cgroupfixtures import v2_tree
@@ -155,6 +155,21 @@ def test_stats_through_netd_give_the_last_seconds_rates_at_once(ctx, images, nam
     assert row.split()[1].endswith("%") and row.split()[1] != "--"
 
 
+def test_a_rate_spans_at_least_half_a_second(ctx, images, name):
+    """Asked just after netd swept, stats compare with the sweep before: a VM held to half
+    a CPU may be throttled through the few milliseconds since the last one."""
+    api.create(busy_spec(name), ctx=ctx)
+    sampler = Sampler(Monitor(ctx.store))
+    for _ in range(2):
+        swept = {stats.name: stats for stats in sampler.monitor.sweep([name])}
+        sampler.previous, sampler.latest = sampler.latest, swept
+        time.sleep(0.6)
+    sampler.latest = {stats.name: stats for stats in sampler.monitor.sweep([name])}
+    [(now, before)] = sampler.pairs([name])
+    assert now.when - before.when >= Sampler.SHORTEST_SPAN
+    assert rates(now, before)["cpu_percent"] > 10
+
+
 def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     """A VM whose cgroup vanished mid-sweep is gone; a missing file is counted and named."""
     from cvm.cgroups import Cgroup
@@ -245,3 +260,26 @@ def test_exporter_listen_errors(cvm):
     bad = cvm("exporter", "--listen", "nonsense", timeout=20)
     assert bad.returncode == 2 and "listen: 'nonsense' is not ADDRESS:PORT" in bad.stderr
     assert parse_listen("[::]:9730") == ("::", 9730)
+
+
+def test_waiting_on_a_descriptor_above_1024_works():
+    """netd keeps every VM's cgroup files open (the sampler): its sockets are numbered
+    above 1024, where select(2) would abort the process (it did: "bit out of range")."""
+    import resource
+    import socket
+    from cvm.monitor import allow_open_files
+    from cvm.readiness import readable
+    allow_open_files()
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1100:
+        pytest.skip("this process may not open 1100 files")
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1030)]
+    try:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            assert ours.fileno() > 1024
+            assert readable([ours], 0.01) == []
+            theirs.send(b"x")
+            assert readable([ours], 1) == [ours]
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -387,6 +387,30 @@ def test_leftovers_are_swept(cvm, ctx, images, lab, name):
         ip("link", "del", ghost, check=False)
 
 
+def test_a_pair_a_killed_wiring_left_untagged_is_taken_back(cvm, ctx, images, lab, name):
+    """A wiring killed after creating its veth pair and before tagging the host end leaves
+    an untagged pair whose VM end is the NIC: the next wiring removes it and wires the VM.
+    An untagged interface of that name that is not paired with the VM is not cvm's."""
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    vm = api.create(vm_spec(name, bridge_nic(bridge, 150)), ctx=ctx)
+    host_end = name + "-e0"
+    ip("link", "del", host_end)
+    ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", str(vm.pid))
+    cvm("netd", "--once", check=True)
+    assert wait_pingable("%s.150" % SUBNET, timeout=10)
+    assert "alias cvm:%s:%s:0" % (ctx.realm, name) in ip("link", "show", host_end)
+
+    ip("link", "del", host_end)
+    ip("link", "add", host_end, "type", "veth", "peer", "name", host_end + "p")
+    try:
+        result = cvm("netd", "--once")
+        assert "a host interface named %s already exists and is not this VM's" % host_end \
+            in result.stderr + result.stdout
+        assert host_end + "p" in host_links()
+    finally:
+        ip("link", "del", host_end, check=False)
+
+
 def test_attach_detach_and_ls(cvm, ctx, images, lab, name):
     bridge = lab.bridge("%s.1/24" % SUBNET)
     api.create(vm_spec(name, bridge_nic(bridge, 140)), ctx=ctx)

@@ -190,9 +190,25 @@ class VM:
         with self.ctx.store.vm_lock(self.name):
             self.record = self.ctx.store.write_vm(self.name, dict(self.record, desired="stopped"))
         if self.container_id and self.status in ("running", "restarting", "paused"):
-            self.ctx.engine.stop(self.container_id, timeout=timeout)
+            self.stop_container(timeout)
         self._container = self._status = None
         return self
+
+    @property
+    def boot(self):
+        """When the running container started: tells this boot from the next."""
+        return (self.container or {}).get("State", {}).get("StartedAt")
+
+    def stop_container(self, timeout=None):
+        """Stop the container, making sure its init takes the stop signal
+        (cvm.stopsignal); what the VM should be is left as it is."""
+        from . import stopsignal
+        following = stopsignal.follow(self.ctx.store, self.name, self.record, self.container_id)
+        try:
+            self.ctx.engine.stop(self.container_id, timeout=timeout)
+        finally:
+            if following is not None:
+                following.cancel()
 
     def restart(self, timeout=None):
         """A clean shutdown (within the VM's stop timeout unless given), then a start.
@@ -200,8 +216,8 @@ class VM:
         from . import operations
         if self.status not in ("running", "restarting", "paused"):
             return self.start()
-        operations.mark(self.ctx, self.name, "restart", mode="stop")
-        self.ctx.engine.stop(self.container_id, timeout=timeout)
+        operations.mark(self.ctx, self.name, "restart", mode="stop", boot=self.boot)
+        self.stop_container(timeout)
         operations.resume(self.refresh(), "stop")
         return self
 

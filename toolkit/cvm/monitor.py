@@ -10,6 +10,7 @@ and named, and never stops the sweep.
 The cgroup readers are cvm.cgroups', the same ones the in-VM tools use.
 """
 
+import fcntl
 import os
 import threading
 import time
@@ -75,16 +76,21 @@ class Sampler:
     sweeps every second while stats are asked for, every ten seconds otherwise."""
 
     ACTIVE_INTERVAL, IDLE_INTERVAL, ACTIVE_FOR = 1.0, 10.0, 300.0
+    # A rate over a few milliseconds says little (a VM under a CPU quota may be throttled
+    # through all of them): compare with the sweep before the last when the last is this new.
+    SHORTEST_SPAN = 0.5
 
     def __init__(self, monitor):
         self.monitor = monitor
         self.latest = {}
+        self.previous = {}
         self.asked = float("-inf")
         self.wake = threading.Event()  # asked while idle: sample every second from now
 
     def run(self, stopping):
         while not stopping.is_set():
-            self.latest = {stats.name: stats for stats in self.monitor.sweep()}
+            swept = {stats.name: stats for stats in self.monitor.sweep()}
+            self.previous, self.latest = self.latest, swept
             active = time.monotonic() - self.asked < self.ACTIVE_FOR
             self.wake.wait(self.ACTIVE_INTERVAL if active else self.IDLE_INTERVAL)
             self.wake.clear()
@@ -95,16 +101,24 @@ class Sampler:
         if time.monotonic() - self.asked >= self.ACTIVE_FOR:
             self.wake.set()
         self.asked = time.monotonic()
-        kept = self.latest
+        latest, previous = self.latest, self.previous
         now = self.monitor.sweep(names)
-        new = [stats.name for stats in now if stats.name not in kept]
+        kept = {stats.name: self._before(stats, latest.get(stats.name),
+                                         previous.get(stats.name)) for stats in now}
+        new = [name for name, before in kept.items() if before is None]
         if new:
-            kept = dict(kept, **{stats.name: stats for stats in now if stats.name in new})
+            kept.update((stats.name, stats) for stats in now if stats.name in new)
             time.sleep(interval)
             again = {stats.name: stats for stats in self.monitor.sweep(new)}
             now = [again.get(stats.name, stats) if stats.name in new else stats
                    for stats in now]
-        return [(stats, kept.get(stats.name)) for stats in now]
+        return [(stats, kept[stats.name]) for stats in now]
+
+    def _before(self, now, latest, previous):
+        if latest is not None and now.when - latest.when < self.SHORTEST_SPAN \
+                and previous is not None:
+            return previous
+        return latest
 
 
 def two_sweeps(monitor, names=None, interval=0.5):
@@ -135,22 +149,46 @@ def rates(now, before):
     return result
 
 
+def allow_open_files():
+    """Raise this process's open-files limit to its hard limit: a long-running sweeper
+    keeps ~15 files open per VM (hundreds of VMs: thousands of files)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class OpenFiles:
     """The files a sweep reads again and again, kept open and re-read from offset 0
     (cgroup and /proc files are generated on each read): one pread per file and sweep
-    instead of an open, a read and a close."""
+    instead of an open, a read and a close.
+
+    Kept at descriptors from 1024 up where the limit allows: below, C code that waits
+    with select(2) -- libnftables does, in cvm netd -- aborts the process on any
+    descriptor it gets numbered 1024 or more, and new descriptors take the lowest free
+    number."""
 
     CHUNK = 65536
+    FIRST_KEPT_FD = 1024
 
     def __init__(self):
         self.fds = {}
+
+    def _open(self, path):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            kept = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self.FIRST_KEPT_FD)
+        except OSError:  # the limit is 1024 or the high numbers are all taken
+            return fd
+        os.close(fd)
+        return kept
 
     def read(self, path):
         for attempt in (1, 2):
             fd = self.fds.get(path)
             try:
                 if fd is None:
-                    fd = self.fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    fd = self.fds[path] = self._open(path)
                 data = os.pread(fd, self.CHUNK, 0)
                 while len(data) % self.CHUNK == 0 and data:
                     more = os.pread(fd, self.CHUNK, len(data))

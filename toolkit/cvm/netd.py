@@ -25,7 +25,7 @@ import socketserver
 import threading
 import time
 
-from . import guestfiles, ops, wire
+from . import guestfiles, ops, stopsignal, wire
 from .client import STATUS_OP
 from .errors import CvmError, NotFound
 from .paths import code_stamp, netd_socket
@@ -33,7 +33,6 @@ from .paths import code_stamp, netd_socket
 log = logging.getLogger("cvm.netd")
 POWEROFF_EXIT = "130"  # 128 + SIGINT: how the kernel ends a PID namespace on poweroff/halt
 JANITOR_INTERVAL = 2.0  # seconds between looks for operations whose process died
-STOP_SIGNAL_AGAIN_AFTER = 2.0  # seconds a VM has to show its shutdown began
 
 
 class Daemon:
@@ -137,7 +136,7 @@ class Daemon:
             return api.finish_create(self.ctx, name)
         if kind == "migrate":
             return migrate.recover(self.ctx, name, operation)
-        operations.resume(api.get(name, self.ctx), operation.get("mode"))
+        operations.resume(api.get(name, self.ctx), operation.get("mode"), operation.get("boot"))
         return "%s left by a dead %s: running again" % (
             "thawed" if operation.get("mode") == "freeze" else "started", kind)
 
@@ -159,7 +158,7 @@ class Daemon:
         if action == "start":
             self.pool.submit(self.wire, name)
         elif action == "kill" and attributes.get("signal") == str(int(signal.SIGPWR)):
-            self.watch_stop(name, event.get("id"))
+            stopsignal.follow(self.ctx.store, name, self.ctx.store.read_vm(name), event.get("id"))
         elif action == "die":
             # Read now, in event order: the next start's wiring clears the report.
             report = guestfiles.read_report(self.ctx.store, name)
@@ -170,32 +169,6 @@ class Daemon:
                 attributes.get("io.cvm.init") in ("systemd", "compat") and \
                 guestfiles.powered_off_from_inside(self.ctx.store, name)
             self.pool.submit(self.on_die, name, inside)
-
-    def watch_stop(self, name, container_id):
-        """A SIGPWR that reaches init in the first instants of its boot, before it takes
-        the signal, is lost, and Docker would wait out the stop timeout (90 s): send it
-        to that same init once more if the VM shows no sign of its shutdown by then (the
-        report its stop writes)."""
-        from . import ns
-        if not (self.ctx.store.read_vm(name) or {}).get("reports_shutdown"):
-            return
-        try:
-            pid = ns.init_pid(container_id)
-        except CvmError:
-            return
-
-        def again():
-            try:
-                if ns.init_pid(container_id) != pid or \
-                        guestfiles.read_report(self.ctx.store, name)["initiator"]:
-                    return
-                os.kill(pid, signal.SIGPWR)
-                log.info("%s: its init had not taken the stop signal; sent it again", name)
-            except (CvmError, ProcessLookupError):
-                pass
-        timer = threading.Timer(STOP_SIGNAL_AGAIN_AFTER, again)
-        timer.daemon = True
-        timer.start()
 
     def on_die(self, name, powered_off_inside):
         if powered_off_inside:
@@ -300,7 +273,8 @@ class Daemon:
         self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
         threading.Thread(target=self.janitor, name="janitor", daemon=True).start()
-        from .monitor import Monitor, Sampler
+        from .monitor import Monitor, Sampler, allow_open_files
+        allow_open_files()
         self.ctx.sampler = Sampler(Monitor(self.ctx.store))
         threading.Thread(target=self.ctx.sampler.run, args=(self.stopping,), name="sampler",
                          daemon=True).start()

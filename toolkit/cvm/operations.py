@@ -70,22 +70,29 @@ def quiesced(ctx, vm, mode, kind):
     if not vm.running:
         yield
         return
-    mark(ctx, vm.name, kind, mode=mode)
+    mark(ctx, vm.name, kind, mode=mode, boot=vm.boot)
     try:
         if mode == "freeze":
             ctx.engine.pause(vm.container_id)
         else:
-            ctx.engine.stop(vm.container_id)  # not vm.stop(): it is to run again
+            vm.stop_container()  # not vm.stop(): it is to run again
         yield
     finally:
         resume(vm.refresh(), mode)
 
 
-def resume(vm, mode):
-    """Put a VM that an operation froze or stopped back to running, and forget it."""
+def resume(vm, mode, boot=None):
+    """Put a VM that an operation froze or stopped back to running, and forget it.
+    A dead operation's VM still running the `boot` it was stopping has its stop still
+    under way in Docker (whose stop signal may have been lost with the process that
+    followed it): it is stopped here, then started."""
     if mode == "freeze":
         if vm.status == "paused":
             vm.ctx.engine.unpause(vm.container_id)
-    elif vm.status != "running":
-        vm.start()
+    else:
+        if boot is not None and vm.status == "running" and vm.boot == boot:
+            vm.stop_container()
+            vm.refresh()
+        if vm.status != "running":
+            vm.start()
     clear(vm.ctx, vm.name)

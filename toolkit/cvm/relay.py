@@ -10,8 +10,9 @@ Standard library only, and nothing heavy: `cvm exec` runs this in the launcher's
 
 import errno
 import os
-import select
 import socket
+
+from .readiness import readable
 
 HEADER = 8
 CHUNK = 65536
@@ -54,7 +55,7 @@ def relay(sock, tty, stdin_fd=0, stdout_fd=1, stderr_fd=2):
         while True:
             watched = [sock] + ([stdin_fd] if sending else [])
             try:
-                ready, _, _ = select.select(watched, [], [])
+                ready = readable(watched)
             except InterruptedError:  # SIGWINCH: the caller's handler already resized
                 continue
             if sending and stdin_fd in ready:
@@ -107,7 +108,7 @@ def collect(sock, input=None, deadline=None):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            ready, _, _ = select.select([sock], [], [], left)
+            ready = readable([sock], left)
             if not ready:
                 continue
             data = sock.recv(CHUNK)

@@ -21,7 +21,8 @@ def exporter(listen, cache, install_unit):
         from ..templates import install_systemd_unit
         click.echo(install_systemd_unit("cvm-exporter.service", listen=listen))
         return
-    from ..monitor import Exporter, Monitor
+    from ..monitor import Exporter, Monitor, allow_open_files
+    allow_open_files()
     exporter_ = Exporter(Monitor(_store()), listen, cache)
     try:
         server = exporter_.serve()

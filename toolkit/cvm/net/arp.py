@@ -7,11 +7,11 @@ waiting for their caches to time out.
 """
 
 import ipaddress
-import select
 import socket
 import struct
 import time
 
+from ..readiness import readable
 from .netlink import in_netns
 
 ETH_P_ARP = 0x0806
@@ -59,7 +59,7 @@ def probe(netns_fd, ifname, mac, address, timeout):
             if not resent and left < timeout / 2:
                 sock.send(arp_frame(mac, "0.0.0.0", address))
                 resent = True
-            ready, _, _ = select.select([sock], [], [], min(left, timeout / 2))
+            ready = readable([sock], min(left, timeout / 2))
             if not ready:
                 continue
             frame = sock.recv(128)

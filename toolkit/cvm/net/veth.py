@@ -16,11 +16,9 @@ def plug_veth(tx, w, nic, extra_host_settings=None, mtu=None):
     name = host_name(w, nic)
     existing = w.host.link(name)
     if existing is not None:
-        tag = parse_tag(existing.get("ifalias"))
-        if tag is None or tag[:2] != (w.realm, w.vm_name):
+        if not left_by_this_vm(w, nic, existing):
             raise Conflict("%s: a host interface named %s already exists and is not this "
                            "VM's" % (nic.name, name))
-        # Our own end from a previous start whose namespace is still being torn down.
         tx.step("remove stale host end %s" % name,
                 lambda: w.host.request("link", "del", index=existing["index"]))
     peer = {"ifname": nic.name, "net_ns_fd": w.vm.netns_fd, "address": nic.mac}
@@ -35,6 +33,18 @@ def plug_veth(tx, w, nic, extra_host_settings=None, mtu=None):
     tx.step("raise host end %s" % name,
             lambda: w.host.request("link", "set", ifname=name, **settings))
     return name
+
+
+def left_by_this_vm(w, nic, link):
+    """Whether host interface `link` is this NIC's, left behind: tagged for this VM (a
+    previous start's, its namespace still being torn down), or untagged but paired with
+    this NIC inside the VM (a wiring killed between creating the pair and tagging it)."""
+    tag = parse_tag(link.get("ifalias"))
+    if tag is not None:
+        return tag[:2] == (w.realm, w.vm_name)
+    inside = w.vm.link(nic.name) if w.vm is not None else None
+    return inside is not None and inside.get("link") == link["index"] and \
+        link.get("link") == inside["index"]
 
 
 def unplug_veth(w, nic):
