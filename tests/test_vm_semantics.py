@@ -269,8 +269,13 @@ def test_ordinary_restarts_never_change_what_the_vm_should_be(booted):
 @pytest.mark.parametrize("command", ["halt", "shutdown -h now"])
 def test_halt_or_shutdown_inside_keeps_the_vm_off(booted, command):
     booted.run("(sleep 0.5; %s) >/dev/null 2>&1 &" % command)
-    wait_for(lambda: booted.ctx.store.read_vm(booted.name)["desired"] == "stopped",
-             timeout=60, what="netd to record the VM stopped")
+    try:
+        wait_for(lambda: booted.ctx.store.read_vm(booted.name)["desired"] == "stopped",
+                 timeout=60, what="netd to record the VM stopped")
+    except AssertionError as failure:  # what netd and Docker saw, for the failure's reader
+        state = booted.container()["State"]
+        raise AssertionError("%s; container %s exit %s; netd's log ends:\n%s" % (
+            failure, state["Status"], state["ExitCode"], booted.netd.log()[-1500:])) from None
     wait_for(lambda: booted.container()["State"]["Status"] == "exited", timeout=60,
              what="the VM to stay off")
     subprocess.run([CVM, "start", booted.name], check=True, capture_output=True,
