@@ -188,6 +188,20 @@ def test_rules_go_with_detach_and_rm_and_come_back_with_every_start(cvm, ctx, se
         assert nft.table("bridge", filtering.TABLE_PREFIX + ctx.realm) is None  # nothing left
 
 
+def test_removing_many_filtered_vms_at_once_leaves_no_table(cvm, ctx, images, lab, name,
+                                                           netd):
+    """netd removes VMs in parallel; the realm's last filtered port takes the table with
+    it even when the last ones go at the same moment."""
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    names = ["%s%d" % (name, i) for i in range(10)]
+    for i, vm_name in enumerate(names):
+        api.create(vm_spec(vm_name, {"mode": "bridge", "link": bridge,
+                                     "ip": "%s.%d/24" % (SUBNET, 20 + i)}), ctx=ctx)
+    cvm("rm", "-f", *names, check=True)
+    with Netlink.open() as host:
+        assert host.nft().table("bridge", filtering.TABLE_PREFIX + ctx.realm) is None
+
+
 def test_macvlan_egress_is_filtered_inside_the_vm(cvm, ctx, images, lab, name):
     """macvlan: the chain sits on the device's egress hook in the VM's own namespace."""
     if not filtering_egress_supported():

@@ -32,7 +32,10 @@ TABLE_PREFIX = "cvm_"
 CHAIN_PREFIX = "port_"
 ALLOWED_V6_ALWAYS = ("::", "fe80::/10")  # duplicate address detection, link-local
 _LINK_LOCAL_FIRST_16_MASK, _LINK_LOCAL_FIRST_16 = 0xffc0, 0xfe80
-_lock = threading.Lock()  # one libnftables context is not safe to share between threads
+# One libnftables context is not safe to share between threads; and a port's removal
+# looks, then deletes (the realm's last port takes the table with it) under this lock, so
+# that netd's parallel removals cannot each leave the table to another.
+_lock = threading.RLock()
 
 
 def wanted(nic):
@@ -102,20 +105,25 @@ class Nft:
             code, output, error = self.ctx.cmd(text)
         if code != 0:
             raise NetError("%s: nftables refused: %s" % (what, " ".join(error.split())[:300]))
-        return json.loads(output)["nftables"] if output.strip() else []
+        # one JSON document per line, one line per listing command
+        return [item for line in output.splitlines() if line.strip()
+                for item in json.loads(line)["nftables"]]
 
     def table(self, family, name):
-        """{"chains": set of names, "elements": set of map keys} of a table, or None."""
+        """{"chains": set of names, "elements": set of keys of its map "ports"} of a table,
+        or None when it has neither. Read without listing rules or tables (either makes
+        libnftables fetch every rule: a realm's table holds every VM's)."""
+        chains = {item["chain"]["name"] for item in self.run(["list chains %s" % family],
+                                                              "nftables")
+                  if item.get("chain", {}).get("table") == name}
         try:
-            listed = self.run(["list table %s %s" % (family, name)], "nftables")
+            ports = self.run(["list map %s %s ports" % (family, name)], "nftables")
         except NetError:
-            return None
-        chains, elements = set(), set()
-        for item in listed:
-            if "chain" in item:
-                chains.add(item["chain"]["name"])
-            elif "map" in item:
-                elements.update(element[0] for element in item["map"].get("elem", []))
+            if not chains:
+                return None
+            ports = []
+        elements = {element[0] for item in ports if "map" in item
+                    for element in item["map"].get("elem", [])}
         return {"chains": chains, "elements": elements}
 
 
@@ -158,18 +166,19 @@ class HostPortFilter:
         ], "filter of %s" % self.port)
 
     def remove(self):
-        current = self.nft.table(self.family, self.table)
-        if current is None:
-            return
-        commands = []
-        if self.port in current["elements"]:
-            commands.append('delete element %s ports { "%s" }' % (self._where(), self.port))
-        if self.chain in current["chains"]:
-            commands.append("delete chain %s %s" % (self._where(), self.chain))
-        if not current["elements"] - {self.port}:
-            commands = ["delete table %s" % self._where()]  # the realm's last filtered port
-        if commands:
-            self.nft.run(commands, "filter of %s" % self.port)
+        with _lock:
+            current = self.nft.table(self.family, self.table)
+            if current is None:
+                return
+            commands = []
+            if self.port in current["elements"]:
+                commands.append('delete element %s ports { "%s" }' % (self._where(), self.port))
+            if self.chain in current["chains"]:
+                commands.append("delete chain %s %s" % (self._where(), self.chain))
+            if not current["elements"] - {self.port}:
+                commands = ["delete table %s" % self._where()]  # the realm's last filtered port
+            if commands:
+                self.nft.run(commands, "filter of %s" % self.port)
 
     def present(self):
         current = self.nft.table(self.family, self.table)
