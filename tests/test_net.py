@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cvm import api
+from cvm import api, nics
 from cvm.errors import Conflict, NetError
 from cvm.net import kernel
 from cvm.net.base import Transaction
@@ -104,6 +104,11 @@ def test_address_in_use_on_the_segment_is_refused(ctx, images, lab, name):
     with pytest.raises(Conflict, match="address %s.30 answered an ARP probe from" % SUBNET):
         api.create(vm_spec(name, bridge_nic(bridge, 30)), ctx=ctx)
     assert residue(ctx, name) == [] and host_snapshot() == before
+    api.create(vm_spec(name, bridge_nic(bridge, 31)), ctx=ctx)
+    with pytest.raises(Conflict, match="address %s.30 answered an ARP probe from" % SUBNET):
+        nics.attach(ctx, name, bridge_nic(bridge, 30, name="eth1", gw=None))
+    assert [nic.name for nic in api.get(name, ctx).spec.nics] == ["eth0"]
+    assert name + "-e1" not in host_links()
 
 
 def test_routed_mode(ctx, images, lab, name):

@@ -5,8 +5,8 @@ import os
 
 from . import api, ns
 from .errors import CvmError, NotFound
-from .net import (DRIVERS, check_host, claim_addresses, hosts_file, unwire_vm, wire_vm,
-                  wiring_for)
+from .net import (DRIVERS, check_host, claim_addresses, hosts_file, start_probes, unwire_vm,
+                  wire_vm, wiring_for)
 from .net.netlink import Netlink, open_netns
 from .spec import parse_spec
 
@@ -22,14 +22,19 @@ def attach(ctx, name, nic_raw):
     with ctx.store.lock():
         new_spec = claim_addresses(ctx, new_spec)
         ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
+    # from the host, while the rest is made ready (as create does)
+    early = start_probes(new_spec.nics[-1:]) if vm.running else None
     try:
         if vm.running:
             with ctx.store.vm_lock(name):
-                wire_vm(ctx, name, new_spec, vm.pid, probe=True)
+                wire_vm(ctx, name, new_spec, vm.pid, probe=True, early=early)
                 ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
     except BaseException:
         ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
         raise
+    finally:
+        if early is not None:
+            early.wait()
     return new_spec.nics[-1]
 
 

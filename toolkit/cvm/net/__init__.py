@@ -77,9 +77,10 @@ def wiring_for(ctx, host, vm, name, index, spec=None):
                   sysfs(), spec)
 
 
-def start_probes(spec):
-    """Probe the segment for the spec's addresses from the host, in the background."""
-    return inside.EarlyProbes(spec, DRIVERS)
+def start_probes(nics):
+    """Probe the segments of `nics` for their addresses from the host, in the
+    background."""
+    return inside.EarlyProbes(nics, DRIVERS)
 
 
 def wire_vm(ctx, name, spec, pid, probe=False, early=None):

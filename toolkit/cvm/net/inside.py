@@ -20,11 +20,11 @@ class EarlyProbes:
     Docker is still creating and starting the container, so that create pays nothing
     for them. NICs whose segment the host cannot reach are probed from inside later."""
 
-    def __init__(self, spec, drivers):
+    def __init__(self, nics, drivers):
         import concurrent.futures
         self.futures = {}
         jobs = []
-        for nic in spec.nics:
+        for nic in nics:
             target = drivers[nic.mode].host_probe_target(nic)
             v4 = [a for a in nic.addresses() if a.version == 4]
             if target is not None and v4:
