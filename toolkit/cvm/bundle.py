@@ -327,12 +327,9 @@ def read_header(tar):
     return first, header
 
 
-def import_archive(source, ctx, name=None, nics=None, start=True, check_only=False):
-    """Create the VM of the archive read from the binary stream `source` (renamed, or
-    with other NICs); returns the VM. All or nothing. With `check_only`, only check
-    (from its header) that this host can take it: returns the spec."""
-    from . import api
-    from .spec import parse_spec
+def open_archive(source):
+    """(tar stream, its first member, the header) of the archive read from the binary
+    stream `source`."""
     if not hasattr(source, "peek"):
         source = io.BufferedReader(source, CHUNK)
     try:
@@ -341,6 +338,16 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
         first, header = read_header(tar)
     except (tarfile.TarError, EOFError, ValueError, OSError, zlib_error()) as exc:
         raise ArchiveError("not a cvm VM archive (%s)" % exc) from None
+    return tar, first, header
+
+
+def import_archive(source, ctx, name=None, nics=None, start=True, check_only=False):
+    """Create the VM of the archive read from the binary stream `source` (renamed, or
+    with other NICs); returns the VM. All or nothing. With `check_only`, only check
+    (from its header) that this host can take it: returns the spec."""
+    from . import api
+    from .spec import parse_spec
+    tar, first, header = open_archive(source)
     raw = dict(header["spec"])
     if name:
         raw["name"] = name
@@ -438,7 +445,7 @@ def _unpack(tar, staging, digests, ctx):
                 continue  # read first (a stream's iteration yields it again)
             last = member.name
             if member.name == MANIFEST:
-                return json.loads(tar.extractfile(member).read())
+                return _manifest(tar.extractfile(member).read())
             if "/../" in "/" + member.name + "/" or member.name.startswith("/"):
                 raise ArchiveError("member %s: a path outside the archive" % member.name)
             target = staging.target(member.name)
@@ -452,6 +459,19 @@ def _unpack(tar, staging, digests, ctx):
             last, exc)) from None
     raise ArchiveError("the archive is truncated: it ends after member %s, before its "
                        "manifest" % last)
+
+
+def _manifest(data):
+    """The manifest's checksums. It is the one member not checked against itself: a
+    damaged one is refused as such."""
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("members"), dict):
+        raise ArchiveError("member %s is damaged (not the list of checksums cvm wrote)" %
+                           MANIFEST)
+    return manifest
 
 
 def zlib_error():

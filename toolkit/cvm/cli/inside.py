@@ -195,3 +195,88 @@ def import_(archive, name, nics, no_start, check):
         made = bundle.import_archive(handle, default_context(), name, nic_list,
                                      start=not no_start, check_only=check)
     click.echo(made.name)
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+class _TakeByDefault(click.Group):
+    """`cvm snapshot NAME [SNAP]` takes one; `ls` and `rm` are the group's other commands
+    (a VM named ls or rm: `cvm snapshot take ls`)."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["take"] + list(args)
+        return super().resolve_command(ctx, args)
+
+
+@cli.group("snapshot", cls=_TakeByDefault, context_settings=CONTEXT_SETTINGS)
+def snapshot():
+    """Snapshots of VMs: `cvm snapshot NAME [SNAP]` takes one (default name: the time),
+    `ls` lists them, `rm` removes one, `cvm restore NAME SNAP` goes back to one.
+
+    A snapshot holds the VM's writable layer (what changed since its image), its spec
+    and, unless --no-volumes, its volumes' data. It stays when its VM is removed."""
+
+
+@snapshot.command("take", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.argument("snap", required=False)
+@click.option("--stop", is_flag=True, help="Stop a running VM for the copy (default: freeze "
+              "it, as docker pause does), then run it again.")
+@click.option("--no-volumes", is_flag=True, help="Leave the volumes' data out.")
+def snapshot_take(name, snap, stop, no_volumes):
+    """Snapshot VM NAME as SNAP."""
+    from .. import ns, snapshots
+    from ..context import default_context
+    from ..sizes import format_size
+    ns.require_root("cvm snapshot")
+    row = snapshots.take(default_context(), name, snap, stop=stop, volumes=not no_volumes)
+    click.echo("%s %s (%s in %.1f s)" % (name, row["snapshot"], format_size(row["bytes"]),
+                                         row["seconds"]))
+
+
+@snapshot.command("ls", context_settings=CONTEXT_SETTINGS)
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_ls(name, as_json):
+    """List snapshots (of NAME, or of every VM)."""
+    import json
+    import time
+
+    from .. import snapshots
+    from ..context import default_context
+    from ..sizes import format_size
+    from ..table import render
+    rows = snapshots.listing(default_context(), name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(render(["VM", "SNAPSHOT", "CREATED", "SIZE", "VOLUMES"], [
+        [row["vm"], row["snapshot"],
+         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created"] or 0)),
+         format_size(row["bytes"]), "yes" if row["volumes"] else "no"] for row in rows]))
+
+
+@snapshot.command("rm", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.argument("snap")
+def snapshot_rm(name, snap):
+    """Remove snapshot SNAP of VM NAME."""
+    from .. import snapshots
+    from ..context import default_context
+    snapshots.remove(default_context(), name, snap)
+
+
+@cli.command("restore", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.argument("snap")
+@click.option("--stop", is_flag=True, help="Stop the VM first if it runs.")
+def restore(name, snap, stop):
+    """Put VM NAME back as snapshot SNAP holds it: files, spec, addresses and MACs, and
+    volumes' data when the snapshot has them. All or nothing."""
+    from .. import ns, snapshots
+    from ..context import default_context
+    ns.require_root("cvm restore")
+    vm = snapshots.restore(default_context(), name, snap, stop=stop)
+    click.echo("%s restored from %s (%s)" % (name, snap, vm.status))

@@ -1,0 +1,178 @@
+"""Day-two operations on one host: export and import (into this realm and another), and
+snapshots taken, listed, restored and removed (cvm.bundle, cvm.snapshots)."""
+
+import os
+import tempfile
+
+import pytest
+
+from cvm import api, bundle, snapshots
+from cvm.errors import Conflict, NotFound, SpecError
+
+from .conftest import BUSYBOX, remove_realm, residue
+from .nethelpers import SUBNET, wait_pingable
+
+pytestmark = pytest.mark.engine
+
+
+def make_vm(ctx, name, volume_dir, bridge, octet):
+    from cvm.spec import parse_spec
+    os.makedirs(volume_dir, exist_ok=True)
+    return api.create(parse_spec({
+        "name": name, "image": BUSYBOX, "init": "none", "command": ["sleep", "100000"],
+        "volumes": ["%s:/data" % volume_dir],
+        "nics": [{"mode": "bridge", "link": bridge, "ip": "%s.%d/24" % (SUBNET, octet)}]}),
+        ctx=ctx)
+
+
+def in_vm(ctx, name, script):
+    code, out, err = api.get(name, ctx).exec(["sh", "-c", script])
+    assert code == 0, err
+    return out.decode()
+
+
+def files_of(ctx, name):
+    """{path: sha256} of the files the tests write: in the layer and in the volume."""
+    listing = in_vm(ctx, name, "for f in /etc/marker /etc/added /data/f /data/big; do "
+                               "[ -e $f ] && echo $f $(md5sum < $f); done; true")
+    return dict(line.split(" ", 1) for line in listing.splitlines())
+
+
+def mac_of(ctx, name):
+    return in_vm(ctx, name, "cat /sys/class/net/eth0/address").strip()
+
+
+def test_export_rm_import_here_and_in_another_realm(ctx, images, lab, name, scratch, tmp_path):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 70)
+    in_vm(ctx, name, "echo layer > /etc/marker; head -c 3000000 /dev/urandom > /data/big")
+    before, mac = files_of(ctx, name), mac_of(ctx, name)
+    archive = str(tmp_path / "vm.cvm")
+    with open(archive, "wb") as out:
+        bundle.export(name, out, ctx)
+    api.get(name, ctx).remove(force=True, volumes=True)
+    assert not os.path.exists(volume)
+    with open(archive, "rb") as source:
+        bundle.import_archive(source, ctx)
+    assert files_of(ctx, name) == before and mac_of(ctx, name) == mac
+    assert wait_pingable("%s.70" % SUBNET)
+
+    other = api.Context(state_root=tempfile.mkdtemp(prefix="cvm-realm2-"))
+    try:
+        api.get(name, ctx).remove(force=True, volumes=True)
+        with open(archive, "rb") as source:
+            bundle.import_archive(source, other)
+        assert api.get(name, other).running and files_of(other, name) == before
+        assert wait_pingable("%s.70" % SUBNET)
+    finally:
+        remove_realm(other)
+        import shutil
+        shutil.rmtree(other.store.root, ignore_errors=True)
+
+
+def test_damaged_archives_are_refused_naming_the_damage(ctx, images, lab, name, scratch,
+                                                        tmp_path):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 71)
+    in_vm(ctx, name, "head -c 2000000 /dev/urandom > /data/big")
+    archive = tmp_path / "vm.cvm"
+    with open(str(archive), "wb") as out:
+        bundle.export(name, out, ctx, compression="gzip")
+    api.get(name, ctx).remove(force=True, volumes=True)
+    data = archive.read_bytes()
+    truncated = tmp_path / "truncated.cvm"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(bundle.ArchiveError):
+        with open(str(truncated), "rb") as source:
+            bundle.import_archive(source, ctx)
+    assert residue(ctx, name, [volume]) == []
+    import gzip
+    for member, expected in (("volumes/0/big", "member volumes/0/big does not match its "
+                                               "checksum in the manifest"),
+                             (bundle.MANIFEST, "member manifest.json is damaged")):
+        raw = bytearray(gzip.decompress(data))
+        raw[raw.find(member.encode()) + 512 + 20] ^= 0xFF  # in the member's data
+        altered = tmp_path / "altered.cvm"
+        altered.write_bytes(gzip.compress(bytes(raw)))
+        with pytest.raises(bundle.ArchiveError, match=expected):
+            with open(str(altered), "rb") as source:
+                bundle.import_archive(source, ctx)
+        assert residue(ctx, name, [volume]) == []
+
+
+def test_a_snapshot_brings_back_files_spec_address_and_mac(cvm, ctx, images, lab, name,
+                                                          scratch):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 72)
+    in_vm(ctx, name, "echo one > /etc/marker; echo v1 > /data/f")
+    snapped, mac = files_of(ctx, name), mac_of(ctx, name)
+    taken = cvm("snapshot", name, "before", check=True).stdout
+    assert taken.startswith("%s before (" % name)
+    in_vm(ctx, name, "echo two > /etc/marker; echo v2 > /data/f; echo x > /etc/added")
+    cvm("resize", name, "--memory", "96m", check=True)
+    changed = files_of(ctx, name)
+    assert changed != snapped
+
+    running = cvm("restore", name, "before")
+    assert running.returncode == 2 and "is running; stop it first or restore with --stop" \
+        in running.stderr
+    assert files_of(ctx, name) == changed  # untouched
+    cvm("restore", name, "before", "--stop", check=True)
+    vm = api.get(name, ctx)
+    assert vm.running and vm.spec.memory is None  # the snapshot's spec: no memory limit
+    assert files_of(ctx, name) == snapped and mac_of(ctx, name) == mac
+    assert wait_pingable("%s.72" % SUBNET)
+
+    rows = snapshots.listing(ctx, name)
+    assert [(r["vm"], r["snapshot"], r["volumes"]) for r in rows] == [(name, "before", True)]
+    assert rows[0]["bytes"] > 0 and "before" in cvm("snapshot", "ls", check=True).stdout
+    assert cvm("snapshot", name, "before").returncode == 2  # taken already
+    cvm("snapshot", "rm", name, "before", check=True)
+    assert snapshots.listing(ctx, name) == []
+    assert not os.path.exists(snapshots.directory(ctx, name))
+
+
+def test_a_failed_restore_leaves_the_vm_as_it_was(ctx, images, lab, name, scratch):
+    """The snapshot's address is taken by another VM meanwhile: the restore is refused
+    and the VM keeps its files, volume and wiring."""
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 73)
+    snapshots.take(ctx, name, "s1")
+    from cvm import nics
+    nics.detach(ctx, name, "eth0")
+    nics.attach(ctx, name, {"mode": "bridge", "link": bridge, "ip": "%s.74/24" % SUBNET})
+    make_vm(ctx, name + "b", os.path.join(scratch, "vol2"), bridge, 73)
+    in_vm(ctx, name, "echo after > /data/f; echo after > /etc/marker")
+    after = files_of(ctx, name)
+    with pytest.raises(Conflict, match="%s.73" % SUBNET):
+        snapshots.restore(ctx, name, "s1", stop=True)
+    vm = api.get(name, ctx)
+    assert vm.running and files_of(ctx, name) == after
+    assert [str(a) for a in vm.spec.nics[0].addresses()] == ["%s.74/24" % SUBNET]
+    assert wait_pingable("%s.74" % SUBNET)
+    assert [f for f in os.listdir(scratch) if "before-restore" in f] == []
+    assert [f for f in os.listdir(snapshots.directory(ctx, name)) if f.startswith(".")] == []
+
+
+def test_snapshots_refuse_bad_names_and_other_vms_snapshots(ctx, images, lab, name, scratch):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    make_vm(ctx, name, os.path.join(scratch, "vol"), bridge, 75)
+    for bad in ("../x", "a/b", ".hidden", "x" * 65):
+        with pytest.raises(SpecError, match="snapshot: .* is not a snapshot name"):
+            snapshots.take(ctx, name, bad)
+    with pytest.raises(NotFound, match="no VM named"):
+        snapshots.take(ctx, "nosuchvm", "s")
+    with pytest.raises(NotFound, match="has no snapshot nope"):
+        snapshots.restore(ctx, name, "nope", stop=True)
+    snapshots.take(ctx, name, "s1")
+    other = name + "o"
+    os.makedirs(snapshots.directory(ctx, other))
+    os.link(snapshots.path_of(ctx, name, "s1"), snapshots.path_of(ctx, other, "s1"))
+    with pytest.raises(SpecError, match="s1 is a snapshot of VM %s, not of %s" % (name, other)):
+        snapshots.restore(ctx, other, "s1")
+    snapshots.remove(ctx, other, "s1")
+    snapshots.remove(ctx, name, "s1")

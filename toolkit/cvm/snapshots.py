@@ -1,0 +1,199 @@
+"""Snapshots of a VM: `cvm snapshot`, `cvm snapshot ls`/`rm`, `cvm restore`.
+
+A snapshot is an archive of cvm.bundle (the format `cvm export` writes: spec, writable
+layer, volumes, manifest) kept in the state directory, under snapshots/<VM>/<SNAP>.cvm.
+The writable layer is the VM's overlay2 upper directory, so a snapshot holds what
+changed since the image, compressed, not the whole root filesystem. A running VM is
+frozen for the copy (or stopped, with `stop`), as an export does.
+
+A restore puts the VM back as it was: files, spec (limits, NICs: the same addresses and
+MACs) and, when the snapshot holds them, its volumes' data. It is all or nothing: the
+VM as it is now is kept aside first (its layer in an archive, its volumes' directories
+renamed), and put back if anything fails. Snapshots outlive `cvm rm` of their VM; a
+restore of a VM that no longer exists makes it again.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import time
+
+from .errors import Conflict, CvmError, NotFound, SpecError
+
+SUFFIX = ".cvm"
+SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def directory(ctx, name):
+    return os.path.join(ctx.store.root, "snapshots", name)
+
+
+def path_of(ctx, name, snapshot):
+    return os.path.join(directory(ctx, name), snapshot + SUFFIX)
+
+
+def _checked_name(snapshot):
+    if not SNAPSHOT_NAME.match(snapshot or ""):
+        raise SpecError("snapshot", "%r is not a snapshot name (letters, digits, '_', '.', "
+                        "'-'; 64 at most, not starting with a punctuation mark)" % snapshot)
+    return snapshot
+
+
+def take(ctx, name, snapshot=None, stop=False, volumes=True):
+    """Snapshot VM `name` as `snapshot` (default: the time, YYYYmmdd-HHMMSS); returns
+    its row (as `listing` gives). A kill or a full disk leaves no partial snapshot, and
+    the VM running again (cvm.operations)."""
+    from . import api, bundle
+    api.get(name, ctx)  # NotFound first
+    snapshot = _checked_name(snapshot or time.strftime("%Y%m%d-%H%M%S"))
+    target = path_of(ctx, name, snapshot)
+    if os.path.exists(target):
+        raise Conflict("snapshot: VM %s already has a snapshot %s" % (name, snapshot))
+    os.makedirs(directory(ctx, name), mode=0o700, exist_ok=True)
+    partial = "%s.partial-%d" % (target, os.getpid())
+    started = time.monotonic()
+    try:
+        with open(partial, "wb") as handle:
+            bundle.export(name, handle, ctx, stop=stop, volumes=volumes)
+        os.rename(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return dict(_row(ctx, name, snapshot), seconds=round(time.monotonic() - started, 2))
+
+
+def listing(ctx, name=None):
+    """Rows of snapshots, of VM `name` or of every VM: vm, snapshot, created, bytes
+    (on disk), volumes (whether it holds their data)."""
+    root = os.path.join(ctx.store.root, "snapshots")
+    if name is not None:
+        names = [name]
+        from . import api
+        if not api.exists(name, ctx) and not os.path.isdir(directory(ctx, name)):
+            raise NotFound("no VM named %r and no snapshots of one" % name)
+    else:
+        names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return [_row(ctx, vm, snapshot[:-len(SUFFIX)]) for vm in names
+            for snapshot in sorted(_files(ctx, vm))]
+
+
+def _files(ctx, name):
+    try:
+        return [f for f in os.listdir(directory(ctx, name)) if f.endswith(SUFFIX)]
+    except FileNotFoundError:
+        return []
+
+
+def _row(ctx, name, snapshot):
+    header = _header(ctx, name, snapshot)
+    return {"vm": name, "snapshot": snapshot, "created": header.get("created"),
+            "bytes": os.path.getsize(path_of(ctx, name, snapshot)),
+            "volumes": bool(header.get("volumes_carried", True) and header.get("volumes"))}
+
+
+def _header(ctx, name, snapshot):
+    from . import bundle
+    try:
+        handle = open(path_of(ctx, name, snapshot), "rb")
+    except FileNotFoundError:
+        raise NotFound("VM %s has no snapshot %s (see `cvm snapshot ls %s`)" % (
+            name, snapshot, name)) from None
+    with handle:
+        tar, _, header = bundle.open_archive(handle)
+        tar.close()
+        return header
+
+
+def remove(ctx, name, snapshot):
+    path = path_of(ctx, name, _checked_name(snapshot))
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        raise NotFound("VM %s has no snapshot %s (see `cvm snapshot ls %s`)" % (
+            name, snapshot, name)) from None
+    with contextlib.suppress(OSError):
+        os.rmdir(directory(ctx, name))  # its last one
+
+
+def restore(ctx, name, snapshot, stop=False):
+    """Put VM `name` back as snapshot `snapshot` holds it; the VM runs afterwards if it
+    ran before (or did not exist). Refused while it runs unless `stop`."""
+    from . import api, bundle
+    header = _header(ctx, name, _checked_name(snapshot))
+    if header.get("name") != name:
+        raise SpecError("snapshot", "%s is a snapshot of VM %s, not of %s" % (
+            snapshot, header.get("name"), name))
+    vm = api.get(name, ctx) if api.exists(name, ctx) else None
+    was_running = vm is None or vm.running
+    if vm is not None and vm.running:
+        if not stop:
+            raise Conflict("VM %s is running; stop it first or restore with --stop" % name)
+        vm.stop()
+    aside = _Aside(ctx, name, vm, header)
+    try:
+        aside.take()
+        with open(path_of(ctx, name, snapshot), "rb") as handle:
+            bundle.import_archive(handle, ctx, start=was_running)
+    except BaseException:
+        aside.put_back(was_running)
+        raise
+    aside.forget()
+    return api.get(name, ctx)
+
+
+class _Aside:
+    """What a restore replaces, kept until it succeeds: the VM (if it exists) as its
+    layer and spec in an archive, then removed, and the directories the snapshot's
+    volumes go to, renamed beside them; so that the snapshot's import finds its name,
+    addresses and volume paths free."""
+
+    def __init__(self, ctx, name, vm, header):
+        from .spec import parse_spec
+        self.ctx, self.name, self.vm = ctx, name, vm
+        self.archive = os.path.join(directory(ctx, name), ".before-restore-%d" % os.getpid())
+        carried = header.get("volumes_carried", True)
+        self.volumes = [v.host for v in parse_spec(header["spec"]).volumes
+                        if carried and os.path.isdir(v.host)]
+        self.renamed = []
+        self.removed = False
+
+    def _aside_path(self, path):
+        return "%s.cvm-before-restore-%d" % (path.rstrip("/"), os.getpid())
+
+    def take(self):
+        from . import bundle
+        if self.vm is not None:
+            with open(self.archive, "wb") as handle:
+                bundle.export(self.name, handle, self.ctx, volumes=False)
+        for path in self.volumes:
+            os.rename(path, self._aside_path(path))
+            self.renamed.append(path)
+        if self.vm is not None:
+            self.vm.remove(force=True)
+            self.removed = True
+
+    def put_back(self, start):
+        """Undo take() and whatever the failed import left (it leaves no VM of its own,
+        but be sure), then bring the VM back as it was."""
+        from . import api, bundle
+        if self.removed and api.exists(self.name, self.ctx):
+            with contextlib.suppress(CvmError):
+                api.get(self.name, self.ctx).remove(force=True)
+        for path in self.renamed:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)  # what the failed restore put there
+            os.rename(self._aside_path(path), path)
+        if self.removed:
+            with open(self.archive, "rb") as handle:
+                bundle.import_archive(handle, self.ctx, start=start)
+        elif start and self.vm is not None:
+            self.vm.start()
+        self.forget()
+
+    def forget(self):
+        for path in self.renamed:
+            shutil.rmtree(self._aside_path(path), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.archive)
