@@ -193,6 +193,30 @@ def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
 
 
+def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_missed(tmp_path):
+    """Listings look up every VM's cgroup: the mount table is read once, and again only
+    when a lookup misses (a hierarchy mounted elsewhere since)."""
+    from cvm.cgroups import Cgroup
+    proc = str(tmp_path / "proc")
+    mountinfo = os.path.join(proc, "self", "mountinfo")
+
+    def mount_at(base, *containers):
+        for container in containers:
+            os.makedirs(os.path.join(base, "system.slice", "docker-%s.scope" % container))
+        os.makedirs(os.path.dirname(mountinfo), exist_ok=True)
+        with open(mountinfo, "w") as handle:
+            handle.write("30 25 0:26 / %s rw,relatime shared:4 - cgroup2 cgroup2 rw\n" % base)
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    mount_at(first, "aaa", "bbb")
+    assert Cgroup.of_container("aaa", proc).dirs["unified"].startswith(first)
+    os.unlink(mountinfo)  # not read again while lookups hit
+    assert Cgroup.of_container("bbb", proc).dirs["unified"].startswith(first)
+    mount_at(second, "ccc")
+    assert Cgroup.of_container("ccc", proc).dirs["unified"].startswith(second)
+    with pytest.raises(Exception, match="no cgroup found for container ddd"):
+        Cgroup.of_container("ddd", proc)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

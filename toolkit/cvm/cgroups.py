@@ -71,6 +71,8 @@ def cgroup_mounts(proc="/proc", pid="self"):
     """
     mounts = {}
     for line in read_text("%s/%s/mountinfo" % (proc, pid)).splitlines():
+        if " - cgroup" not in line:  # most of a busy host's mounts: skipped cheaply
+            continue
         left, _, right = line.partition(" - ")
         fields = left.split()
         rfields = right.split()
@@ -160,6 +162,9 @@ def docker_container_dir(container_id):
     return "%s/containers/%s" % (root.rstrip("/"), container_id)
 
 
+_seen_cgroup_mounts = {}  # proc root -> cgroup_mounts(proc, "self"), see of_container
+
+
 class Cgroup(object):
     """The cgroup of one VM (or of the host root): controller -> directory, and readers.
 
@@ -228,8 +233,24 @@ class Cgroup(object):
     @classmethod
     def of_container(cls, container_id, proc="/proc"):
         """A container's cgroup seen from the host, found from the cgroup of any of its
-        processes is not possible when it is stopped; so look in the layouts Docker uses."""
-        mounts = cgroup_mounts(proc, "self")
+        processes is not possible when it is stopped; so look in the layouts Docker uses.
+        The cgroup mounts are read once and again only when a lookup misses: mountinfo
+        takes 4 ms to read on a host with 480 VMs (one overlay mount each), and a
+        listing looks up every VM."""
+        known = _seen_cgroup_mounts.get(proc)
+        if known is not None:
+            cgroup = cls._container_in(known, container_id)
+            if cgroup is not None:
+                return cgroup
+        _seen_cgroup_mounts[proc] = mounts = cgroup_mounts(proc, "self")
+        cgroup = cls._container_in(mounts, container_id)
+        if cgroup is None:
+            raise CgroupError("no cgroup found for container %s (is it running?)" %
+                              container_id[:12])
+        return cgroup
+
+    @classmethod
+    def _container_in(cls, mounts, container_id):
         candidates = ["/docker/%s" % container_id,
                       "/system.slice/docker-%s.scope" % container_id]
         parent = docker_cgroup_parent()
@@ -252,7 +273,7 @@ class Cgroup(object):
                 directory = _resolve(mounts, "unified", path)
                 if directory:
                     return cls({"unified": directory}, 2)
-        raise CgroupError("no cgroup found for container %s (is it running?)" % container_id[:12])
+        return None
 
     @classmethod
     def at(cls, root, version):
