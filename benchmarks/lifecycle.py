@@ -3,11 +3,11 @@
 20 VMs with `cvm create` (no network) and 20 with the Docker SDK's
 containers.run(..., network_mode="none"), interleaved in a shuffled order each round;
 median per-VM time each and the ratio, with a bootstrap interval of that ratio (at 20
-rounds, noise moves it by a few hundredths). cvm is measured four ways: the CLI
-served by cvm netd (how hosts run it: the C client), the same through the Python
-launcher (a `pip install` without the C client), the CLI alone (CVM_NO_DAEMON=1: every
-call imports the Docker SDK), and the Python API in-process (the same work as
-containers.run, plus cvm's). BENCH_COUNT=N runs N rounds instead of 20.
+rounds, noise moves it by a few hundredths), and `docker run --network none` (the CLI)
+as the issue's baseline. cvm is measured three ways: the CLI served by cvm netd (how
+hosts run it), the CLI alone (CVM_NO_DAEMON=1: every call imports the Docker SDK), and
+the Python API in-process (the same work as containers.run, plus cvm's). BENCH_COUNT=N
+runs N rounds instead of 20.
 """
 
 import os
