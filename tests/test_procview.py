@@ -356,6 +356,21 @@ def test_lxcfs_gives_unmodified_programs_the_vm(ctx, images, name):
 
 
 @pytest.mark.engine
+def test_nproc_counts_the_vms_cpus(ctx, images, name):
+    """coreutils' nproc counts the host's affinity mask (2 here for a VM of half a CPU):
+    cvm's counts the VM's, as getconf does where LXCFS serves the CPUs online."""
+    from cvm import api
+    from cvm.spec import parse_spec
+    vm = api.create(parse_spec({"name": name, "image": DEBIAN, "cpus": 0.5}), ctx=ctx)
+    assert in_vm(vm, "/usr/bin/nproc").strip() == str(len(os.sched_getaffinity(0)))
+    assert in_vm(vm, "nproc").strip() == in_vm(vm, "getconf _NPROCESSORS_ONLN").strip() == "1"
+    assert in_vm(vm, "nproc --all").strip() == str(os.cpu_count())
+    assert in_vm(vm, "nproc --ignore=3").strip() == "1"
+    bad = api.get(name, ctx).exec(["nproc", "--ignore=x"])
+    assert bad[0] == 1 and bad[2] == b"nproc: invalid number: 'x'\n"
+
+
+@pytest.mark.engine
 def test_tools_install_into_any_container(cvm, engine, images, name):
     container = engine.api.create_container(DEBIAN, ["sleep", "100000"], name=name,
                                             host_config=engine.api.create_host_config(

@@ -29,7 +29,7 @@ from .errors import ImageError, SpecError
 
 LOG_DIR = os.environ.get("CVM_LOG_DIR", "/var/log/cvm")
 CACHE_DIR = os.environ.get("CVM_CACHE_DIR", "/var/cache/cvm/rootfs")
-TOOLS = ("free", "top", "mpstat", "uptime", "vmstat")
+TOOLS = ("free", "top", "mpstat", "uptime", "vmstat", "nproc")
 # Units masked in every image: devices, consoles, kernel mounts, host-owned network and clock.
 MASKED_UNITS = [
     "systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
@@ -147,7 +147,7 @@ def recipe_hash(distro):
             family = re.search(r"^family:\s*(\w+)", handle.read(), re.M).group(1)
     sources = [recipe, "os-images/common", "os-images/profiles.yml", "templates/image",
                "toolkit/cvm/procview", "toolkit/cvm/cgroups.py", "toolkit/cvm/procfs.py",
-               "toolkit/cvm/sizes.py"]
+               "toolkit/cvm/sizes.py", "toolkit/cvm/images.py"]  # images.py: the wrappers
     if family:
         sources.append("os-images/families/" + family)
     for source in sources:
@@ -182,12 +182,14 @@ def tools_files():
                     files["/usr/lib/cvm/python/cvm/procview/" + name] = (handle.read(), 0o644)
         for tool in TOOLS:
             if os.path.exists(os.path.join(procview, tool + ".py")):
-                wrapper = ("#!/usr/bin/python3\n# cvm: %s from the VM's cgroup; the original is "
-                           "at its usual path.\nimport sys\nsys.path.insert(0, "
-                           "'/usr/lib/cvm/python')\nfrom cvm.procview.%s import main\n"
-                           "sys.exit(main())\n" % (tool, tool))
-                files["/usr/local/bin/" + tool] = (wrapper.encode(), 0o755)
+                files["/usr/local/bin/" + tool] = (_tool_wrapper(tool).encode(), 0o755)
     return files
+
+
+def _tool_wrapper(tool):
+    return ("#!/usr/bin/python3\n# cvm: %s from the VM's cgroup; the original is at its usual "
+            "path.\nimport sys\nsys.path.insert(0, '/usr/lib/cvm/python')\nfrom "
+            "cvm.procview.%s import main\nsys.exit(main())\n" % (tool, tool))
 
 
 def _compat_init_script():
