@@ -193,8 +193,9 @@ def move(bench):
     bench.provision("vms.yml")
     bench.on(source, "cvm exec mover -- dd if=/dev/urandom of=/data/blob bs=1M count=100 "
                      "2>/dev/null")
+    # Its own stdio too: a detached watcher holding ssh's pipe would keep ssh waiting.
     bench.on(watcher, "setsid -f sh -c 'cvm exec watch -- ping -D -i 0.01 -W 1 %s.50 "
-                      "> /tmp/pings 2>&1'; sleep 1" % OVERLAY)
+                      "> /tmp/pings 2>&1' </dev/null >/dev/null 2>&1; sleep 1" % OVERLAY)
     started = time.time()
     result = subprocess.run([CVM, "move", "mover", "--to", target, "-i", bench.lab.inventory],
                             capture_output=True, text=True)
