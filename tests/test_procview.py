@@ -50,6 +50,17 @@ def close(a, b, tolerance):
                                    ["-t"], ["--si", "-h"], ["-h", "-w"], ["--kilo"],
                                    ["--mega"], ["--giga"], ["-l"], ["-t", "-m", "-w"]])
 def test_free_matches_procps(flags):
+    # The host's memory moves between the two runs (CI's daemons work meanwhile): a
+    # mismatch is looked at again, twice, before it counts.
+    for attempt in range(3):
+        try:
+            return compare_free(flags)
+        except AssertionError:
+            if attempt == 2:
+                raise
+
+
+def compare_free(flags):
     mine, theirs = ours("free", *flags).stdout, original("free", *flags).stdout
     mine_lines, their_lines = mine.splitlines(), theirs.splitlines()
     assert len(mine_lines) == len(their_lines)
