@@ -1,7 +1,9 @@
 """Day-two operations on one host: export and import (into this realm and another), and
 snapshots taken, listed, restored and removed (cvm.bundle, cvm.snapshots)."""
 
+import gzip
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -67,7 +69,6 @@ def test_export_rm_import_here_and_in_another_realm(ctx, images, lab, name, scra
         assert wait_pingable("%s.70" % SUBNET)
     finally:
         remove_realm(other)
-        import shutil
         shutil.rmtree(other.store.root, ignore_errors=True)
 
 
@@ -88,7 +89,6 @@ def test_damaged_archives_are_refused_naming_the_damage(ctx, images, lab, name, 
         with open(str(truncated), "rb") as source:
             bundle.import_archive(source, ctx)
     assert residue(ctx, name, [volume]) == []
-    import gzip
     for member, expected in (("volumes/0/big", "member volumes/0/big does not match its "
                                                "checksum in the manifest"),
                              (bundle.MANIFEST, "member manifest.json is damaged")):
