@@ -373,6 +373,27 @@ def test_killed_create_leaves_a_vm_that_rm_removes(cvm, ctx, images, name, scrat
     assert residue(ctx, name, [] if record and record["phase"] == "ready" else [volume_dir]) == []
 
 
+@pytest.mark.parametrize("step", ["recorded", "volumes", "files", "container"])
+def test_rm_after_a_create_killed_at_a_step_leaves_nothing(cvm, ctx, images, name, scratch,
+                                                            state_dir, step):
+    """The volume directories a create makes are in its record before they exist, so
+    `cvm rm` of a create killed anywhere removes them (while empty)."""
+    volume_dir = os.path.join(scratch, "made", "vol")
+    marker = os.path.join(state_dir, "paused")
+    process = subprocess.Popen(
+        [CVM, "create", name, "--image", BUSYBOX, "--init", "none", "-v", volume_dir + ":/vol",
+         "--", "sleep", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(cvm.env, CVM_NO_DAEMON="1", CVM_PAUSE_AT="create:" + step, CVM_PAUSED=marker))
+    wait_for(lambda: os.path.exists(marker) or process.poll() is not None, timeout=30,
+             what="the create to pause at %s" % step)
+    assert process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert os.path.isdir(volume_dir) == (step != "recorded")
+    cvm("rm", "-f", name, check=True)
+    assert residue(ctx, name, [volume_dir, os.path.dirname(volume_dir)]) == []
+
+
 def test_parallel_creates_do_not_interleave(ctx, images, name):
     from concurrent.futures import ThreadPoolExecutor
     names = ["%s%d" % (name, i) for i in range(6)]

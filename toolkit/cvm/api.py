@@ -467,9 +467,14 @@ def _build(ctx, spec, record, start, made, early=None):
     container, ssh keys, start and wiring; the record ready at the end."""
     from .operations import pause_point
     pause_point("create", "recorded")
-    record["created_dirs"] = _make_volume_dirs(spec)
-    if record["created_dirs"]:
-        _update_record(ctx, spec.name, record)  # for `cvm rm` after a kill
+    # Recorded before they are made, so that `cvm rm` after a kill at any point finds them.
+    # (A create finished after a kill keeps those its first attempt made.)
+    missing = _missing_volume_dirs(spec)
+    if missing:
+        made_before = record.get("created_dirs", [])
+        record["created_dirs"] = made_before + [d for d in missing if d not in made_before]
+        _update_record(ctx, spec.name, record)
+        _make_dirs(missing)
     pause_point("create", "volumes")
     files = guestfiles.bound_files(spec, made["init"], HostFacts.read())
     guestfiles.write(ctx.store, spec.name, files)
@@ -571,26 +576,31 @@ def _remove(ctx, name, record, find_by_name=True):
     ctx.store.delete_vm(name)
 
 
-def _make_volume_dirs(spec):
-    """Create missing host directories of volumes; return those made (for rollback)."""
+def _missing_volume_dirs(spec):
+    """The host directories of the spec's volumes that do not exist yet, parents first."""
+    missing = []
+    for volume in spec.volumes:
+        absent = []
+        path = volume.host
+        while not os.path.exists(path):
+            absent.append(path)
+            path = os.path.dirname(path)
+        if absent and not os.path.isdir(path):
+            raise SpecError("volumes", "%s is not a directory" % path)
+        missing.extend(d for d in reversed(absent) if d not in missing)
+    return missing
+
+
+def _make_dirs(directories):
+    """Make the directories in order; on a failure, remove those made and say which."""
     made = []
     try:
-        for volume in spec.volumes:
-            missing = []
-            path = volume.host
-            while not os.path.exists(path):
-                missing.append(path)
-                path = os.path.dirname(path)
-            if missing and not os.path.isdir(path):
-                raise SpecError("volumes", "%s is not a directory" % path)
-            for directory in reversed(missing):
-                os.mkdir(directory, 0o755)
-                made.append(directory)
+        for directory in directories:
+            os.mkdir(directory, 0o755)
+            made.append(directory)
     except OSError as exc:
         for directory in reversed(made):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
         raise SpecError("volumes", "cannot create %s: %s" % (exc.filename, exc.strerror)) \
             from None
-    return made
-
