@@ -187,6 +187,11 @@ def test_enablement_persists_across_reboot_which_keeps_ip_and_mac(booted):
     wait_for(lambda: booted.container()["State"]["StartedAt"] != first_start, timeout=60,
              what="the VM to come back from reboot")
     booted.wait_running(time.monotonic())
+    second_start = booted.container()["State"]["StartedAt"]
+    booted.run("(sleep 0.5; systemctl reboot) >/dev/null 2>&1 &")
+    wait_for(lambda: booted.container()["State"]["StartedAt"] != second_start, timeout=60,
+             what="the VM to come back from systemctl reboot")
+    booted.wait_running(time.monotonic())
     assert booted.run("systemctl is-active cvmsvc1 cvmsvc2").split() == ["active", "active"]
     assert booted.run("cat /sys/class/net/eth0/address").strip() == mac
     assert booted.run("ip -4 -o addr show eth0").split()[3] == booted.ip + "/24"
@@ -266,8 +271,8 @@ def test_ordinary_restarts_never_change_what_the_vm_should_be(booted):
     _back_up_and_wired(booted, before)
 
 
-@pytest.mark.parametrize("command", ["halt", "shutdown -h now"])
-def test_halt_or_shutdown_inside_keeps_the_vm_off(booted, command):
+@pytest.mark.parametrize("command", ["halt", "shutdown -h now", "systemctl poweroff"])
+def test_halt_shutdown_or_systemctl_poweroff_inside_keeps_the_vm_off(booted, command):
     booted.run("(sleep 0.5; %s) >/dev/null 2>&1 &" % command)
     try:
         wait_for(lambda: booted.ctx.store.read_vm(booted.name)["desired"] == "stopped",
