@@ -791,8 +791,16 @@ class Storm:
             subprocess.run(["docker", "restart", name], check=True, capture_output=True)
         elif kind == "cvm restart":
             result = self.cvm("restart", name, timeout=120)
-            # netd, killed while it served this, finishes it when it is back
-            assert result.returncode == 0 or "lost cvm netd" in result.stderr, result.stderr
+            if result.returncode != 0:
+                # netd, killed while it served this, finishes it when it is back, once it
+                # had begun (its record names the operation); before that, nothing ran.
+                assert "lost cvm netd" in result.stderr, result.stderr
+                with contextlib.suppress(AssertionError):
+                    wait_for(lambda: _started_at(self.ctx, name) != before or
+                             self.ctx.store.read_vm(name).get("operation"), timeout=5)
+                if _started_at(self.ctx, name) == before and \
+                        not self.ctx.store.read_vm(name).get("operation"):
+                    self.cvm("restart", name, timeout=120, check=True)
         elif kind == "docker kill + start":
             subprocess.run(["docker", "kill", name], check=True, capture_output=True)
             subprocess.run(["docker", "start", name], check=True, capture_output=True)
@@ -809,9 +817,17 @@ class Storm:
                     wait_for(lambda: _started_at(self.ctx, name) != before, timeout=5)
                 if _started_at(self.ctx, name) == before:
                     self.cvm(*reboot, check=True)
-        wait_for(lambda: _started_at(self.ctx, name) != before and
-                 api.get(name, self.ctx).running, timeout=120, interval=0.05,
-                 what="%s to start again after %s" % (name, kind))
+        try:
+            wait_for(lambda: _started_at(self.ctx, name) != before and
+                     api.get(name, self.ctx).running, timeout=120, interval=0.05,
+                     what="%s to start again after %s" % (name, kind))
+        except AssertionError as failure:  # what cvm, Docker and netd saw, for its reader
+            vm = api.get(name, self.ctx)
+            about = [line for line in self.netd.log().splitlines()
+                     if name in line or "Traceback" in line or "Error" in line]
+            raise AssertionError("%s; record %s; container %s; netd's log about it:\n%s" % (
+                failure, {k: vm.record.get(k) for k in ("phase", "desired", "operation")},
+                (vm.container or {}).get("State"), "\n".join(about[-40:]))) from None
         assert wait_pingable(self.vms[name], timeout=120), "%s lost its wiring (%s)" % (
             name, kind)
         with self.lock:
