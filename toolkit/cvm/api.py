@@ -22,6 +22,7 @@ from .errors import Conflict, CvmError, NotFound, SpecError
 from .spec import HostFacts, VMSpec, host_path_danger, parse_spec
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+CONSOLE_DETACH_KEYS = "ctrl-]"  # as virsh console and telnet
 
 SYSTEMD_INITS = ("/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd",
                  "/usr/sbin/init")
@@ -306,6 +307,30 @@ class VM:
             raise NotFound("VM %s is not running (it is %s)" % (self.name, self.status))
         return self.ctx.engine.exec_start(self.container_id, argv, tty=tty, env=env)
 
+    def logs(self, follow=False, this_boot=False):
+        """What the VM printed on its console, as chunks of bytes: every boot of its
+        container (Docker keeps them across restarts), or `this_boot` only; with `follow`,
+        what it prints next, until it stops."""
+        container = self.container
+        if container is None:
+            raise NotFound("VM %s has no container, so no console output (`cvm start %s` "
+                           "makes it again)" % (self.name, self.name))
+        since = _started(container["State"]["StartedAt"]) if this_boot else None
+        return self.ctx.engine.logs(self.container_id, follow=follow, since=since)
+
+    def console(self, detach_keys=CONSOLE_DETACH_KEYS):
+        """(socket on the VM's /dev/console, resize(rows, columns)): its init's messages
+        and the getty there (images with systemd), until `detach_keys`."""
+        if not self.running:
+            raise NotFound("VM %s is not running (it is %s)" % (self.name, self.status))
+        if not self.container["Config"].get("Tty"):
+            raise Conflict("VM %s has no console: its container was made without a terminal "
+                           "(init none, or made by an older cvm); `cvm export` and `cvm "
+                           "import` it to give it one" % self.name)
+        engine, container_id = self.ctx.engine, self.container_id
+        return (engine.attach(container_id, detach_keys),
+                lambda rows, columns: engine.resize(container_id, rows, columns))
+
     def exec(self, argv, input=None, timeout=None):
         """Run a command inside the VM: (exit code, stdout bytes, stderr bytes)."""
         from . import relay
@@ -351,7 +376,8 @@ class VM:
         }
 
 
-def _age(started_at):
+def _started(started_at):
+    """Docker's StartedAt (nanoseconds, UTC) as a Unix time; None if never started."""
     if not started_at or started_at.startswith("0001"):
         return None
     import datetime
@@ -359,8 +385,13 @@ def _age(started_at):
     if "." in text:
         head, frac = text.split(".", 1)
         text = "%s.%s" % (head, frac[:6])
-    started = datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, time.time() - started.timestamp())
+    return datetime.datetime.fromisoformat(text).replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _age(started_at):
+    started = _started(started_at)
+    return None if started is None else max(0.0, time.time() - started)
 
 
 # ---------------------------------------------------------------- module API

@@ -145,6 +145,10 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         env["container"] = "docker"
         create["entrypoint"] = ["/bin/sh", WAIT_SCRIPT]
         create["command"] = list(init_command)
+        # A console: init's messages go to Docker's log of the VM (`cvm logs`), and a
+        # getty on it (systemd's console-getty) takes logins through `cvm console`.
+        create["tty"] = True
+        create["stdin_open"] = True
         if profile == "host":
             host.update(HOST_PROFILE)
             # The host's whole cgroup tree, writable: its systemd and dockerd manage their
@@ -470,6 +474,13 @@ class Engine:
 
     # ------------------------------------------------------------ processes in a container
 
+    def logs(self, container, follow=False, since=None):
+        """The container's output (stdout and stderr interleaved as written) as chunks of
+        bytes; from Unix time `since`; with `follow`, until the container stops."""
+        with self._translated("logs of %s" % container[:12]):
+            return self.api.logs(container, stdout=True, stderr=True, stream=True,
+                                 follow=follow, since=since)
+
     def exec_start(self, container, argv, tty=False, env=None):
         """Start `argv` in a running container exactly as `docker exec` does: with the
         container's capabilities, seccomp profile, no_new_privs, AppArmor/SELinux label,
@@ -480,6 +491,16 @@ class Engine:
             exec_id = self.api.exec_create(container, list(argv), stdin=True, tty=tty,
                                            environment=env)["Id"]
         return exec_id, self._hijack("/exec/%s/start" % exec_id, {"Detach": False, "Tty": tty})
+
+    def attach(self, container, detach_keys):
+        """A socket on the container's terminal (its /dev/console), as `docker attach`
+        gives: keys in, the screen out, until `detach_keys` (Docker's notation)."""
+        return self._hijack("/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1&"
+                            "detachKeys=%s" % (container, detach_keys), {})
+
+    def resize(self, container, rows, columns):
+        with self._translated("console of %s" % container[:12]):
+            self.api.resize(container, height=rows, width=columns)
 
     def exec_status(self, exec_id):
         """(running, exit code, host pid) of a process started by exec_start."""

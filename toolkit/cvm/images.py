@@ -30,12 +30,13 @@ from .errors import ImageError, SpecError
 LOG_DIR = os.environ.get("CVM_LOG_DIR", "/var/log/cvm")
 CACHE_DIR = os.environ.get("CVM_CACHE_DIR", "/var/cache/cvm/rootfs")
 TOOLS = ("free", "top", "mpstat", "uptime", "vmstat", "nproc")
-# Units masked in every image: devices, consoles, kernel mounts, host-owned network and clock.
+# Units masked in every image: devices, consoles other than the VM's one (/dev/console,
+# whose getty `cvm console` reaches), kernel mounts, host-owned network and clock.
 MASKED_UNITS = [
     "systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
     "systemd-udev-trigger.service", "systemd-udev-settle.service",
-    "getty.target", "getty@tty1.service", "console-getty.service", "serial-getty@.service",
-    "container-getty@.service", "systemd-remount-fs.service", "dev-hugepages.mount",
+    "getty@tty1.service", "serial-getty@.service", "container-getty@.service",
+    "systemd-remount-fs.service", "dev-hugepages.mount",
     "sys-fs-fuse-connections.mount", "sys-kernel-config.mount", "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount", "proc-sys-fs-binfmt_misc.automount", "systemd-binfmt.service",
     "systemd-modules-load.service", "kmod-static-nodes.service", "systemd-hwdb-update.service",

@@ -132,6 +132,35 @@ def tune(name, service, show, apply_, reload, sets):
 # ---------------------------------------------------------------- export and import
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Go on printing what the VM prints.")
+@click.option("-b", "--boot", "this_boot", is_flag=True,
+              help="Only this boot (default: every boot since the VM's container was made).")
+def logs(name, follow, this_boot):
+    """What the VM printed on its console: its init's boot and shutdown messages, and
+    what its services log to the console."""
+    from .. import api
+    out = sys.stdout.buffer
+    for chunk in api.get(name).logs(follow, this_boot):
+        out.write(chunk)
+        if follow:
+            out.flush()
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+def console(name):
+    """The VM's console (/dev/console): log in there when its network or sshd is down.
+    Ctrl-] leaves it."""
+    from .. import api, relay
+    sock, resize = api.get(name).console()
+    click.echo("Connected to the console of %s; Ctrl-] leaves it. Press Enter for a login "
+               "prompt." % name, err=True)
+    relay.attach(sock, tty=True, resize=resize)
+    click.echo("\r\nLeft the console of %s." % name, err=True)
+
+
 @cli.command("export", context_settings=CONTEXT_SETTINGS)
 @click.argument("name")
 @click.option("-o", "--output", required=True, metavar="FILE",
