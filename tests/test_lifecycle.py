@@ -158,10 +158,11 @@ def test_apply_plans_creates_changes_and_refuses_recreates(cvm, ctx, images, nam
     spec_file = tmp_path / "vms.yml"
     other = name + "b"
 
-    def write(memory, image=BUSYBOX):
+    def write(memory, image=BUSYBOX, snapshots="daily"):
         spec_file.write_text(
             "defaults:\n  image: %s\n  init: none\n  command: [sleep, '100000']\n"
-            "vms:\n  - name: %s\n    memory: %s\n  - name: %s\n" % (image, name, memory, other))
+            "vms:\n  - name: %s\n    memory: %s\n    snapshots: %s\n  - name: %s\n" % (
+                image, name, memory, snapshots, other))
 
     write("64m")
     dry = cvm("apply", "-f", spec_file, "--dry-run", check=True)
@@ -177,6 +178,11 @@ def test_apply_plans_creates_changes_and_refuses_recreates(cvm, ctx, images, nam
     vm = api.get(name, ctx)
     assert vm.container_id == container_id
     assert cgroup_file(vm, "memory", "memory.limit_in_bytes") == str(96 << 20)
+    write("96m", snapshots="'hourly:24'")  # cvm's own: a new record, nothing more
+    rescheduled = cvm("apply", "-f", spec_file, check=True)
+    assert "changed 1" in rescheduled.stdout
+    assert api.get(name, ctx).spec.snapshots.to_dict() == {"schedule": "hourly", "keep": 24}
+    assert api.get(name, ctx).container_id == container_id
     write("96m", image="cvm/debian12:latest")
     blocked = cvm("apply", "-f", spec_file)
     assert blocked.returncode != 0 and "needs a recreate (image changed); rerun with " \

@@ -1,17 +1,19 @@
 """Day-two operations on one host: export and import (into this realm and another), and
 snapshots taken, listed, restored and removed (cvm.bundle, cvm.snapshots)."""
 
+import datetime
 import gzip
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
-from cvm import api, bundle, snapshots
+from cvm import api, bundle, scheduled_snapshots, snapshots
 from cvm.errors import Conflict, NotFound, SpecError
 
-from .conftest import BUSYBOX, remove_realm, residue
+from .conftest import BUSYBOX, NetdProcess, remove_realm, residue, wait_for
 from .nethelpers import SUBNET, wait_pingable
 
 pytestmark = pytest.mark.engine
@@ -176,3 +178,68 @@ def test_snapshots_refuse_bad_names_and_other_vms_snapshots(ctx, images, lab, na
         snapshots.restore(ctx, other, "s1")
     snapshots.remove(ctx, other, "s1")
     snapshots.remove(ctx, name, "s1")
+
+
+# ---------------------------------------------------------------- on a schedule
+
+
+def make_scheduled_vm(ctx, name, schedule):
+    from cvm.spec import parse_spec
+    return api.create(parse_spec({
+        "name": name, "image": BUSYBOX, "init": "none", "command": ["sleep", "100000"],
+        "snapshots": schedule}), ctx=ctx)
+
+
+def test_scheduled_snapshots_are_taken_once_per_slot_and_pruned(ctx, images, name):
+    """A daily schedule at 04:00 keeping 2, run at chosen times: each slot's snapshot is
+    taken once, the oldest scheduled ones go, a snapshot taken by hand stays, and a slot
+    that passed more than GRACE ago without its snapshot is reported late."""
+    make_scheduled_vm(ctx, name, {"schedule": "0 4 * * *", "keep": 2})
+    snapshots.take(ctx, name, "by-hand")
+    first = datetime.datetime(2026, 3, 1, 4, 0)
+    assert scheduled_snapshots.run_due(ctx, first)[0].startswith(
+        "%s: took snapshot auto-20260301-0400 (" % name)
+    assert scheduled_snapshots.run_due(ctx, first + datetime.timedelta(hours=3)) == []
+    for day in (2, 3):
+        scheduled_snapshots.run_due(ctx, datetime.datetime(2026, 3, day, 5, 30))
+    assert snapshots.names_of(ctx, name) == ["auto-20260302-0400", "auto-20260303-0400",
+                                            "by-hand"]
+    later = datetime.datetime(2026, 3, 4, 4, 0)
+    assert scheduled_snapshots.missed(ctx, later + datetime.timedelta(minutes=10)) == []
+    assert scheduled_snapshots.missed(ctx, later + datetime.timedelta(minutes=20)) == [
+        (name, "auto-20260304-0400")]
+    # Before the schedule was first seen here (2026-03-01 04:00), no slot counts.
+    assert scheduled_snapshots.missed(ctx, datetime.datetime(2026, 2, 27, 9, 0)) == []
+
+
+def test_spread_schedules_and_slots():
+    from cvm.scheduled_snapshots import cron_of, latest_slot
+    daily = {cron_of("daily", "vm%d" % i) for i in range(50)}
+    assert len(daily) > 30  # 50 VMs are not all snapshotted in the same minute
+    assert all(int(c.split()[1]) < 6 for c in daily)  # at night
+    assert cron_of("daily", "web1") == cron_of("daily", "web1")  # and stably
+    now = datetime.datetime(2026, 12, 2, 4, 30, 59)
+    assert latest_slot("30 4 * * *", "x", now) == datetime.datetime(2026, 12, 2, 4, 30)
+    assert latest_slot("31 4 * * *", "x", now) == datetime.datetime(2026, 12, 1, 4, 31)
+
+
+def test_a_slot_missed_while_netd_was_down_is_late_then_taken_when_it_is_back(
+        cvm, ctx, state_dir, images, name):
+    slot = (datetime.datetime.now() - datetime.timedelta(minutes=20)).replace(
+        second=0, microsecond=0)
+    make_scheduled_vm(ctx, name, "%d * * * *:3" % slot.minute)
+    with ctx.store.vm_lock(name):  # the schedule was first seen here two hours ago
+        record = ctx.store.read_vm(name)
+        record[scheduled_snapshots.SINCE] = time.time() - 7200
+        ctx.store.write_vm(name, record)
+    late = [line for line in cvm("doctor").stdout.splitlines() if "snapshot schedules" in line]
+    assert late and "late: %s (%s)" % (name, scheduled_snapshots.slot_name(slot)) in late[0]
+    daemon = NetdProcess(state_dir).start()
+    try:
+        wait_for(lambda: scheduled_snapshots.slot_name(slot) in snapshots.names_of(ctx, name),
+                 timeout=30, what="netd to take the missed snapshot")
+        assert "took snapshot %s" % scheduled_snapshots.slot_name(slot) in daemon.log()
+    finally:
+        daemon.stop()
+    assert scheduled_snapshots.missed(ctx) == []
+    assert "auto-" in cvm("snapshot", "ls", name, check=True).stdout

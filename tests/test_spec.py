@@ -57,6 +57,15 @@ def test_round_trip_through_stored_form():
 
 # Each bad input names its field and says what is accepted.
 BAD = [
+    ({"snapshots": "61 * * * *"}, "snapshots.schedule: '61 * * * *' is not hourly, daily, "
+                                  "weekly or a cron expression"),
+    ({"snapshots": "* * *"}, "snapshots.schedule: '* * *' is not hourly, daily, weekly or a "
+                             "cron expression (minute hour day month weekday): it has 3 fields"),
+    ({"snapshots": "daily:0"}, "snapshots.keep: 0 is out of range; use 1 to 1000"),
+    ({"snapshots": "daily:x"}, "snapshots.keep: 'x' is not a count of snapshots"),
+    ({"snapshots": {"keep": 3}}, "snapshots.schedule: is missing"),
+    ({"snapshots": {"schedule": "daily", "every": 2}}, "snapshots.every: unknown key"),
+    ({"snapshots": {"schedule": "daily", "volumes": "maybe"}}, "snapshots.volumes:"),
     ({"name": ""}, "name: is required"),
     ({"name": "Web_1"}, "name: 'Web_1' is not a DNS label"),
     ({"name": "-web"}, "name: '-web' is not a DNS label"),
@@ -140,6 +149,15 @@ def test_host_paths_pass_when_the_spec_says_so():
     assert spec(volumes=["/etc/ssl/certs:/etc/ssl/certs:ro"]).volumes[0].readonly
     assert spec(init="none", command=["sleep", 10]).command == ["sleep", "10"]
     assert spec(tune=["nginx", "nginx"]).tune == ["nginx"]
+
+
+def test_snapshot_schedules_in_their_spellings():
+    assert spec(snapshots="daily").snapshots.to_dict() == {"schedule": "daily", "keep": 7}
+    assert spec(snapshots="@weekly:3").snapshots.to_dict() == {"schedule": "weekly", "keep": 3}
+    assert spec(snapshots={"schedule": "*/15  *  * * 1-5", "keep": "4", "volumes": False}
+                ).to_dict()["snapshots"] == {"schedule": "*/15 * * * 1-5", "keep": 4,
+                                             "volumes": False}
+    assert "snapshots" not in spec().to_dict()
 
 
 def test_tuned_services_are_the_ones_cvm_tunes():

@@ -57,7 +57,8 @@ def plan(specs, recreate=False, ctx=None, wheres=None):
         old, new = record["spec"], spec.to_dict()
         changes = {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
                    if old.get(key) != new.get(key)}
-        needs_recreate = [k for k in changes if k not in LIVE and k != "nics"]
+        needs_recreate = [k for k in changes
+                          if k not in LIVE + VMSpec.HOST_FIELDS and k != "nics"]
         if not changes:
             items.append(PlanItem(spec.name, "unchanged", spec=spec))
         elif needs_recreate:

@@ -236,6 +236,17 @@ def check_host_paths(store):
                  ", ".join(given), "keep only what is meant (host_path_ok on the volume)")
 
 
+def check_snapshot_schedules(ctx):
+    """Scheduled snapshots whose time passed without them (netd down, a failing take)."""
+    from .scheduled_snapshots import missed
+    late = missed(ctx)
+    if not late:
+        return Check("snapshot schedules", OK, "no scheduled snapshot is late", "")
+    return Check("snapshot schedules", WARN, "late: %s" % ", ".join(
+        "%s (%s)" % (name, snapshot) for name, snapshot in late),
+        "is cvm netd running? its log says why a snapshot failed")
+
+
 def run_checks(ctx=None):
     from .api import Context
     ctx = ctx or Context()
@@ -249,6 +260,7 @@ def run_checks(ctx=None):
         rows.append(check_vms_without_lxcfs(ctx.store))
     if os.geteuid() == 0:
         rows.append(check_host_paths(ctx.store))
+        rows.append(check_snapshot_schedules(ctx))
     rows.append(check_nsenter())
     rows.append(check_disk())
     rows.append(check_netd(ctx.store))

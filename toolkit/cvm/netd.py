@@ -278,6 +278,9 @@ class Daemon:
         self.ctx.sampler = Sampler(Monitor(self.ctx.store))
         threading.Thread(target=self.ctx.sampler.run, args=(self.stopping,), name="sampler",
                          daemon=True).start()
+        from .scheduled_snapshots import keep_taking
+        threading.Thread(target=keep_taking, args=(self.ctx, self.stopping),
+                         name="snapshots", daemon=True).start()
         try:
             self.follow_events()
         finally:

@@ -75,15 +75,16 @@ def listing(ctx, name=None):
             raise NotFound("no VM named %r and no snapshots of one" % name)
     else:
         names = sorted(os.listdir(root)) if os.path.isdir(root) else []
-    return [_row(ctx, vm, snapshot[:-len(SUFFIX)]) for vm in names
-            for snapshot in sorted(_files(ctx, vm))]
+    return [_row(ctx, vm, snapshot) for vm in names for snapshot in names_of(ctx, vm)]
 
 
-def _files(ctx, name):
+def names_of(ctx, name):
+    """The names of VM `name`'s snapshots, sorted (no archive is opened)."""
     try:
-        return [f for f in os.listdir(directory(ctx, name)) if f.endswith(SUFFIX)]
+        files = os.listdir(directory(ctx, name))
     except FileNotFoundError:
         return []
+    return sorted(f[:-len(SUFFIX)] for f in files if f.endswith(SUFFIX))
 
 
 def _row(ctx, name, snapshot):

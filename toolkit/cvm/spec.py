@@ -468,6 +468,25 @@ class Throttle:
         return "%s:%d" % (self.device, self.rate)
 
 
+SNAPSHOT_SCHEDULES = ("hourly", "daily", "weekly")
+
+
+@dataclass
+class SnapshotSchedule:
+    """Snapshots that netd takes and prunes (cvm.scheduled_snapshots): `schedule` is
+    hourly, daily, weekly or a cron expression (minute hour day month weekday, the host's
+    local time); the newest `keep` scheduled ones stay."""
+    schedule: str
+    keep: int = 7
+    volumes: bool = True
+
+    def to_dict(self):
+        data = {"schedule": self.schedule, "keep": self.keep}
+        if not self.volumes:
+            data["volumes"] = False
+        return data
+
+
 @dataclass
 class VMSpec:
     name: str
@@ -496,10 +515,13 @@ class VMSpec:
     nics: list = field(default_factory=list)
     lxcfs: bool = None
     tune: list = field(default_factory=list)
+    snapshots: SnapshotSchedule = None
 
     # Fields Docker can change on a running container.
     LIVE_FIELDS = ("cpus", "cpuset", "cpu_shares", "memory", "swap", "pids", "blkio_weight",
                    "restart")
+    # Fields only cvm on the host reads: a change is a new record, nothing more.
+    HOST_FIELDS = ("snapshots",)
 
     def to_dict(self):
         """The canonical, JSON-safe form that is persisted and compared."""
@@ -518,6 +540,9 @@ class VMSpec:
             elif f.name.startswith("device_"):
                 if value:
                     data[f.name] = [t.to_text() for t in value]
+            elif f.name == "snapshots":
+                if value:
+                    data["snapshots"] = value.to_dict()
             elif f.name in ("memory", "swap") and value:
                 data[f.name] = format_size(value)
             elif value != getattr(defaults, f.name):
@@ -775,7 +800,39 @@ def parse_spec(raw, where="", host=None):
                   "of %s" % (service, ", ".join(TUNED_SERVICES)))
         if service not in spec.tune:
             spec.tune.append(service)
+    if data.get("snapshots") not in (None, "", {}):
+        spec.snapshots = parse_snapshot_schedule(name_of("snapshots"), data["snapshots"])
     return spec
+
+
+def parse_snapshot_schedule(where, raw):
+    """{schedule, keep, volumes}, or SCHEDULE[:KEEP], into a SnapshotSchedule."""
+    if not isinstance(raw, dict):
+        schedule, _, keep = str(raw).partition(":")
+        raw = {"schedule": schedule, "keep": keep} if keep else {"schedule": schedule}
+    unknown = sorted(set(map(str, raw)) - {"schedule", "keep", "volumes"})
+    if unknown:
+        _fail("%s.%s" % (where, unknown[0]), "unknown key; use schedule, keep and volumes")
+    schedule = " ".join(str(raw.get("schedule") or "").split())
+    if schedule.lstrip("@") in SNAPSHOT_SCHEDULES:
+        schedule = schedule.lstrip("@")  # cron's spelling
+    if not schedule:
+        _fail("%s.schedule" % where, "is missing; use hourly, daily, weekly or a cron "
+              "expression (minute hour day month weekday)")
+    if schedule not in SNAPSHOT_SCHEDULES:
+        from cronsim import CronSim, CronSimError
+        import datetime
+        try:
+            if len(schedule.split()) != 5:
+                raise CronSimError("it has %d fields, not 5" % len(schedule.split()))
+            CronSim(schedule, datetime.datetime(2000, 1, 1))
+        except CronSimError as exc:
+            _fail("%s.schedule" % where, "%r is not hourly, daily, weekly or a cron expression "
+                  "(minute hour day month weekday): %s" % (schedule, exc))
+    keep = _as_int("%s.keep" % where, raw.get("keep", 7), 1, 1000, "a count of snapshots")
+    volumes = True if raw.get("volumes") in (None, "") else \
+        _as_bool("%s.volumes" % where, raw["volumes"])
+    return SnapshotSchedule(schedule, keep, volumes)
 
 
 def _check_nics_together(spec, where):

@@ -44,6 +44,9 @@ SPEC_OPTIONS = [
     Option(["--lxcfs"], "lxcfs", value=False, off="--no-lxcfs", default=None,
            help="Bind LXCFS's /proc files."),
     Option(["--tune"], "tune", multiple=True, help="Service to size to the VM (repeatable)."),
+    Option(["--snapshots"], "snapshots", metavar="SCHEDULE[:KEEP]",
+           help="Snapshots netd takes: hourly, daily, weekly or a cron expression; the "
+                "newest KEEP (default 7) stay."),
 ]
 JSON = Option(["--json"], "as_json", value=False, help="Print the result as JSON.")
 SPEC_FLAG_FIELDS = {option.dest: option.dest for option in SPEC_OPTIONS}

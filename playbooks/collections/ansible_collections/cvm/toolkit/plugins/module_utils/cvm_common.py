@@ -32,6 +32,7 @@ SPEC_OPTIONS = dict(
     nics=dict(type="list", elements="raw"),
     lxcfs=dict(type="bool"),
     tune=dict(type="list", elements="str"),
+    snapshots=dict(type="raw"),
 )
 
 

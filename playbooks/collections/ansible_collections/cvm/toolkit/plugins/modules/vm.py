@@ -129,6 +129,12 @@ options:
     description: Services cvm sizes to the VM's limits and re-tunes on resize.
     type: list
     elements: str
+  snapshots:
+    description:
+      - Snapshots cvm netd takes on a schedule and prunes, as a mapping with C(schedule)
+        (hourly, daily, weekly or a cron expression), C(keep) (default 7) and C(volumes)
+        (default true), or as C(SCHEDULE:KEEP). Changed without a recreate.
+    type: raw
 notes:
   - Runs on the container host with cvm's interpreter
     (C(ansible_python_interpreter=/opt/cvm/venv/bin/python)).
