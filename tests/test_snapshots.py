@@ -1,10 +1,13 @@
 """Day-two operations on one host: export and import (into this realm and another), and
 snapshots taken, listed, restored and removed (cvm.bundle, cvm.snapshots)."""
 
+import contextlib
 import datetime
 import gzip
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 
@@ -13,7 +16,7 @@ import pytest
 from cvm import api, bundle, scheduled_snapshots, snapshots
 from cvm.errors import Conflict, NotFound, SpecError
 
-from .conftest import BUSYBOX, NetdProcess, remove_realm, residue, wait_for
+from .conftest import BUSYBOX, CVM, NetdProcess, remove_realm, residue, wait_for
 from .nethelpers import SUBNET, wait_pingable
 
 pytestmark = pytest.mark.engine
@@ -158,6 +161,73 @@ def test_a_failed_restore_leaves_the_vm_as_it_was(ctx, images, lab, name, scratc
     assert wait_pingable("%s.74" % SUBNET)
     assert [f for f in os.listdir(scratch) if "before-restore" in f] == []
     assert [f for f in os.listdir(snapshots.directory(ctx, name)) if f.startswith(".")] == []
+
+
+def _killed_at(cvm, state_dir, step, *args):
+    """Run `cvm ARGS` in-process until it pauses at `step` (KIND:STEP), then kill -9 it."""
+    marker = os.path.join(state_dir, "paused")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker)
+    process = subprocess.Popen(
+        [CVM] + list(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=dict(cvm.env, CVM_NO_DAEMON="1", CVM_PAUSE_AT=step, CVM_PAUSED=marker))
+    wait_for(lambda: os.path.exists(marker) or process.poll() is not None, timeout=60,
+             what="cvm %s to pause at %s" % (args[0], step))
+    assert process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("step,restored", [("restore:aside", False),
+                                           ("import:created", False),
+                                           ("restore:imported", True)])
+def test_a_killed_restore_is_made_whole_by_netd(cvm, ctx, state_dir, images, lab, name,
+                                                scratch, step, restored):
+    """Killed (-9) before its import made the VM, a restore is undone: the VM as it was,
+    running, its volume back; killed after, it is finished. Nothing is left aside."""
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 76)
+    in_vm(ctx, name, "echo one > /etc/marker; echo v1 > /data/f")
+    snapped = files_of(ctx, name)
+    snapshots.take(ctx, name, "s1")
+    in_vm(ctx, name, "echo two > /etc/marker; echo v2 > /data/f")
+    current = files_of(ctx, name)
+    _killed_at(cvm, state_dir, step, "restore", name, "s1", "--stop")
+    daemon = NetdProcess(state_dir).start()
+    try:
+        wait_for(lambda: not os.path.exists(os.path.join(snapshots.directory(ctx, name),
+                                                         ".restore.json")),
+                 timeout=60, what="netd to make the restore whole")
+        wait_for(lambda: api.exists(name, ctx) and api.get(name, ctx).running and
+                 "operation" not in api.get(name, ctx).record, timeout=60,
+                 what="the VM to run again")
+    finally:
+        daemon.stop()
+    assert files_of(ctx, name) == (snapped if restored else current)
+    assert wait_pingable("%s.76" % SUBNET)
+    assert [f for f in os.listdir(scratch) if f != "vol"] == []  # nothing aside or staged
+    assert [f for f in os.listdir(snapshots.directory(ctx, name)) if f.startswith(".")] == []
+
+
+def test_a_killed_import_leaves_nothing(cvm, ctx, state_dir, images, lab, name, scratch,
+                                        tmp_path):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 77)
+    archive = str(tmp_path / "vm.cvm")
+    with open(archive, "wb") as out:
+        bundle.export(name, out, ctx)
+    api.get(name, ctx).remove(force=True, volumes=True)
+    _killed_at(cvm, state_dir, "import:created", "import", archive)
+    assert api.exists(name, ctx)  # made, not filled
+    daemon = NetdProcess(state_dir).start()
+    try:
+        wait_for(lambda: not api.exists(name, ctx), timeout=30,
+                 what="netd to undo the import")
+    finally:
+        daemon.stop()
+    assert residue(ctx, name, [volume]) == [] and os.listdir(scratch) == []
 
 
 def test_snapshots_refuse_bad_names_and_other_vms_snapshots(ctx, images, lab, name, scratch):

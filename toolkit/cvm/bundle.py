@@ -345,7 +345,7 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
     """Create the VM of the archive read from the binary stream `source` (renamed, or
     with other NICs); returns the VM. All or nothing. With `check_only`, only check
     (from its header) that this host can take it: returns the spec."""
-    from . import api
+    from . import api, operations
     from .spec import parse_spec
     tar, first, header = open_archive(source)
     raw = dict(header["spec"])
@@ -372,8 +372,13 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
             image = _load_carried(ctx, staging, header)
         vm = api.create(spec, start=False, ctx=ctx, profile=header["made"].get("profile")
                         or "vm")
+        # Until it is filled, the VM is not the archive's: a killed import is undone by
+        # cvm netd (undo_import), as this does on a failure.
+        operations.mark(ctx, spec.name, "import", staging=staging.made)
         try:
+            operations.pause_point("import", "created")
             _fill(ctx, vm, staging, spec)
+            operations.clear(ctx, spec.name)
             if start:
                 vm.start()
         except BaseException:
@@ -388,6 +393,17 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
     finally:
         staging.remove()
         tar.close()
+
+
+def undo_import(ctx, name, operation):
+    """What a killed import left: its VM, not yet filled (and the volumes it made), and
+    its staging directories."""
+    from . import api
+    with contextlib.suppress(CvmError):
+        api.get(name, ctx).remove(force=True, volumes=True)
+    for directory in operation.get("staging", []):
+        shutil.rmtree(directory, ignore_errors=True)
+    return "an import killed half-way: removed (import the archive again)"
 
 
 def can_take(ctx, spec, header):

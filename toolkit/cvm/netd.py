@@ -107,13 +107,16 @@ class Daemon:
 
     def recover_dead_operations(self):
         """Finish or undo what killed processes left half-done: a create, a frozen or
-        stopped VM of an export, a move (cvm.operations)."""
-        from . import operations
+        stopped VM of an export, a move, an import (cvm.operations), a restore (its
+        journal, cvm.snapshots)."""
+        from . import operations, snapshots
         for name, operation in operations.dead(self.ctx).items():
             if name in self.recovering:
                 continue
             self.recovering.add(name)
             self.pool.submit(self._recover, name, operation)
+        for line in snapshots.recover_restores(self.ctx):
+            log.info("%s", line)
 
     def _recover(self, name, operation):
         try:
@@ -136,6 +139,9 @@ class Daemon:
             return api.finish_create(self.ctx, name)
         if kind == "migrate":
             return migrate.recover(self.ctx, name, operation)
+        if kind == "import":
+            from .bundle import undo_import
+            return undo_import(self.ctx, name, operation)
         operations.resume(api.get(name, self.ctx), operation.get("mode"), operation.get("boot"))
         return "%s left by a dead %s: running again" % (
             "thawed" if operation.get("mode") == "freeze" else "started", kind)

@@ -9,11 +9,14 @@ frozen for the copy (or stopped, with `stop`), as an export does.
 A restore puts the VM back as it was: files, spec (limits, NICs: the same addresses and
 MACs) and, when the snapshot holds them, its volumes' data. It is all or nothing: the
 VM as it is now is kept aside first (its layer in an archive, its volumes' directories
-renamed), and put back if anything fails. Snapshots outlive `cvm rm` of their VM; a
-restore of a VM that no longer exists makes it again.
+renamed), and put back if anything fails. A journal beside the snapshots says how far
+a restore got: if its process is killed, cvm netd (recover_restores) finishes it when its
+import had made the VM, and puts the VM back as it was otherwise. Snapshots outlive `cvm
+rm` of their VM; a restore of a VM that no longer exists makes it again.
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -121,7 +124,7 @@ def remove(ctx, name, snapshot):
 def restore(ctx, name, snapshot, stop=False):
     """Put VM `name` back as snapshot `snapshot` holds it; the VM runs afterwards if it
     ran before (or did not exist). Refused while it runs unless `stop`."""
-    from . import api, bundle
+    from . import api, bundle, operations
     header = _header(ctx, name, _checked_name(snapshot))
     if header.get("name") != name:
         raise SpecError("snapshot", "%s is a snapshot of VM %s, not of %s" % (
@@ -132,69 +135,132 @@ def restore(ctx, name, snapshot, stop=False):
         if not stop:
             raise Conflict("VM %s is running; stop it first or restore with --stop" % name)
         vm.stop()
-    aside = _Aside(ctx, name, vm, header)
+    aside = _Aside(ctx, name, header, was_running)
     try:
-        aside.take()
+        aside.take(vm)
+        operations.pause_point("restore", "aside")
         with open(path_of(ctx, name, snapshot), "rb") as handle:
             bundle.import_archive(handle, ctx, start=was_running)
+        operations.pause_point("restore", "imported")
     except BaseException:
-        aside.put_back(was_running)
+        aside.put_back()
         raise
     aside.forget()
     return api.get(name, ctx)
+
+
+def recover_restores(ctx):
+    """Finish what killed restores left, from their journals: a restore whose import made
+    the VM is done (what was aside goes); any other is undone (the VM back as it was).
+    What was done, one line each."""
+    from . import operations
+    done = []
+    root = os.path.join(ctx.store.root, "snapshots")
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        aside = _Aside.from_journal(ctx, name)
+        if aside is None or operations.alive(aside.owner):
+            continue
+        record = ctx.store.read_vm(name)
+        if record is not None and record.get("operation"):
+            continue  # its import or create is being recovered first
+        if aside.step == "importing" and record is not None:
+            from . import api
+            if aside.was_running:
+                api.get(name, ctx).start()
+            aside.forget()
+            done.append("%s: a killed restore had finished its import: done" % name)
+        else:
+            aside.put_back()
+            done.append("%s: a killed restore: put back as it was" % name)
+    return done
 
 
 class _Aside:
     """What a restore replaces, kept until it succeeds: the VM (if it exists) as its
     layer and spec in an archive, then removed, and the directories the snapshot's
     volumes go to, renamed beside them; so that the snapshot's import finds its name,
-    addresses and volume paths free."""
+    addresses and volume paths free. A journal beside the snapshots says how far it got,
+    for `recover_restores` after a kill."""
 
-    def __init__(self, ctx, name, vm, header):
+    def __init__(self, ctx, name, header, was_running):
+        from . import operations
         from .spec import parse_spec
-        self.ctx, self.name, self.vm = ctx, name, vm
+        self.ctx, self.name, self.was_running = ctx, name, was_running
+        self.owner = operations.owner()
         self.archive = os.path.join(directory(ctx, name), ".before-restore-%d" % os.getpid())
         carried = header.get("volumes_carried", True)
         self.volumes = [v.host for v in parse_spec(header["spec"]).volumes
                         if carried and os.path.isdir(v.host)]
-        self.renamed = []
-        self.removed = False
+        self.suffix = ".cvm-before-restore-%d" % os.getpid()
+        self.renamed, self.removed, self.step = [], False, "aside"
 
-    def _aside_path(self, path):
-        return "%s.cvm-before-restore-%d" % (path.rstrip("/"), os.getpid())
+    @classmethod
+    def from_journal(cls, ctx, name):
+        try:
+            with open(cls.journal_of(ctx, name)) as handle:
+                saved = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        aside = cls.__new__(cls)
+        aside.ctx, aside.name = ctx, name
+        for key, value in saved.items():
+            setattr(aside, key, value)
+        return aside
 
-    def take(self):
+    @staticmethod
+    def journal_of(ctx, name):
+        return os.path.join(directory(ctx, name), ".restore.json")
+
+    def _save(self):
+        state = {key: getattr(self, key) for key in (
+            "owner", "archive", "volumes", "suffix", "renamed", "removed", "step",
+            "was_running")}
+        path = self.journal_of(self.ctx, self.name)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(state, handle)
+        os.rename(path + ".tmp", path)
+
+    def take(self, vm):
         from . import bundle
-        if self.vm is not None:
+        os.makedirs(directory(self.ctx, self.name), mode=0o700, exist_ok=True)
+        self._save()
+        if vm is not None:
             with open(self.archive, "wb") as handle:
                 bundle.export(self.name, handle, self.ctx, volumes=False)
         for path in self.volumes:
-            os.rename(path, self._aside_path(path))
             self.renamed.append(path)
-        if self.vm is not None:
-            self.vm.remove(force=True)
+            self._save()  # before the rename: a kill between them finds it either way
+            os.rename(path, path.rstrip("/") + self.suffix)
+        if vm is not None:
             self.removed = True
+            self._save()
+            vm.remove(force=True)
+        self.step = "importing"
+        self._save()
 
-    def put_back(self, start):
+    def put_back(self):
         """Undo take() and whatever the failed import left (it leaves no VM of its own,
         but be sure), then bring the VM back as it was."""
         from . import api, bundle
-        if self.removed and api.exists(self.name, self.ctx):
+        if self.step == "importing" or (self.removed and api.exists(self.name, self.ctx)):
             with contextlib.suppress(CvmError):
                 api.get(self.name, self.ctx).remove(force=True)
         for path in self.renamed:
+            if not os.path.exists(path.rstrip("/") + self.suffix):
+                continue  # the kill came before its rename
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)  # what the failed restore put there
-            os.rename(self._aside_path(path), path)
-        if self.removed:
+            os.rename(path.rstrip("/") + self.suffix, path)
+        if self.removed and not api.exists(self.name, self.ctx):
             with open(self.archive, "rb") as handle:
-                bundle.import_archive(handle, self.ctx, start=start)
-        elif start and self.vm is not None:
-            self.vm.start()
+                bundle.import_archive(handle, self.ctx, start=self.was_running)
+        elif self.was_running and api.exists(self.name, self.ctx):
+            api.get(self.name, self.ctx).start()
         self.forget()
 
     def forget(self):
         for path in self.renamed:
-            shutil.rmtree(self._aside_path(path), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(self.archive)
+            shutil.rmtree(path.rstrip("/") + self.suffix, ignore_errors=True)
+        for path in (self.archive, self.journal_of(self.ctx, self.name)):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
