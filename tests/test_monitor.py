@@ -307,3 +307,33 @@ def test_waiting_on_a_descriptor_above_1024_works():
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_the_exporter_sweeps_ahead_of_steady_scrapes():
+    """A sweep of 0.3 s, scrapes every second: once they are steady (the third), each
+    scrape is served at once from a sweep made just before it, one sweep per scrape."""
+    from cvm.monitor import Exporter
+    sweeps = []
+
+    def render():
+        time.sleep(0.3)
+        sweeps.append(time.monotonic())
+        return b"metrics %d\n" % len(sweeps)
+
+    exporter = Exporter(None, "127.0.0.1:0", cache_seconds=0.0, render=render)
+    stopping = threading.Event()
+    threading.Thread(target=exporter.prepare_ahead, args=(stopping,), daemon=True).start()
+    try:
+        served, ages = [], []
+        started = time.monotonic()
+        for index in range(7):
+            time.sleep(max(0.0, started + index - time.monotonic()))
+            asked = time.monotonic()
+            exporter.metrics()
+            served.append(time.monotonic() - asked)
+            ages.append(asked - sweeps[-1])
+        assert max(served[4:]) < 0.05, served  # sweeps made ahead: served at once
+        assert all(age < 1.0 for age in ages[4:]), ages  # and fresh
+        assert len(sweeps) <= 8, len(sweeps)  # not more sweeps than scrapes (+ the first)
+    finally:
+        stopping.set()

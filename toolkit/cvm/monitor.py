@@ -528,23 +528,72 @@ def write_textfile(monitor, path, names=None):
 
 class Exporter:
     """An HTTP /metrics endpoint. Scrapes within `cache_seconds` of a sweep share it, so
-    concurrent scrapers do not multiply the cost."""
+    concurrent scrapers do not multiply the cost. Once Prometheus scrapes at a steady
+    interval, the sweep is made ahead of the next scrape (as long before it as the last
+    sweep took, and a margin), so that a scrape is served at once with numbers at most
+    that old, and the host sweeps once per interval, as it would on scrape."""
 
-    def __init__(self, monitor, address, cache_seconds=1.0):
+    MARGIN = 0.5  # seconds between a sweep made ahead and the scrape it is for
+    STEADY = 0.2  # the last gaps between scrapes within this fraction of each other
+
+    def __init__(self, monitor, address, cache_seconds=1.0, render=None):
         self.monitor = monitor
         self.address = address
         self.cache_seconds = cache_seconds
+        self.render = render or (lambda: exposition(self.monitor))
         self._cached = (0.0, b"")
+        self._render_seconds = 0.0
+        self._scrapes = []  # monotonic times of the last scrapes
         self._lock = threading.Lock()
+        self._scraped = threading.Condition(self._lock)
         self.server = None
 
     def metrics(self):
+        now = time.monotonic()  # when it came: a sweep may hold the lock for a while
         with self._lock:
+            self._scrapes = (self._scrapes + [now])[-4:]
+            self._scraped.notify()
             taken, data = self._cached
-            if time.monotonic() - taken > self.cache_seconds:
-                data = exposition(self.monitor)
-                self._cached = (time.monotonic(), data)
+            if now - taken > max(self.cache_seconds, self._render_seconds + self.MARGIN):
+                data = self._render_locked()
             return data
+
+    def _render_locked(self):
+        started = time.monotonic()
+        data = self.render()
+        self._render_seconds = time.monotonic() - started
+        self._cached = (time.monotonic(), data)
+        return data
+
+    def _next_scrape(self):
+        """When the next scrape is due, if the scrapes keep a steady interval."""
+        if len(self._scrapes) < 3:
+            return None
+        gaps = [b - a for a, b in zip(self._scrapes, self._scrapes[1:])]
+        interval = sum(gaps) / len(gaps)
+        if interval <= self._render_seconds + self.MARGIN or \
+                max(gaps) - min(gaps) > self.STEADY * interval:
+            return None  # sweeping on scrape costs the same then
+        return self._scrapes[-1] + interval
+
+    def prepare_ahead(self, stopping):
+        """Make each sweep ahead of the scrape it is for, until `stopping` is set. The
+        first one at once: the first sweep of a host is the slow one (it finds every
+        VM's files)."""
+        with self._lock:
+            self._render_locked()
+            while not stopping.is_set():
+                due = self._next_scrape()
+                if due is None or due + 1.0 < time.monotonic():
+                    self._scraped.wait(1.0)  # not steady, or no scrapes any more
+                    continue
+                start_at = due - self._render_seconds - self.MARGIN
+                if time.monotonic() < start_at:
+                    self._scraped.wait(start_at - time.monotonic())
+                    continue  # woken by a scrape, or it is time: look again
+                if self._cached[0] < start_at:
+                    self._render_locked()
+                self._scraped.wait(max(0.0, due + 1.0 - time.monotonic()))
 
     def serve(self):
         import http.server

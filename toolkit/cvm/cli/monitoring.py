@@ -16,7 +16,8 @@ def _store():
 @click.option("--cache", default=1.0, show_default=True, help="Seconds a sweep serves scrapes.")
 @click.option("--install-unit", is_flag=True, help="Install the systemd unit and exit.")
 def exporter(listen, cache, install_unit):
-    """Serve /metrics (cAdvisor's names) for Prometheus, sweeping on scrape."""
+    """Serve /metrics (cAdvisor's names) for Prometheus: each sweep made ahead of the
+    scrape it is for, once scrapes come at a steady interval."""
     if install_unit:
         from ..templates import install_systemd_unit
         click.echo(install_systemd_unit("cvm-exporter.service", listen=listen))
@@ -29,8 +30,14 @@ def exporter(listen, cache, install_unit):
     except OSError as exc:
         from ..errors import CvmError
         raise CvmError("listen: cannot listen on %s: %s" % (listen, exc.strerror)) from None
+    import threading
+    stopping = threading.Event()
+    threading.Thread(target=exporter_.prepare_ahead, args=(stopping,), name="ahead",
+                     daemon=True).start()
     click.echo("serving /metrics on %s" % listen, err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        stopping.set()
