@@ -347,11 +347,11 @@ def _declare_on(fleet, name, host):
     fleet.write_host_vars(host, dict(data, cvm_vms=(data.get("cvm_vms") or []) + [entry]))
 
 
-@pytest.mark.parametrize("step,ends_on", [("stopped", "source"), ("verify", "source"),
-                                          ("commit", "target")])
+@pytest.mark.parametrize("step,ends_on", [("precopy", "source"), ("stopped", "source"),
+                                          ("verify", "source"), ("commit", "target")])
 def test_a_killed_move_leaves_the_vm_running_on_exactly_one_host(fleet, step, ends_on):
     """cvm migrate killed (-9) at each step: the source's netd undoes it before the commit
-    and finishes it after."""
+    (the volumes copied to the target go too) and finishes it after."""
     source = fleet.where("web1")[0]
     target = [h for h in fleet.hosts if h != source][0]
     marker = "/run/cvm-migrate-paused"
@@ -366,4 +366,6 @@ def test_a_killed_move_leaves_the_vm_running_on_exactly_one_host(fleet, step, en
              fleet.vms_on(expected)["web1"]["status"] == "running", timeout=60,
              what="netd to leave web1 running on %s only" % expected)
     assert fleet.cvm(expected, "exec web1 -- true")[0] == 0
+    if ends_on == "source":
+        assert fleet.on(target, "test ! -e /srv/web1").returncode == 0
     _declare_on(fleet, "web1", expected)  # what move.yml would have written

@@ -4,11 +4,15 @@ containers, with export/import (cvm.bundle) as the mechanism. Run on the VM's ho
 
 1. check: the target can take the VM (name, addresses, bridges, image, volumes, disk),
    from the archive's header, before anything stops;
-2. stop the VM (its desired state stays running) and stream it to the target, which
-   checks every member, makes the VM and starts it (same spec, IP and MAC; the address is
-   announced as its NICs are wired, so remote FDBs follow);
-3. check that the VM answers on the target;
-4. commit: remove it here, and its volumes' data (the target has it, checked) unless
+2. pre-copy: while the VM runs, its volumes are copied to the same paths on the target
+   with rsync (when both hosts have it), so that only what changes meanwhile is copied
+   while it is stopped;
+3. stop the VM (its desired state stays running), copy what changed in its volumes, and
+   stream the rest (spec, writable layer; the volumes too when there was no pre-copy) to
+   the target, which checks every member, makes the VM and starts it (same spec, IP and
+   MAC; the address is announced as its NICs are wired, so remote FDBs follow);
+4. check that the VM answers on the target;
+5. commit: remove it here, and its volumes' data (the target has it, checked) unless
    another VM here uses them.
 
 Until step 4 begins the VM belongs here: any failure removes what the target made and
@@ -28,16 +32,21 @@ KNOWN_HOSTS = "/root/.ssh/cvm_fleet_known_hosts"
 FLEET_KEY = "/root/.ssh/cvm_fleet"
 
 
-def ssh_command(target, key=None):
-    """ssh to another host of the fleet as root, with the fleet's key (host.yml puts it on
-    every host); host keys learnt on first use."""
+def ssh_program(key=None):
+    """ssh as the fleet runs it, with the fleet's key (host.yml puts it on every host);
+    host keys learnt on first use."""
     command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                "-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile=" +
                KNOWN_HOSTS, "-o", "LogLevel=ERROR"]
     key = key or (FLEET_KEY if os.path.exists(FLEET_KEY) else None)
     if key:
         command += ["-i", key]
-    return command + ["root@" + target]
+    return command
+
+
+def ssh_command(target, key=None):
+    """ssh to another host of the fleet as root."""
+    return ssh_program(key) + ["root@" + target]
 
 
 def on_target(target, argv, key=None, stdin=None, timeout=600):
@@ -83,15 +92,26 @@ def migrate(ctx, name, target, key=None, progress=None):
     if code != 0:
         _fail_from(target, code, err, "the move is refused")
     was_running = vm.running
+    volumes = [v.host for v in vm.spec.volumes if os.path.isdir(v.host)]
+    precopy = volumes and _rsync_on(target, key)
+    # The target's copies of the volumes are recorded before they exist: `back` removes
+    # them (they were empty or absent there: the check above made sure).
     operations.mark(ctx, name, "migrate", target=target, key=key, step="check",
-                    was_running=was_running)
+                    was_running=was_running, copied_volumes=volumes if precopy else [])
     try:
+        if precopy:
+            _step(ctx, name, "precopy")
+            say("copying %s's volumes to %s while it runs" % (name, target))
+            _sync_volumes(volumes, target, key)
         if was_running:
             say("stopping %s" % name)
             ctx.engine.stop(vm.container_id)
         _step(ctx, name, "stopped")
+        if precopy:
+            say("copying what changed in %s's volumes" % name)
+            _sync_volumes(volumes, target, key)
         say("copying %s to %s" % (name, target))
-        _copy(ctx, name, target, key, start=was_running)
+        _copy(ctx, name, target, key, start=was_running, volumes=not precopy)
         _step(ctx, name, "verify")
         if was_running:
             code, _, err = on_target(target, ["exec", name, "--", "true"], key, timeout=60)
@@ -99,7 +119,7 @@ def migrate(ctx, name, target, key=None, progress=None):
                 _fail_from(target, code, err, "the VM does not answer")
     except BaseException:
         say("moving %s failed: it stays here" % name)
-        back(ctx, name, target, key, was_running)
+        back(ctx, name, target, key, was_running, volumes if precopy else ())
         raise
     _step(ctx, name, "commit")
     forward(ctx, name)
@@ -107,14 +127,39 @@ def migrate(ctx, name, target, key=None, progress=None):
     return {"name": name, "to": target}
 
 
-def _copy(ctx, name, target, key, start):
-    """Stream the VM (stopped) into `cvm import -` on the target."""
+def _rsync_on(target, key):
+    """Can the volumes go by rsync: is it on this host and on the target?"""
+    import shutil
+    if shutil.which("rsync") is None:
+        return False
+    result = subprocess.run(ssh_command(target, key) + ["command -v rsync"],
+                            capture_output=True, timeout=60)
+    return result.returncode == 0
+
+
+def _sync_volumes(paths, target, key):
+    """Make the target's copy of each volume directory the same as this host's: owners,
+    modes, hard links, ACLs, xattrs, sparse files; what is gone here goes there."""
+    remote_shell = " ".join(shlex.quote(word) for word in ssh_program(key))
+    for path in paths:
+        source = path.rstrip("/") + "/"
+        result = subprocess.run(
+            ["rsync", "-aHAXS", "--numeric-ids", "--delete", "--mkpath", "-e", remote_shell,
+             source, "root@%s:%s" % (target, source)], capture_output=True, timeout=3600)
+        if result.returncode != 0:
+            _fail_from(target, result.returncode, result.stderr.decode(errors="replace"),
+                       "copying %s" % path)
+
+
+def _copy(ctx, name, target, key, start, volumes=True):
+    """Stream the VM (stopped) into `cvm import -` on the target; without `volumes`, not
+    their data (the target has it in place)."""
     from . import bundle
     process = subprocess.Popen(ssh_command(target, key) + [
         "cvm import -" + ("" if start else " --no-start")], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        bundle.export(name, process.stdin, ctx)
+        bundle.export(name, process.stdin, ctx, volumes=volumes)
     except BrokenPipeError:
         pass  # the target gave up: its exit says why
     finally:
@@ -124,9 +169,10 @@ def _copy(ctx, name, target, key, start):
                    "the import failed")
 
 
-def back(ctx, name, target, key, was_running):
-    """Undo a move that did not commit: nothing of it on the target, the VM here as it
-    was. Raises when the target cannot be asked (then the VM may run there)."""
+def back(ctx, name, target, key, was_running, copied_volumes=()):
+    """Undo a move that did not commit: nothing of it on the target (the VM, the volumes
+    copied there), the VM here as it was. Raises when the target cannot be asked (then
+    the VM may run there)."""
     from . import api, operations
     code, out, err = on_target(target, ["ls", "--json"], key, timeout=60)
     if code != 0:
@@ -136,6 +182,13 @@ def back(ctx, name, target, key, was_running):
         code, _, err = on_target(target, ["rm", "-f", "--volumes", name], key, timeout=120)
         if code != 0:
             _fail_from(target, code, err, "removing the copy")
+    if copied_volumes:
+        result = subprocess.run(ssh_command(target, key) + [
+            "rm -rf -- " + " ".join(shlex.quote(path) for path in copied_volumes)],
+            capture_output=True, timeout=300)
+        if result.returncode != 0:
+            _fail_from(target, result.returncode, result.stderr.decode(errors="replace"),
+                       "removing the copied volumes")
     vm = api.get(name, ctx)
     if was_running and not vm.running:
         vm.start()
@@ -156,7 +209,7 @@ def recover(ctx, name, operation):
     if operation.get("step") == "commit":
         return forward(ctx, name)
     return back(ctx, name, operation["target"], operation.get("key"),
-                operation.get("was_running", True))
+                operation.get("was_running", True), operation.get("copied_volumes", ()))
 
 
 def _own_addresses():
