@@ -4,7 +4,8 @@ import importlib
 import os
 import sys
 
-ALL = ["lifecycle", "network", "images", "tools", "monitor", "ansible", "fleet", "scale"]
+ALL = ["lifecycle", "network", "images", "tools", "monitor", "ansible", "fleet", "scale",
+       "snapshots"]
 
 
 def main(names):

@@ -115,7 +115,7 @@ def test_a_snapshot_brings_back_files_spec_address_and_mac(cvm, ctx, images, lab
     in_vm(ctx, name, "echo one > /etc/marker; echo v1 > /data/f")
     snapped, mac = files_of(ctx, name), mac_of(ctx, name)
     taken = cvm("snapshot", name, "before", check=True).stdout
-    assert taken.startswith("%s before (" % name)
+    assert taken.startswith("%s before (" % name) and ", frozen " in taken  # it ran
     in_vm(ctx, name, "echo two > /etc/marker; echo v2 > /data/f; echo x > /etc/added")
     cvm("resize", name, "--memory", "96m", check=True)
     changed = files_of(ctx, name)

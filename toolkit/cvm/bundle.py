@@ -256,24 +256,28 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
     whatever happens, even if this process is killed (cvm netd then finishes it). With
     `header_only`, only what `cvm import --check` reads; without `volumes`, not the
-    volumes' data (see header_of)."""
+    volumes' data (see header_of). Returns the header, and how long the VM was frozen or
+    stopped (0 if it was not running)."""
     from . import operations
     vm, upper, header = header_of(name, ctx, with_image, volumes)
     writer = _Writer(out, compression or compression_available())
     if header_only:
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
         writer.finish()
-        return header
+        return header, 0.0
+    was_running = vm.running
     with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
+        quiesced_at = time.monotonic()
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
         writer.add_tree(upper, "layer")
         for index, volume in enumerate(vm.spec.volumes if volumes else ()):
             if os.path.isdir(volume.host):
                 writer.add_tree(volume.host, "volumes/%d" % index)
+    quiesced = time.monotonic() - quiesced_at if was_running else 0.0
     if with_image:
         writer.add_image_save(ctx.engine.save_image(header["image"]["id"]))
     writer.finish()
-    return header
+    return header, quiesced
 
 
 # ---------------------------------------------------------------- import

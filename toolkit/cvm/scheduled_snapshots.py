@@ -102,8 +102,8 @@ def run_due(ctx, now=None):
     for name, snapshot, schedule in due(ctx, now):
         try:
             row = snapshots.take(ctx, name, snapshot, volumes=schedule.volumes)
-            done.append("%s: took snapshot %s (%d bytes, %.1f s)" % (
-                name, snapshot, row["bytes"], row["seconds"]))
+            done.append("%s: took snapshot %s (%d bytes, %.1f s, frozen %.1f s)" % (
+                name, snapshot, row["bytes"], row["seconds"], row["quiesced"]))
         except CvmError as exc:
             done.append("%s: snapshot %s failed: %s" % (name, snapshot, exc))
             continue

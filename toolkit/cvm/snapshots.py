@@ -45,8 +45,9 @@ def _checked_name(snapshot):
 
 def take(ctx, name, snapshot=None, stop=False, volumes=True):
     """Snapshot VM `name` as `snapshot` (default: the time, YYYYmmdd-HHMMSS); returns
-    its row (as `listing` gives). A kill or a full disk leaves no partial snapshot, and
-    the VM running again (cvm.operations)."""
+    its row (as `listing` gives), with the seconds it took and those the VM was frozen
+    (or stopped) for. A kill or a full disk leaves no partial snapshot, and the VM
+    running again (cvm.operations)."""
     from . import api, bundle
     api.get(name, ctx)  # NotFound first
     snapshot = _checked_name(snapshot or time.strftime("%Y%m%d-%H%M%S"))
@@ -58,13 +59,14 @@ def take(ctx, name, snapshot=None, stop=False, volumes=True):
     started = time.monotonic()
     try:
         with open(partial, "wb") as handle:
-            bundle.export(name, handle, ctx, stop=stop, volumes=volumes)
+            _, quiesced = bundle.export(name, handle, ctx, stop=stop, volumes=volumes)
         os.rename(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
-    return dict(_row(ctx, name, snapshot), seconds=round(time.monotonic() - started, 2))
+    return dict(_row(ctx, name, snapshot), seconds=round(time.monotonic() - started, 2),
+                quiesced=round(quiesced, 2))
 
 
 def listing(ctx, name=None):

@@ -261,8 +261,10 @@ def snapshot_take(name, snap, stop, no_volumes):
     from ..sizes import format_size
     ns.require_root("cvm snapshot")
     row = snapshots.take(default_context(), name, snap, stop=stop, volumes=not no_volumes)
-    click.echo("%s %s (%s in %.1f s)" % (name, row["snapshot"], format_size(row["bytes"]),
-                                         row["seconds"]))
+    held = ", %s %.1f s" % ("stopped" if stop else "frozen", row["quiesced"]) \
+        if row["quiesced"] else ""
+    click.echo("%s %s (%s in %.1f s%s)" % (name, row["snapshot"], format_size(row["bytes"]),
+                                           row["seconds"], held))
 
 
 @snapshot.command("ls", context_settings=CONTEXT_SETTINGS)
