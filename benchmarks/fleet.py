@@ -194,19 +194,31 @@ def move(bench):
     bench.on(source, "cvm exec mover -- dd if=/dev/urandom of=/data/blob bs=1M count=100 "
                      "2>/dev/null")
     # Its own stdio too: a detached watcher holding ssh's pipe would keep ssh waiting.
-    bench.on(watcher, "setsid -f sh -c 'cvm exec watch -- ping -D -i 0.01 -W 1 %s.50 "
-                      "> /tmp/pings 2>&1' </dev/null >/dev/null 2>&1; sleep 1" % OVERLAY)
+    # Line-buffered: ping's stdout is a pipe, and its last replies would sit in its buffer.
+    bench.on(watcher, "setsid -f sh -c 'cvm exec watch -- stdbuf -oL ping -D -i 0.01 -W 1 "
+                      "%s.50 > /tmp/pings 2>&1' </dev/null >/dev/null 2>&1; sleep 1" % OVERLAY)
     started = time.time()
     result = subprocess.run([CVM, "move", "mover", "--to", target, "-i", bench.lab.inventory],
                             capture_output=True, text=True)
     total = time.time() - started
-    time.sleep(2)
-    bench.on(watcher, "pkill -f 'ping -D' ; true")
     if result.returncode != 0:
         raise SystemExit("bench: move failed: %s" % result.stderr[-1000:])
-    replies = [float(line.split("]")[0].strip("[")) for line in bench.on(
-        watcher, "cat /tmp/pings").splitlines() if line.startswith("[") and "bytes from" in line]
+
+    def replies_so_far():
+        return [float(line.split("]")[0].strip("[")) for line in bench.on(
+            watcher, "cat /tmp/pings").splitlines()
+            if line.startswith("[") and "bytes from" in line]
+
+    deadline = time.time() + 30  # until the target has answered after the move ended
+    while time.time() < deadline and not any(r > started + total for r in replies_so_far()):
+        time.sleep(0.5)
+    bench.on(watcher, "pkill -INT -f 'ping -[D]' ; true")  # not this shell's own line
+    replies = replies_so_far()
     gaps = [b - a for a, b in zip(replies, replies[1:])]
+    if not replies or replies[0] > started or replies[-1] < started + total:
+        raise SystemExit("bench: the pings do not span the move (%d replies, %s to %s; the "
+                         "move from %.2f to %.2f)" % (len(replies), replies[:1], replies[-1:],
+                                                      started, started + total))
     print("%-52s %8.2f s" % ("downtime: last reply from the source to the first from "
                              "the target", max(gaps)))
     print("%-52s %8.2f s" % ("the whole `cvm move` (checks, ansible, inventory)", total))

@@ -106,10 +106,13 @@ def configure(tx, w, nic, driver, probe=True, early=None):
     for route in driver.inside_routes(nic):
         tx.step("route %s" % route.get("dst", "default"),
                 lambda r=route: w.vm.request("route", "replace", oif=index, **r))
+    # Announced on every start, once the NIC is wired end to end: the kernel's own
+    # announcement (without a probe) goes as the link comes up, and switches and VXLAN
+    # peers that learnt this MAC on another host (a moved VM) may not have it yet.
+    for address in v4:
+        tx.step("announce %s" % address.ip,
+                lambda a=address: arp.announce(w.vm.netns_fd, nic.name, mac, str(a.ip)))
     if probe:
-        for address in v4:
-            tx.step("announce %s" % address.ip,
-                    lambda a=address: arp.announce(w.vm.netns_fd, nic.name, mac, str(a.ip)))
         for address in v6:
             tx.step("advertise %s" % address.ip,
                     lambda a=address: arp.advertise6(w.vm.netns_fd, nic.name, mac, str(a.ip)))
