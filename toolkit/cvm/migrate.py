@@ -51,8 +51,13 @@ def ssh_command(target, key=None):
 
 def on_target(target, argv, key=None, stdin=None, timeout=600):
     """Run a cvm command on the target; (exit code, stdout, stderr)."""
-    remote = " ".join(shlex.quote(word) for word in ["cvm"] + list(argv))
-    result = subprocess.run(ssh_command(target, key) + [remote], stdin=stdin,
+    return in_shell_on(target, " ".join(shlex.quote(word) for word in ["cvm"] + list(argv)),
+                       key, stdin, timeout)
+
+
+def in_shell_on(target, command, key=None, stdin=None, timeout=600):
+    """Run a shell command line on the target; (exit code, stdout, stderr)."""
+    result = subprocess.run(ssh_command(target, key) + [command], stdin=stdin,
                             capture_output=True, timeout=timeout)
     return (result.returncode, result.stdout.decode(errors="replace"),
             result.stderr.decode(errors="replace"))
@@ -93,25 +98,25 @@ def migrate(ctx, name, target, key=None, progress=None):
         _fail_from(target, code, err, "the move is refused")
     was_running = vm.running
     volumes = [v.host for v in vm.spec.volumes if os.path.isdir(v.host)]
-    precopy = volumes and _rsync_on(target, key)
+    precopied = volumes if volumes and _rsync_on(target, key) else []
     # The target's copies of the volumes are recorded before they exist: `back` removes
     # them (they were empty or absent there: the check above made sure).
     operations.mark(ctx, name, "migrate", target=target, key=key, step="check",
-                    was_running=was_running, copied_volumes=volumes if precopy else [])
+                    was_running=was_running, copied_volumes=precopied)
     try:
-        if precopy:
+        if precopied:
             _step(ctx, name, "precopy")
             say("copying %s's volumes to %s while it runs" % (name, target))
-            _sync_volumes(volumes, target, key)
+            _sync_volumes(precopied, target, key)
         if was_running:
             say("stopping %s" % name)
             ctx.engine.stop(vm.container_id)
         _step(ctx, name, "stopped")
-        if precopy:
+        if precopied:
             say("copying what changed in %s's volumes" % name)
-            _sync_volumes(volumes, target, key)
+            _sync_volumes(precopied, target, key)
         say("copying %s to %s" % (name, target))
-        _copy(ctx, name, target, key, start=was_running, volumes=not precopy)
+        _copy(ctx, name, target, key, start=was_running, volumes=not precopied)
         _step(ctx, name, "verify")
         if was_running:
             code, _, err = on_target(target, ["exec", name, "--", "true"], key, timeout=60)
@@ -119,7 +124,7 @@ def migrate(ctx, name, target, key=None, progress=None):
                 _fail_from(target, code, err, "the VM does not answer")
     except BaseException:
         say("moving %s failed: it stays here" % name)
-        back(ctx, name, target, key, was_running, volumes if precopy else ())
+        back(ctx, name, target, key, was_running, precopied)
         raise
     _step(ctx, name, "commit")
     forward(ctx, name)
@@ -130,11 +135,8 @@ def migrate(ctx, name, target, key=None, progress=None):
 def _rsync_on(target, key):
     """Can the volumes go by rsync: is it on this host and on the target?"""
     import shutil
-    if shutil.which("rsync") is None:
-        return False
-    result = subprocess.run(ssh_command(target, key) + ["command -v rsync"],
-                            capture_output=True, timeout=60)
-    return result.returncode == 0
+    return shutil.which("rsync") is not None and \
+        in_shell_on(target, "command -v rsync", key, timeout=60)[0] == 0
 
 
 def _sync_volumes(paths, target, key):
@@ -183,12 +185,10 @@ def back(ctx, name, target, key, was_running, copied_volumes=()):
         if code != 0:
             _fail_from(target, code, err, "removing the copy")
     if copied_volumes:
-        result = subprocess.run(ssh_command(target, key) + [
-            "rm -rf -- " + " ".join(shlex.quote(path) for path in copied_volumes)],
-            capture_output=True, timeout=300)
-        if result.returncode != 0:
-            _fail_from(target, result.returncode, result.stderr.decode(errors="replace"),
-                       "removing the copied volumes")
+        code, _, err = in_shell_on(target, "rm -rf -- " + " ".join(
+            shlex.quote(path) for path in copied_volumes), key, timeout=300)
+        if code != 0:
+            _fail_from(target, code, err, "removing the copied volumes")
     vm = api.get(name, ctx)
     if was_running and not vm.running:
         vm.start()

@@ -78,16 +78,25 @@ def _since(ctx, name, record, now):
         return datetime.datetime.fromtimestamp(current[SINCE])
 
 
-def due(ctx, now=None):
-    """[(VM name, snapshot name, its SnapshotSchedule)] of the slots to take now."""
-    now = now or datetime.datetime.now()
-    found = []
+def _unsnapped(ctx, now, note_first_sight):
+    """(VM name, its SnapshotSchedule, its latest slot) of the schedules whose latest slot
+    since the schedule was first seen here has no snapshot; with `note_first_sight`, a
+    schedule seen for the first time is recorded as seen now."""
     for name, record, schedule in _scheduled(ctx):
         slot = latest_slot(schedule.schedule, name, now)
-        if slot >= _since(ctx, name, record, now) and \
-                slot_name(slot) not in snapshots.names_of(ctx, name):
-            found.append((name, slot_name(slot), schedule))
-    return found
+        if note_first_sight:
+            since = _since(ctx, name, record, now)
+        else:
+            since = datetime.datetime.fromtimestamp(record[SINCE]) if record.get(SINCE) \
+                else now
+        if since <= slot and slot_name(slot) not in snapshots.names_of(ctx, name):
+            yield name, schedule, slot
+
+
+def due(ctx, now=None):
+    """[(VM name, snapshot name, its SnapshotSchedule)] of the slots to take now."""
+    return [(name, slot_name(slot), schedule) for name, schedule, slot in
+            _unsnapped(ctx, now or datetime.datetime.now(), note_first_sight=True)]
 
 
 def expired(ctx, name, keep):
@@ -117,14 +126,8 @@ def missed(ctx, now=None):
     """[(VM name, the slot's snapshot name)] of schedules whose latest slot passed more
     than GRACE ago without its snapshot."""
     now = now or datetime.datetime.now()
-    late = []
-    for name, record, schedule in _scheduled(ctx):
-        slot = latest_slot(schedule.schedule, name, now)
-        since = datetime.datetime.fromtimestamp(record[SINCE]) if record.get(SINCE) else now
-        if since <= slot <= now - GRACE and \
-                slot_name(slot) not in snapshots.names_of(ctx, name):
-            late.append((name, slot_name(slot)))
-    return late
+    return [(name, slot_name(slot)) for name, _, slot in
+            _unsnapped(ctx, now, note_first_sight=False) if slot <= now - GRACE]
 
 
 def keep_taking(ctx, stopping, interval=60.0):

@@ -155,7 +155,7 @@ def recover_restores(ctx):
     """Finish what killed restores left, from their journals: a restore whose import made
     the VM is done (what was aside goes); any other is undone (the VM back as it was).
     What was done, one line each."""
-    from . import operations
+    from . import api, operations
     done = []
     root = os.path.join(ctx.store.root, "snapshots")
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
@@ -166,7 +166,6 @@ def recover_restores(ctx):
         if record is not None and record.get("operation"):
             continue  # its import or create is being recovered first
         if aside.step == "importing" and record is not None:
-            from . import api
             if aside.was_running:
                 api.get(name, ctx).start()
             aside.forget()
@@ -195,6 +194,9 @@ class _Aside:
                         if carried and os.path.isdir(v.host)]
         self.suffix = ".cvm-before-restore-%d" % os.getpid()
         self.renamed, self.removed, self.step = [], False, "aside"
+
+    def _aside_path(self, path):
+        return path.rstrip("/") + self.suffix
 
     @classmethod
     def from_journal(cls, ctx, name):
@@ -232,7 +234,7 @@ class _Aside:
         for path in self.volumes:
             self.renamed.append(path)
             self._save()  # before the rename: a kill between them finds it either way
-            os.rename(path, path.rstrip("/") + self.suffix)
+            os.rename(path, self._aside_path(path))
         if vm is not None:
             self.removed = True
             self._save()
@@ -248,11 +250,11 @@ class _Aside:
             with contextlib.suppress(CvmError):
                 api.get(self.name, self.ctx).remove(force=True)
         for path in self.renamed:
-            if not os.path.exists(path.rstrip("/") + self.suffix):
+            if not os.path.exists(self._aside_path(path)):
                 continue  # the kill came before its rename
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)  # what the failed restore put there
-            os.rename(path.rstrip("/") + self.suffix, path)
+            os.rename(self._aside_path(path), path)
         if self.removed and not api.exists(self.name, self.ctx):
             with open(self.archive, "rb") as handle:
                 bundle.import_archive(handle, self.ctx, start=self.was_running)
@@ -262,7 +264,7 @@ class _Aside:
 
     def forget(self):
         for path in self.renamed:
-            shutil.rmtree(path.rstrip("/") + self.suffix, ignore_errors=True)
+            shutil.rmtree(self._aside_path(path), ignore_errors=True)
         for path in (self.archive, self.journal_of(self.ctx, self.name)):
             with contextlib.suppress(OSError):
                 os.unlink(path)
