@@ -11,7 +11,8 @@ import pytest
 
 from cvm import api, nics
 from cvm.errors import Conflict, NetError
-from cvm.net import kernel
+from cvm.net import filtering, kernel, sweep
+from cvm.net.netlink import Netlink
 from cvm.net.base import Transaction
 from cvm.spec import parse_spec
 
@@ -390,6 +391,19 @@ def test_leftovers_are_swept(cvm, ctx, images, lab, name):
         assert ghost not in host_links()
     finally:
         ip("link", "del", ghost, check=False)
+
+
+def test_the_sweep_keeps_a_vm_started_after_its_look(ctx, images, lab, name):
+    """The sweep removes the host pieces of VMs that were not running when the caller
+    looked; a VM started since (by a recovery or a user while netd reconciled) keeps its
+    wiring and its filter."""
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    api.create(vm_spec(name, bridge_nic(bridge, 151)), ctx=ctx)
+    sweep(ctx, running=set())  # as if it started just after the look
+    assert name + "-e0" in host_links()
+    with Netlink.open() as host:
+        assert name + "-e0" in filtering.host_ports(host.nft(), ctx.realm)["bridge"]
+    assert wait_pingable("%s.151" % SUBNET, timeout=10)
 
 
 def test_a_pair_a_killed_wiring_left_untagged_is_taken_back(cvm, ctx, images, lab, name):

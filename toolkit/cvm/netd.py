@@ -55,10 +55,12 @@ class Daemon:
                 log.info("recreated bridges %s", ", ".join(made))
         except CvmError as exc:
             log.error("bridges: %s", exc)
+        # Recoveries start and remove VMs: done before the look at what runs, which the
+        # sweep trusts.
+        concurrent.futures.wait(self.recover_dead_operations())
         containers = {c["Labels"].get("io.cvm.vm"): c
                       for c in self.ctx.engine.vm_containers(self.ctx.realm)}
         running = {name for name, c in containers.items() if c["State"] == "running"}
-        self.recover_dead_operations()
         futures = [self.pool.submit(self.wire, name) for name in sorted(running)]
         concurrent.futures.wait(futures)
         try:
@@ -108,15 +110,17 @@ class Daemon:
     def recover_dead_operations(self):
         """Finish or undo what killed processes left half-done: a create, a frozen or
         stopped VM of an export, a move, an import (cvm.operations), a restore (its
-        journal, cvm.snapshots)."""
+        journal, cvm.snapshots). Returns the futures of the recoveries it began."""
         from . import operations, snapshots
+        futures = []
         for name, operation in operations.dead(self.ctx).items():
             if name in self.recovering:
                 continue
             self.recovering.add(name)
-            self.pool.submit(self._recover, name, operation)
+            futures.append(self.pool.submit(self._recover, name, operation))
         for line in snapshots.recover_restores(self.ctx):
             log.info("%s", line)
+        return futures
 
     def _recover(self, name, operation):
         try:

@@ -9,6 +9,7 @@ Every NIC is wired in a transaction; if NIC k fails, NICs 1..k-1 of this call ar
 undone too, so a VM is wired completely or not at all.
 """
 
+import contextlib
 import os
 
 from ..errors import CvmError
@@ -176,8 +177,10 @@ def _vlans_in_use(ctx, exclude=None, only=None):
 
 def sweep(ctx, running):
     """Remove host-side leftovers: interfaces tagged for VMs that no longer exist, and
-    the host pieces (proxy entries, VFs) of VMs that are not running. `running` is the
-    set of VM names whose containers run. Returns what it removed."""
+    the host pieces (proxy entries, VFs, filters) of VMs that are not running. `running`
+    is the set of VM names whose containers ran when the caller looked; a VM started
+    since (by a recovery, a user, an event) is seen running under its lock and kept.
+    Returns what it removed."""
     removed = []
     records = ctx.store.vm_records()
     with Netlink.open() as host:
@@ -189,31 +192,52 @@ def sweep(ctx, running):
     for name, record in records.items():
         if name in running or record.get("phase") != "ready":
             continue
-        spec = parse_spec(record["spec"])
-        if spec.nics:
-            unwire_vm(ctx, name, spec, None)
+        if parse_spec(record["spec"]).nics:
+            with ctx.store.vm_lock(name):
+                record = ctx.store.read_vm(name)
+                if record is not None and not _runs_now(ctx, record):
+                    unwire_vm(ctx, name, parse_spec(record["spec"]), None)
     with Netlink.open() as host:
         removed += remove_unused(host, ctx.realm, _vlans_in_use(ctx, only=running))
+    owners = _filtered_ports(records)
     with Netlink.open() as host:
         for family, port in filter_report(ctx, running, host.nft())["stale"]:
-            filtering.HostPortFilter(host.nft(), ctx.realm, family, port).remove()
-            removed.append("filter of %s" % port)
+            owner = owners.get((family, port), (None,))[0]
+            with ctx.store.vm_lock(owner) if owner else contextlib.nullcontext():
+                record = ctx.store.read_vm(owner) if owner else None
+                if record is not None and _runs_now(ctx, record):
+                    continue
+                filtering.HostPortFilter(host.nft(), ctx.realm, family, port).remove()
+                removed.append("filter of %s" % port)
     return removed
 
 
-def filter_report(ctx, running, nft):
-    """{"missing": [(vm, nic, port)], "stale": [(family, port)]}: host-side filters that
-    running VMs' NICs should have and lack, and filters of ports no running VM has."""
-    expected = {}
-    for name, record in ctx.store.vm_records().items():
-        if name not in running or record.get("phase") != "ready":
+def _runs_now(ctx, record):
+    container_id = record.get("container_id")
+    container = ctx.engine.inspect(container_id) if container_id else None
+    return bool(container) and container["State"]["Status"] == "running"
+
+
+def _filtered_ports(records):
+    """{(family, host port): (VM, NIC)} of every filtered NIC of the ready VMs in `records`."""
+    ports = {}
+    for name, record in records.items():
+        if record.get("phase") != "ready":
             continue
         spec = parse_spec(record["spec"])
         for index, nic in enumerate(spec.nics):
             family = {"bridge": "bridge", "routed": "inet"}.get(nic.mode)
             if family and filtering.wanted(nic):
-                port = nic.host_name or default_host_name(name, index)
-                expected[(family, port)] = (name, nic.name)
+                ports[(family, nic.host_name or default_host_name(name, index))] = \
+                    (name, nic.name)
+    return ports
+
+
+def filter_report(ctx, running, nft):
+    """{"missing": [(vm, nic, port)], "stale": [(family, port)]}: host-side filters that
+    running VMs' NICs should have and lack, and filters of ports no running VM has."""
+    expected = {port: owner for port, owner in _filtered_ports(ctx.store.vm_records()).items()
+                if owner[0] in running}
     present = {(family, port) for family, ports in filtering.host_ports(nft, ctx.realm).items()
                for port in ports}
     return {"missing": sorted((vm, nic, port) for (family, port), (vm, nic) in expected.items()
