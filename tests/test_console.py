@@ -112,3 +112,21 @@ def test_console_and_logs_of_what_cannot_have_them(cvm, ctx, images, name):
         assert cvm("console", "ghost").stderr == "cvm: no VM named 'ghost' (see `cvm ls`)\n"
     finally:
         cvm("rm", "-f", name)
+
+
+def test_the_console_log_is_bounded(cvm, ctx, images, name):
+    """What a VM prints on its console is rotated by Docker (10 MiB, three files), not kept
+    until the disk is full; `cvm logs` still shows the latest."""
+    cvm("create", name, "--image", images["busybox"], "--init", "none", "--", "sh", "-c",
+        "head -c 16000000 /dev/zero | tr '\\0' x | fold -w 999; echo the-end; sleep 100000",
+        check=True)
+    try:
+        container = api.get(name, ctx).container
+        assert container["HostConfig"]["LogConfig"] == {
+            "Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+        log = container["LogPath"]
+        wait_for(lambda: "the-end" in cvm("logs", name).stdout[-100:], timeout=60,
+                 what="the VM's output in its log")
+        assert os.path.getsize(log) <= 10 * 2**20 and os.path.exists(log + ".1")
+    finally:
+        cvm("rm", "-f", name)

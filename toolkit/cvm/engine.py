@@ -6,6 +6,7 @@ the SDK only when first used (it costs ~150 ms).
 """
 
 import contextlib
+import functools
 import io
 import os
 import tarfile
@@ -78,11 +79,15 @@ HOST_PROFILE = {
 # `--security-opt systempaths=unconfined`, which the docker CLI (not the engine) turns
 # into no masked and no read-only /proc and /sys paths.
 UNCONFINED_SYSTEM_PATHS = {"MaskedPaths": [], "ReadonlyPaths": []}
+# What a VM printed on its console (`cvm logs`), kept across boots but bounded: Docker's
+# json-file default grows until the disk is full.
+CONSOLE_LOG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
 PROFILES = ("vm", "host")
 
 
 def container_config(spec, realm, state_root, init_mode, init_command, host_cgroup_version,
-                     lxcfs=False, file_binds=(), stop_signal=None, profile="vm"):
+                     lxcfs=False, file_binds=(), stop_signal=None, profile="vm",
+                     log_driver="json-file"):
     """Keyword arguments for the SDK's create_container and create_host_config.
 
     `init_mode` is the resolved mode (systemd, compat or none) and `init_command`
@@ -90,7 +95,8 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
     unmodified programs inside see the VM's memory, CPUs and uptime; `file_binds` are
     the binds of cvm's own files (see cvm.guestfiles); `stop_signal` is the one the
     image's init shuts down cleanly on (see host_stop_signal); `profile` "host" makes a
-    container host of it (HOST_PROFILE), not a VM.
+    container host of it (HOST_PROFILE), not a VM. `log_driver` is the engine's default:
+    json-file gets CONSOLE_LOG's bounds, any other driver is the operator's choice.
     """
     labels = dict(spec.labels)
     labels.update({LABEL_VM: spec.name, LABEL_REALM: realm, LABEL_STATE: state_root,
@@ -105,6 +111,8 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         "dns": spec.dns or None,
         "dns_search": spec.search or None,
     }
+    if log_driver == "json-file":
+        host["log_config"] = CONSOLE_LOG
     if lxcfs:
         host["binds"] += ["%s%s:%s:ro" % (LXCFS_DIR, path, path) for path in LXCFS_FILES]
     if spec.cpus:
@@ -270,6 +278,10 @@ class Engine:
         with self._translated("engine"):
             return self.api.info()
 
+    @functools.cached_property
+    def default_log_driver(self):
+        return self.info().get("LoggingDriver") or "json-file"
+
     # ------------------------------------------------------------ images
 
     def image(self, ref):
@@ -348,7 +360,7 @@ class Engine:
                file_binds=(), stop_signal=None, profile="vm"):
         create, host = container_config(spec, realm, state_root, init_mode, init_command,
                                         cgroup_version(), lxcfs, file_binds, stop_signal,
-                                        profile)
+                                        profile, self.default_log_driver)
         try:
             with self._translated("creating %s" % spec.name):
                 host_config = self.api.create_host_config(**host)
