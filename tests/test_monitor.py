@@ -170,6 +170,20 @@ def test_a_rate_spans_at_least_half_a_second(ctx, images, name):
     assert rates(now, before)["cpu_percent"] > 10
 
 
+def test_a_vm_started_since_the_last_sweep_is_rated_from_its_start(ctx, images, name):
+    """A VM new to the sampler is compared with itself at its start (its cgroup and NICs
+    begin at zero), not swept twice: stats answer at once after a create."""
+    sampler = Sampler(Monitor(ctx.store))
+    sampler.latest = {stats.name: stats for stats in sampler.monitor.sweep()}  # before it
+    api.create(busy_spec(name), ctx=ctx)
+    time.sleep(1.0)
+    started = time.monotonic()
+    [(now, before)] = sampler.pairs([name], interval=5)
+    assert time.monotonic() - started < 1
+    assert before.when == now.started_at and before.cpu_seconds == 0
+    assert 10 < rates(now, before)["cpu_percent"] < 110  # a busy loop, from its start
+
+
 def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     """A VM whose cgroup vanished mid-sweep is gone; a missing file is counted and named."""
     from cvm.cgroups import Cgroup

@@ -10,6 +10,7 @@ and named, and never stops the sweep.
 The cgroup readers are cvm.cgroups', the same ones the in-VM tools use.
 """
 
+import copy
 import fcntl
 import os
 import threading
@@ -63,6 +64,18 @@ class VMStats:
         data["uptime"] = self.uptime
         return data
 
+    def at_start(self):
+        """This VM as it was when its init started: its counters zero, as its cgroup and
+        NICs were then (each start makes them anew)."""
+        start = copy.copy(self)
+        start.when = self.started_at
+        start.cpu_seconds = start.cpu_user_seconds = start.cpu_system_seconds = 0.0
+        start.cpu_periods = start.cpu_throttled_periods = 0
+        start.cpu_throttled_seconds = 0.0
+        start.oom_kills = 0
+        start.nics, start.block = {}, {}
+        return start
+
     @classmethod
     def from_dict(cls, data):
         stats = cls.__new__(cls)
@@ -96,8 +109,9 @@ class Sampler:
             self.wake.clear()
 
     def pairs(self, names=None, interval=0.5):
-        """[(now, before)]: a sweep now and the VM's last kept one; a VM that has none
-        yet (made since) is swept again `interval` later."""
+        """[(now, before)]: a sweep now and the VM's last kept one; a VM started since
+        the last kept sweep is compared with itself at its start; any other that has
+        none is swept again `interval` later."""
         if time.monotonic() - self.asked >= self.ACTIVE_FOR:
             self.wake.set()
         self.asked = time.monotonic()
@@ -105,6 +119,11 @@ class Sampler:
         now = self.monitor.sweep(names)
         kept = {stats.name: self._before(stats, latest.get(stats.name),
                                          previous.get(stats.name)) for stats in now}
+        for stats in now:
+            before = kept[stats.name]
+            if (before is None or before.started_at != stats.started_at) and \
+                    self._started_lately(stats):
+                kept[stats.name] = stats.at_start()
         new = [name for name, before in kept.items() if before is None]
         if new:
             kept.update((stats.name, stats) for stats in now if stats.name in new)
@@ -113,6 +132,12 @@ class Sampler:
             now = [again.get(stats.name, stats) if stats.name in new else stats
                    for stats in now]
         return [(stats, kept[stats.name]) for stats in now]
+
+    def _started_lately(self, stats):
+        """Started since the sweeps kept could have seen it."""
+        age = stats.uptime
+        return stats.status == "running" and age is not None and \
+            0 < age < self.IDLE_INTERVAL * 2
 
     def _before(self, now, latest, previous):
         if latest is not None and now.when - latest.when < self.SHORTEST_SPAN \
