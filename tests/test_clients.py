@@ -145,6 +145,10 @@ def test_served_commands_print_and_exit_as_local_ones(cvm, netd, images, name):
     created = cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000",
                   check=True)
     assert created.stdout == name + "\n"
+    # netd lists from what its sampler keeps (uptime from the init it found): the same
+    [here], [there] = (json.loads(cvm("ls", "--json", env=env, check=True).stdout)
+                       for env in (local, None))
+    assert abs(here.pop("uptime_seconds") - there.pop("uptime_seconds")) < 2 and here == there
     refused = cvm("rm", name)
     assert refused.returncode != 0 and refused.stderr.startswith("cvm: ")
     assert "running" in refused.stderr

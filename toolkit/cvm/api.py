@@ -405,10 +405,11 @@ def get(name, ctx=None):
     return VM(ctx, name, record)
 
 
-def ls(ctx=None):
-    """Every VM of this store, with Docker's view fetched in one list call."""
+def ls(ctx=None, records=None):
+    """Every VM of this store (or of `records`, read from it), with Docker's view
+    fetched in one list call."""
     ctx = ctx or default_context()
-    records = ctx.store.vm_records()
+    records = ctx.store.vm_records() if records is None else records
     if not records:
         return []
     states = {c["Id"]: c["State"] for c in ctx.engine.vm_containers(ctx.realm)}

@@ -243,6 +243,7 @@ class Target:
     def __init__(self, name, record):
         self.name = name
         self.container_id = record.get("container_id")
+        self.record = record
         self.spec = record.get("spec", {})
         self.cgroup = None
         self.pid = None
@@ -318,7 +319,17 @@ class Monitor:
             elif target.spec != record.get("spec", {}):
                 target.spec = record.get("spec", {})
                 target.limits = None  # resized: read the new limits now
+            self.targets[name].record = record
         self._listing_mtime = mtime
+
+    def records(self):
+        """{name: (record, epoch its init started or None)} of every VM: what the sweeps
+        keep, so that listings need no file walk per VM."""
+        with self.lock:
+            self._refresh()
+            return {name: (target.record, target.started_at
+                           if target.alive() or target.locate() else None)
+                    for name, target in self.targets.items()}
 
     def sweep(self, names=None):
         """[VMStats] for every VM (or those named), from files only."""

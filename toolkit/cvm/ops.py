@@ -8,6 +8,7 @@ numbers); errors are cvm's typed exceptions. A result may come with a socket
 """
 
 import os
+import time
 
 from .errors import CvmError
 
@@ -102,17 +103,25 @@ def rm(ctx, names, force=False, volumes=False):
 
 @operation
 def ls(ctx):
+    """Every VM's summary; in netd from what its sampler keeps of each VM."""
     from . import api
-    return [vm_summary(vm) for vm in api.ls(ctx)]
+    if ctx.sampler is None:
+        return [vm_summary(vm) for vm in api.ls(ctx)]
+    kept = ctx.sampler.monitor.records()
+    return [vm_summary(vm, kept[vm.name][1])
+            for vm in api.ls(ctx, {name: record for name, (record, _) in kept.items()})]
 
 
-def vm_summary(vm):
+def vm_summary(vm, started_at=None):
+    """`started_at`: when its init started, if known (else it is looked up)."""
     from . import ns, procfs
     from .errors import NotFound
     from .sizes import parse_size
     spec = vm.record["spec"]
     uptime = None
-    if vm.status == "running":
+    if vm.status == "running" and started_at:
+        uptime = max(0.0, time.time() - started_at)
+    elif vm.status == "running":
         try:
             uptime = procfs.process_age(ns.init_pid(vm.container_id))
         except (NotFound, OSError):

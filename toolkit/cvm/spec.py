@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass, field, fields
 
 from .errors import SpecError
@@ -104,8 +105,18 @@ class HostFacts:
     cpus: list
     memory_bytes: int
 
+    FRESH_FOR = 1.0  # seconds: a listing parses every VM's spec, against the same host
+    _last = (float("-inf"), None)
+
     @classmethod
     def read(cls):
+        read_at, facts = HostFacts._last
+        if time.monotonic() - read_at > cls.FRESH_FOR:
+            HostFacts._last = (time.monotonic(), cls._read())
+        return HostFacts._last[1]
+
+    @classmethod
+    def _read(cls):
         with open("/sys/devices/system/cpu/online") as online:
             cpus = parse_cpu_list(online.read())
         memory = 0
