@@ -19,19 +19,24 @@ def attach(ctx, name, nic_raw):
     raw["nics"] = list(raw.get("nics", [])) + [nic_raw]
     new_spec = parse_spec(raw)
     check_host(parse_spec(dict(raw, nics=[new_spec.nics[-1].to_dict()])))
-    with ctx.store.lock():
-        new_spec = claim_addresses(ctx, new_spec)
-        ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
-    # from the host, while the rest is made ready (as create does)
-    early = start_probes(new_spec.nics[-1:]) if vm.running else None
+    # Probed from the host while the rest is made ready (as create does): at once, or
+    # once an ip=auto address is claimed.
+    early = start_probes(new_spec.nics[-1:]) if vm.running and \
+        new_spec.nics[-1].ip != "auto" else None
     try:
-        if vm.running:
-            with ctx.store.vm_lock(name):
-                wire_vm(ctx, name, new_spec, vm.pid, probe=True, early=early)
-                ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
-    except BaseException:
-        ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
-        raise
+        with ctx.store.lock():
+            new_spec = claim_addresses(ctx, new_spec)
+            ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
+        if vm.running and early is None:
+            early = start_probes(new_spec.nics[-1:])
+        try:
+            if vm.running:
+                with ctx.store.vm_lock(name):
+                    wire_vm(ctx, name, new_spec, vm.pid, probe=True, early=early)
+                    ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
+        except BaseException:
+            ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
+            raise
     finally:
         if early is not None:
             early.wait()

@@ -9,6 +9,7 @@ waiting for their caches to time out.
 import ipaddress
 import socket
 import struct
+import threading
 import time
 
 from ..readiness import readable
@@ -31,16 +32,19 @@ def arp_frame(mac, sender_ip, target_ip, op=1):
     return header + body
 
 
+def _release(sock):
+    """Close a packet socket off the caller's path: the kernel waits for an RCU grace
+    period on every packet socket's close (8-16 ms here), which nobody needs to wait for."""
+    threading.Thread(target=sock.close, name="close-packet-socket", daemon=True).start()
+
+
 def _socket(netns_fd, ifname, receive):
-    """A packet socket on `ifname`. Only a receiving one registers a protocol hook: that
-    costs an RCU grace period (~10 ms here) on bind and again on close."""
+    """A packet socket on `ifname`; a receiving one gets ARP frames. Made with no protocol
+    and given one by bind: made with one, bind would swap the protocol hook, which waits
+    for an RCU grace period (8-16 ms here)."""
     with in_netns(netns_fd):
-        if receive:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            sock.bind((ifname, ETH_P_ARP))
-        else:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            sock.bind((ifname, 0))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        sock.bind((ifname, ETH_P_ARP if receive else 0))
     return sock
 
 
@@ -70,7 +74,7 @@ def probe(netns_fd, ifname, mac, address, timeout):
             if sender_ip == target and sender_mac != _mac_bytes(mac) and op in (1, 2):
                 return ":".join("%02x" % b for b in sender_mac)
     finally:
-        sock.close()
+        _release(sock)
 
 
 def announce(netns_fd, ifname, mac, address, count=2):
@@ -80,7 +84,7 @@ def announce(netns_fd, ifname, mac, address, count=2):
         for i in range(count):
             sock.send(arp_frame(mac, address, address))
     finally:
-        sock.close()
+        _release(sock)
 
 
 
