@@ -41,6 +41,14 @@ def timed(argv, env=None):
     return time.monotonic() - started
 
 
+def settle():
+    """Let the writes and deletes before a timed step reach the disk first: on a disk
+    mounted with `discard`, the trims of a removed layer slow the next writes for
+    seconds, and would be charged to whichever step came next."""
+    os.sync()
+    time.sleep(2)
+
+
 def rate(seconds):
     return "%.0f MiB/s" % (MIB / seconds)
 
@@ -75,9 +83,11 @@ def main():
                 export = timed([CVM, "export", NAME, "-o", archive], env)
                 tar_c = timed(["tar", "-C", upper, "-cf", tarball, "."])
                 api.get(NAME, ctx).remove(force=True)
+                settle()
                 import_ = timed([CVM, "import", archive], env)
                 untar_to = os.path.join(scratch, "untar")
                 os.makedirs(untar_to)
+                settle()
                 tar_x = timed(["tar", "-C", untar_to, "-xf", tarball])
                 shutil.rmtree(untar_to)
                 print("  cvm export %s (%d MiB archive) | tar -c %s  ||  cvm import %s | "

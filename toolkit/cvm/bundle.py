@@ -18,6 +18,7 @@ truncated or altered archive, or one whose VM cannot be made here, leaves nothin
 """
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -507,15 +508,19 @@ def _extract(tar, member, target, staging):
             os.makedirs(target, exist_ok=True)
     elif member.isreg():
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        hashing = hashlib.sha256()
+        hashing, hashed = hashlib.sha256(), None
         source = tar.extractfile(member)
         with open(target, "wb") as handle:
             while True:
                 chunk = source.read(CHUNK)
                 if not chunk:
                     break
-                hashing.update(chunk)
+                if hashed is not None:
+                    hashed.result()
+                hashed = _hasher().submit(hashing.update, chunk)
                 handle.write(chunk)
+        if hashed is not None:
+            hashed.result()
         data_digest = hashing.digest()
     elif member.issym():
         os.symlink(member.linkname, target)
@@ -536,6 +541,13 @@ def _extract(tar, member, target, staging):
                 os.setxattr(target, key[len(XATTR_PREFIX):],
                             value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
     return _member_digest(member, data_digest)
+
+
+@functools.lru_cache(maxsize=None)
+def _hasher():
+    """One thread that hashes a chunk while the next is written: both release the GIL."""
+    import concurrent.futures
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hash")
 
 
 def _check(manifest, digests):
