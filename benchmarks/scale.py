@@ -3,7 +3,7 @@ creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_V
 `python benchmarks/scale.py N`).
 
 - `cvm create` of the first and the last tenth of N systemd VMs (whole process);
-- with N running: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
+- with N running, once they have booted and the host is mostly idle: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
   `docker ps -a` and `docker stats --no-stream`; an exporter scrape cold and warm;
 - `cvm rm -f` of all N at once (one command; netd removes them in parallel).
 """
@@ -30,6 +30,27 @@ def whole(argv, env, rounds=ROUNDS):
     return statistics.median(times)
 
 
+def busy_fraction(window=3.0):
+    """The share of all CPUs' time spent busy over `window` seconds."""
+    def totals():
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+    total, idle = totals()
+    time.sleep(window)
+    total2, idle2 = totals()
+    return 1 - (idle2 - idle) / max(1, total2 - total)
+
+
+def settle(busy=0.3, at_most=300):
+    """Wait until the VMs have booted and the host is mostly idle again: listings are
+    measured on a host of N idle VMs, not of N booting ones. Returns the seconds waited."""
+    started = time.monotonic()
+    while busy_fraction() > busy and time.monotonic() - started < at_most:
+        pass
+    return time.monotonic() - started
+
+
 def scrape(url):
     started = time.perf_counter()
     with urllib.request.urlopen(url, timeout=60) as response:
@@ -50,7 +71,7 @@ def main(count=None):
         first, last = statistics.median(creates[:tenth]), statistics.median(creates[-tenth:])
         print("cvm create: first %d %.0f ms, last %d %.0f ms (x%.2f)" % (
             tenth, first * 1000, tenth, last * 1000, last / first))
-        time.sleep(5)  # the VMs boot; listings see them all running
+        print("the host settled %.0f s after the last create" % settle())
         pairs = [("cvm ls", [CVM, "ls"], "docker ps -a", ["docker", "ps", "-a"]),
                  ("cvm net ls", [CVM, "net", "ls"], "docker ps -a", ["docker", "ps", "-a"]),
                  ("cvm stats", [CVM, "stats"], "docker stats --no-stream",

@@ -129,6 +129,25 @@ def test_exec_and_enter_count_against_the_vm(cvm, ctx, images, name):
     assert "MARK" in text and (":memory:%s" % vm_cgroup) in text and name in text
 
 
+def test_the_init_found_is_found_again_after_a_restart(ctx, images, name):
+    """netd remembers each VM's init (ns.init_pid) and checks it by its start time: a
+    restart behind its back gives the new init, never the old PID."""
+    from cvm import ns
+    vm = api.create(parse_spec({"name": name, "image": BUSYBOX, "init": "none",
+                                "command": ["sleep", "100000"]}), ctx=ctx)
+    first = ns.init_pid(vm.container_id)
+    assert ns.init_pid(vm.container_id) == first
+    subprocess.run(["docker", "restart", "-t", "0", vm.container_id], check=True,
+                   capture_output=True)
+    again = ns.init_pid(vm.container_id)
+    assert again != first and os.path.exists("/proc/%d" % again)
+    with open("/proc/%d/status" % again) as status:
+        assert [line.split()[-1] for line in status if line.startswith("NSpid:")] == ["1"]
+    vm.stop()
+    with pytest.raises(NotFound):
+        ns.init_pid(vm.container_id)
+
+
 def test_nsrun_uses_a_host_binary_in_the_vm_namespaces(cvm, ctx, images, name):
     api.create(busybox_spec(name), ctx=ctx)
     # `ss` exists on the host only; in the VM's netns it sees only the VM's sockets.

@@ -36,8 +36,33 @@ def nsenter_path():
     return _host_tool("nsenter")
 
 
+# container id -> (pid, start ticks) of its init, as found last: a process is known by
+# the pair (a PID alone may be reused), so a hit costs one read of /proc/PID/stat.
+_inits = {}
+
+
 def init_pid(container_id):
     """Host PID of the VM's PID 1, found from its cgroup without asking Docker."""
+    known = _inits.get(container_id)
+    if known is not None and _start_ticks(known[0]) == known[1]:
+        return known[0]
+    _inits.pop(container_id, None)
+    pid = _find_init(container_id)
+    ticks = _start_ticks(pid)
+    if ticks is not None:
+        _inits[container_id] = (pid, ticks)
+    return pid
+
+
+def _start_ticks(pid):
+    from .procfs import process_stat
+    try:
+        return process_stat(pid)[22]
+    except (OSError, IndexError):
+        return None
+
+
+def _find_init(container_id):
     try:
         cgroup = Cgroup.of_container(container_id)
         pids = cgroup.pids()
