@@ -229,6 +229,15 @@ def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_misse
     assert Cgroup.of_container("ccc", proc).dirs["unified"].startswith(second)
     with pytest.raises(Exception, match="no cgroup found for container ddd"):
         Cgroup.of_container("ddd", proc)
+    # A VM's cgroup from its init (the monitor's way) shares the table read last.
+    for pid, container in ((101, "ccc"), (102, "eee")):
+        os.makedirs(os.path.join(proc, str(pid)))
+        with open(os.path.join(proc, str(pid), "cgroup"), "w") as handle:
+            handle.write("0::/system.slice/docker-%s.scope\n" % container)
+    os.unlink(mountinfo)
+    assert Cgroup.of_vm(101, proc).dirs["unified"].startswith(second)
+    mount_at(str(tmp_path / "third"), "eee")
+    assert Cgroup.of_vm(102, proc).dirs["unified"].startswith(str(tmp_path / "third"))
 
 
 def free_port():

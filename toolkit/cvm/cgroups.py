@@ -162,7 +162,16 @@ def docker_container_dir(container_id):
     return "%s/containers/%s" % (root.rstrip("/"), container_id)
 
 
-_seen_cgroup_mounts = {}  # proc root -> cgroup_mounts(proc, "self"), see of_container
+_seen_cgroup_mounts = {}  # proc root -> cgroup_mounts(proc, "self"), see of_container, of_vm
+
+
+def _all_found(cgroup, mounts, paths):
+    """Did every hierarchy of `paths` that `mounts` has resolve? If not, the mounts
+    were read before a change and must be read again."""
+    wanted = [key for key in paths if key in mounts and key != "unified"]
+    if cgroup.version == 2:
+        return "unified" in cgroup.dirs
+    return all(key.split(",")[0] in cgroup.dirs for key in wanted)
 
 
 class Cgroup(object):
@@ -198,12 +207,20 @@ class Cgroup(object):
     def of_vm(cls, pid=1, proc="/proc"):
         """The cgroup of the VM whose init is `pid`: the init's own cgroup, less the
         init.scope that systemd puts itself in (as LXCFS prunes it)."""
-        mounts = cgroup_mounts(proc, "self")
         paths = {}
         for key, path in process_cgroups(pid, proc).items():
             if path.endswith("/init.scope"):
                 path = path[:-len("/init.scope")] or "/"
             paths[key] = path
+        known = _seen_cgroup_mounts.get(proc)
+        if known is not None:
+            try:
+                cgroup = cls._from_paths(known, paths)
+            except CgroupError:
+                cgroup = None
+            if cgroup is not None and _all_found(cgroup, known, paths):
+                return cgroup
+        _seen_cgroup_mounts[proc] = mounts = cgroup_mounts(proc, "self")
         return cls._from_paths(mounts, paths)
 
     @classmethod
