@@ -9,7 +9,6 @@ Every NIC is wired in a transaction; if NIC k fails, NICs 1..k-1 of this call ar
 undone too, so a VM is wired completely or not at all.
 """
 
-import contextlib
 import os
 
 from ..errors import CvmError
@@ -178,8 +177,10 @@ def _vlans_in_use(ctx, exclude=None, only=None):
 def sweep(ctx, running):
     """Remove host-side leftovers: interfaces tagged for VMs that no longer exist, and
     the host pieces (proxy entries, VFs, filters) of VMs that are not running. `running`
-    is the set of VM names whose containers ran when the caller looked; a VM started
-    since (by a recovery, a user, an event) is seen running under its lock and kept.
+    is the set of VM names whose containers ran when the caller looked; VMs started
+    since (by a recovery, a user, an event) are kept too, from one more look. That look
+    is Docker's list, never an inspect: an inspect waits for a container that Docker is
+    stopping, and its stop may be waiting for netd (see cvm.stopsignal).
     Returns what it removed."""
     removed = []
     records = ctx.store.vm_records()
@@ -189,33 +190,22 @@ def sweep(ctx, running):
             if tag and tag[0] == ctx.realm and tag[1] not in records:
                 host.delete_link(index=link["index"])
                 removed.append(link.get("ifname"))
+    running = set(running) | {c["Labels"].get("io.cvm.vm") for c in
+                              ctx.engine.vm_containers(ctx.realm) if c["State"] == "running"}
     for name, record in records.items():
         if name in running or record.get("phase") != "ready":
             continue
-        if parse_spec(record["spec"]).nics:
+        spec = parse_spec(record["spec"])
+        if spec.nics:
             with ctx.store.vm_lock(name):
-                record = ctx.store.read_vm(name)
-                if record is not None and not _runs_now(ctx, record):
-                    unwire_vm(ctx, name, parse_spec(record["spec"]), None)
+                unwire_vm(ctx, name, spec, None)
     with Netlink.open() as host:
         removed += remove_unused(host, ctx.realm, _vlans_in_use(ctx, only=running))
-    owners = _filtered_ports(records)
     with Netlink.open() as host:
         for family, port in filter_report(ctx, running, host.nft())["stale"]:
-            owner = owners.get((family, port), (None,))[0]
-            with ctx.store.vm_lock(owner) if owner else contextlib.nullcontext():
-                record = ctx.store.read_vm(owner) if owner else None
-                if record is not None and _runs_now(ctx, record):
-                    continue
-                filtering.HostPortFilter(host.nft(), ctx.realm, family, port).remove()
-                removed.append("filter of %s" % port)
+            filtering.HostPortFilter(host.nft(), ctx.realm, family, port).remove()
+            removed.append("filter of %s" % port)
     return removed
-
-
-def _runs_now(ctx, record):
-    container_id = record.get("container_id")
-    container = ctx.engine.inspect(container_id) if container_id else None
-    return bool(container) and container["State"]["Status"] == "running"
 
 
 def _filtered_ports(records):
