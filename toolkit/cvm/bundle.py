@@ -58,7 +58,10 @@ class _Compressor:
         self.kind = kind
         if kind == "zstd":
             import zstandard
-            self.stream = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
+            # threads=-1: zstd compresses on every CPU, off the GIL, while this thread
+            # reads and hashes (a running VM is frozen for as long as this takes)
+            self.stream = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(
+                out, closefd=False)
         else:
             import gzip
             self.stream = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0)
