@@ -149,6 +149,11 @@ def test_served_commands_print_and_exit_as_local_ones(cvm, netd, images, name):
     [here], [there] = (json.loads(cvm("ls", "--json", env=env, check=True).stdout)
                        for env in (local, None))
     assert abs(here.pop("uptime_seconds") - there.pop("uptime_seconds")) < 2 and here == there
+    cvm("stop", name, "-t", "0", check=True)
+    here, there = (json.loads(cvm("ls", "--json", env=env, check=True).stdout)
+                   for env in (local, None))
+    assert here == there and here[0]["status"] == "exited" and here[0]["uptime_seconds"] is None
+    cvm("start", name, check=True)
     refused = cvm("rm", name)
     assert refused.returncode != 0 and refused.stderr.startswith("cvm: ")
     assert "running" in refused.stderr

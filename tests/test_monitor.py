@@ -207,10 +207,13 @@ def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
 
 
-def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_missed(tmp_path):
+def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_missed(
+        tmp_path, monkeypatch):
     """Listings look up every VM's cgroup: the mount table is read once, and again only
-    when a lookup misses (a hierarchy mounted elsewhere since)."""
+    when a lookup misses (a hierarchy mounted elsewhere since), at most once a second."""
+    from cvm import cgroups
     from cvm.cgroups import Cgroup
+    monkeypatch.setattr(cgroups, "REREAD_AFTER", 0)
     proc = str(tmp_path / "proc")
     mountinfo = os.path.join(proc, "self", "mountinfo")
 
@@ -238,6 +241,14 @@ def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_misse
     assert Cgroup.of_vm(101, proc).dirs["unified"].startswith(second)
     mount_at(str(tmp_path / "third"), "eee")
     assert Cgroup.of_vm(102, proc).dirs["unified"].startswith(str(tmp_path / "third"))
+    # Stopped VMs miss every time: they do not make every lookup read the table again.
+    monkeypatch.setattr(cgroups, "REREAD_AFTER", 60)
+    reads = []
+    monkeypatch.setattr(cgroups, "cgroup_mounts", lambda *a: reads.append(a) or {})
+    for _ in range(3):
+        with pytest.raises(Exception, match="no cgroup found for container fff"):
+            Cgroup.of_container("fff", proc)
+    assert reads == []
 
 
 def free_port():

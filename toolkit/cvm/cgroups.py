@@ -12,6 +12,7 @@ live at mountpoint(H) + (P relative to the mount's root), both read from
 """
 
 import os
+import time
 
 UNLIMITED = 1 << 62  # anything at or above this is "no limit" (v1 prints 9223372036854771712)
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio")
@@ -162,7 +163,27 @@ def docker_container_dir(container_id):
     return "%s/containers/%s" % (root.rstrip("/"), container_id)
 
 
-_seen_cgroup_mounts = {}  # proc root -> cgroup_mounts(proc, "self"), see of_container, of_vm
+# Reading mountinfo takes ~4 ms on a host with 480 VMs (an overlay mount each), and
+# listings look up every VM's cgroup. So the cgroup mounts are read once, and again when
+# a lookup misses, at most once a second: a stopped VM misses every time, and cgroup
+# hierarchies are hardly ever mounted anew.
+REREAD_AFTER = 1.0
+_seen_cgroup_mounts = {}  # proc root -> (cgroup_mounts(proc, "self"), when it was read)
+
+
+def _seen_mounts(proc):
+    seen = _seen_cgroup_mounts.get(proc)
+    return seen[0] if seen else None
+
+
+def _mounts_again(proc):
+    """The cgroup mounts read anew; None if they were read less than REREAD_AFTER ago."""
+    seen = _seen_cgroup_mounts.get(proc)
+    if seen is not None and time.monotonic() - seen[1] < REREAD_AFTER:
+        return None
+    mounts = cgroup_mounts(proc, "self")
+    _seen_cgroup_mounts[proc] = (mounts, time.monotonic())
+    return mounts
 
 
 def _all_found(cgroup, mounts, paths):
@@ -212,7 +233,7 @@ class Cgroup(object):
             if path.endswith("/init.scope"):
                 path = path[:-len("/init.scope")] or "/"
             paths[key] = path
-        known = _seen_cgroup_mounts.get(proc)
+        known = _seen_mounts(proc)
         if known is not None:
             try:
                 cgroup = cls._from_paths(known, paths)
@@ -220,8 +241,7 @@ class Cgroup(object):
                 cgroup = None
             if cgroup is not None and _all_found(cgroup, known, paths):
                 return cgroup
-        _seen_cgroup_mounts[proc] = mounts = cgroup_mounts(proc, "self")
-        return cls._from_paths(mounts, paths)
+        return cls._from_paths(_mounts_again(proc) or known, paths)
 
     @classmethod
     def _from_paths(cls, mounts, paths):
@@ -250,17 +270,13 @@ class Cgroup(object):
     @classmethod
     def of_container(cls, container_id, proc="/proc"):
         """A container's cgroup seen from the host, found from the cgroup of any of its
-        processes is not possible when it is stopped; so look in the layouts Docker uses.
-        The cgroup mounts are read once and again only when a lookup misses: mountinfo
-        takes 4 ms to read on a host with 480 VMs (one overlay mount each), and a
-        listing looks up every VM."""
-        known = _seen_cgroup_mounts.get(proc)
-        if known is not None:
-            cgroup = cls._container_in(known, container_id)
-            if cgroup is not None:
-                return cgroup
-        _seen_cgroup_mounts[proc] = mounts = cgroup_mounts(proc, "self")
-        cgroup = cls._container_in(mounts, container_id)
+        processes is not possible when it is stopped; so look in the layouts Docker uses,
+        under the cgroup mounts read last (see REREAD_AFTER)."""
+        known = _seen_mounts(proc)
+        cgroup = cls._container_in(known, container_id) if known is not None else None
+        if cgroup is None:
+            mounts = _mounts_again(proc)
+            cgroup = cls._container_in(mounts, container_id) if mounts is not None else None
         if cgroup is None:
             raise CgroupError("no cgroup found for container %s (is it running?)" %
                               container_id[:12])

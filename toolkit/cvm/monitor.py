@@ -323,13 +323,18 @@ class Monitor:
         self._listing_mtime = mtime
 
     def records(self):
-        """{name: (record, epoch its init started or None)} of every VM: what the sweeps
-        keep, so that listings need no file walk per VM."""
+        """{name: record} of every VM, as the sweeps keep them: listings need no file
+        walk per VM."""
         with self.lock:
             self._refresh()
-            return {name: (target.record, target.started_at
-                           if target.alive() or target.locate() else None)
-                    for name, target in self.targets.items()}
+            return {name: target.record for name, target in self.targets.items()}
+
+    def started_at(self, names):
+        """{name: epoch its init started} of the running VMs among `names`."""
+        with self.lock:
+            return {name: self.targets[name].started_at for name in names
+                    if name in self.targets and (self.targets[name].alive() or
+                                                 self.targets[name].locate())}
 
     def sweep(self, names=None):
         """[VMStats] for every VM (or those named), from files only."""

@@ -107,9 +107,10 @@ def ls(ctx):
     from . import api
     if ctx.sampler is None:
         return [vm_summary(vm) for vm in api.ls(ctx)]
-    kept = ctx.sampler.monitor.records()
-    return [vm_summary(vm, kept[vm.name][1])
-            for vm in api.ls(ctx, {name: record for name, (record, _) in kept.items()})]
+    monitor = ctx.sampler.monitor
+    vms = api.ls(ctx, monitor.records())
+    started = monitor.started_at([vm.name for vm in vms if vm.status == "running"])
+    return [vm_summary(vm, started.get(vm.name)) for vm in vms]
 
 
 def vm_summary(vm, started_at=None):
