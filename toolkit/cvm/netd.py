@@ -27,12 +27,24 @@ import time
 
 from . import guestfiles, ops, stopsignal, wire
 from .client import STATUS_OP
+from .engine import STOP_TIMEOUT_SYSTEMD
 from .errors import CvmError, NotFound
 from .paths import code_stamp, netd_socket
 
 log = logging.getLogger("cvm.netd")
 POWEROFF_EXIT = "130"  # 128 + SIGINT: how the kernel ends a PID namespace on poweroff/halt
 JANITOR_INTERVAL = 2.0  # seconds between looks for operations whose process died
+
+
+def _event_time(event):
+    return event.get("timeNano", 0) / 1e9 or float(event.get("time", 0))
+
+
+def _stop_signal(event):
+    """Is `event` Docker sending a VM's init its stop signal?"""
+    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+    return (event.get("Action") or event.get("status")) == "kill" and \
+        attributes.get("signal") == str(int(signal.SIGPWR))
 
 
 class Daemon:
@@ -167,8 +179,9 @@ class Daemon:
             return
         if action == "start":
             self.pool.submit(self.wire, name)
-        elif action == "kill" and attributes.get("signal") == str(int(signal.SIGPWR)):
-            stopsignal.follow(self.ctx.store, name, self.ctx.store.read_vm(name), event.get("id"))
+        elif _stop_signal(event):
+            stopsignal.follow(self.ctx.store, name, self.ctx.store.read_vm(name), event.get("id"),
+                              asked_at=_event_time(event))
         elif action == "die":
             # Read now, in event order: the next start's wiring clears the report.
             report = guestfiles.read_report(self.ctx.store, name)
@@ -198,13 +211,19 @@ class Daemon:
             log.error("stopping %s after poweroff: %s", name, exc)
 
     def follow_events(self):
-        """Process events forever; after a lost stream, reconcile and resume."""
-        since = time.time()
+        """Process events forever; after a lost stream, reconcile and resume. At its own
+        start it also follows the stops asked while no netd ran (a `docker restart` then
+        may have sent its stop signal to an init not yet taking it): Docker waits up to
+        a VM's stop timeout for those, so their kill events are read that far back."""
+        started = time.time()
+        since = started - STOP_TIMEOUT_SYSTEMD
         while not self.stopping.is_set():
             try:
                 self.reconcile()
                 for event in self.ctx.engine.events(self.ctx.realm, since=int(since)):
                     since = event.get("time", since)
+                    if _event_time(event) < started - 1 and not _stop_signal(event):
+                        continue  # before this netd: the reconcile has seen to it
                     self.on_event(event)
                     if self.stopping.is_set():
                         return

@@ -15,21 +15,25 @@ import signal
 import threading
 
 from . import guestfiles, ns
+from .procfs import process_start_time
 from .errors import CvmError
 
 log = logging.getLogger("cvm.stopsignal")
 AGAIN_AFTER = 2.0  # seconds a VM has to show its shutdown began
 
 
-def follow(store, name, record, container_id):
-    """Start following a stop of VM `name` about to be (or just) asked; returns the timer
-    (cancel it once the container stopped), or None when there is nothing to follow: the
-    VM's init does not report its shutdown, or it is not running."""
+def follow(store, name, record, container_id, asked_at=None):
+    """Start following a stop of VM `name` about to be (or, at epoch `asked_at`, just)
+    asked; returns the timer (cancel it once the container stopped), or None when there
+    is nothing to follow: the VM's init does not report its shutdown, is not running, or
+    started after the stop was asked (that stop is over)."""
     if not (record or {}).get("reports_shutdown"):
         return None
     try:
         pid = ns.init_pid(container_id)
-    except CvmError:
+        if asked_at is not None and process_start_time(pid) > asked_at:
+            return None
+    except (CvmError, OSError):
         return None
 
     def again():
