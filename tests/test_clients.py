@@ -292,3 +292,15 @@ def test_a_lost_netd_is_one_line_and_never_a_second_run(state_dir):
         assert result.stderr.startswith("cvm: lost cvm netd while it ran rm")
         assert len(result.stderr.splitlines()) == 1 and len(requests) == 1
         assert requests[0]["op"] == "rm" and requests[0]["code"]
+
+
+def test_a_late_cleanup_of_a_removed_vm_leaves_no_lock_file(ctx):
+    """netd cleans up after a VM's container died; when `cvm rm` has removed the VM
+    first, the clean-up must not make its lock file again (state left behind)."""
+    from cvm.netd import Daemon
+    ctx.store.make()
+    with ctx.store.vm_lock("gone"):
+        pass
+    ctx.store.delete_vm("gone")
+    Daemon(ctx).cleanup("gone")
+    assert not os.path.exists(os.path.join(ctx.store.root, "locks", "gone.lock"))

@@ -107,13 +107,13 @@ class Daemon:
         from . import api
         from .net import unwire_vm
         try:
-            with self.ctx.store.vm_lock(name):
+            with self.ctx.store.vm_lock(name, existing=True):
                 vm = api.get(name, self.ctx)
                 spec = vm.spec
                 if spec.nics and not vm.running:
                     unwire_vm(self.ctx, name, spec, None)
-        except NotFound:
-            pass
+        except (NotFound, FileNotFoundError):
+            pass  # removed meanwhile (a VM with NICs has its lock file until then)
         except CvmError as exc:
             log.error("cleaning up %s: %s", name, exc)
 

@@ -107,8 +107,8 @@ class Store:
     # ------------------------------------------------------------ locks
 
     @contextlib.contextmanager
-    def _flock(self, path, timeout, what):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    def _flock(self, path, timeout, what, create=True):
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -140,10 +140,12 @@ class Store:
         return self._flock(os.path.join(self.root, "apply.lock"), timeout,
                            "the lock of cvm apply")
 
-    def vm_lock(self, name, timeout=LOCK_TIMEOUT):
-        """Per-VM lock: wiring and unwiring of one VM never interleave."""
+    def vm_lock(self, name, timeout=LOCK_TIMEOUT, existing=False):
+        """Per-VM lock: wiring and unwiring of one VM never interleave. With `existing`,
+        FileNotFoundError if the VM's lock file is gone (delete_vm removes it): a late
+        clean-up of a removed VM must not leave a new one behind."""
         path = os.path.join(self._dir("locks"), name + ".lock")
-        return self._flock(path, timeout, "the lock of VM %s" % name)
+        return self._flock(path, timeout, "the lock of VM %s" % name, create=not existing)
 
     # ------------------------------------------------------------ records
 
