@@ -50,7 +50,8 @@ def shell_wiring(pid, host_end, address, gateway):
 
 
 def wiring(ctx):
-    from cvm import api, net
+    from cvm import api
+    from cvm.net import wiring as net
     from cvm.spec import parse_spec
     header("(a) wiring one bridge NIC, %d VMs" % WIRE_COUNT)
     cvm_times, probe_times, shell_times = [], [], []

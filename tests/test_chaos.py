@@ -835,7 +835,7 @@ class Storm:
 
     def whole(self):
         """Every VM running, desired running, answering, and every filter in place."""
-        from cvm import net
+        from cvm.net import wiring as net
         running = set()
         for name, address in self.vms.items():
             vm = api.get(name, self.ctx)

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from cvm import api, doctor
-from cvm.net import filter_report, filtering
+from cvm.net import filtering
+from cvm.net.wiring import filter_report
 from cvm.net.netlink import Netlink
 from cvm.spec import parse_spec
 

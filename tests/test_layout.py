@@ -100,3 +100,14 @@ def test_lower_floors_never_import_higher_ones(low, high):
     reached = {target for name, targets in edges.items() if name == low or
                name.startswith(low + ".") for target in targets}
     assert not [t for t in reached if t == high or t.startswith(high + ".")], reached
+
+
+def test_nic_drivers_sit_below_the_spec():
+    """The spec reads each mode's options from its driver (cvm.net.DRIVERS); only
+    cvm.net.wiring, which wires whole VMs from specs, is above it."""
+    edges = graph()
+    reaching_up = sorted(name for name, targets in edges.items()
+                         if (name == "cvm.net" or name.startswith("cvm.net."))
+                         and name != "cvm.net.wiring" and "cvm.spec" in targets)
+    assert reaching_up == []
+    assert "cvm.net" in edges["cvm.spec"]

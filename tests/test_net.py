@@ -11,7 +11,8 @@ import pytest
 
 from cvm import api, nics
 from cvm.errors import Conflict, NetError
-from cvm.net import filtering, kernel, sweep
+from cvm.net import filtering, kernel
+from cvm.net.wiring import sweep
 from cvm.net.netlink import Netlink
 from cvm.net.base import Transaction
 from cvm.spec import parse_spec

@@ -5,7 +5,8 @@ they build and by the errors a host without them gets."""
 import pytest
 
 from cvm.errors import Conflict, KernelFeatureMissing, NetError, SpecError
-from cvm.net import DRIVERS, addresses, hosts_file
+from cvm.net import DRIVERS, addresses
+from cvm.net.wiring import hosts_file
 from cvm.net.base import HostView, Transaction, Wiring
 from cvm.net.sriov import Sysfs
 from cvm.spec import HostFacts, parse_spec
@@ -244,9 +245,9 @@ def test_sriov_vf_claims(tmp_path):
     sysfs = Sysfs(FakeSysfs(tmp_path).add_pf("pf0", 4, ["v0", None, "v2"]).root)
     spec = parse_spec({"name": "vm1", "image": "x", "nics": [{"mode": "sriov", "link": "pf0"}]},
                       host=HOST)
-    assert addresses.claim(spec, {}, {}, sysfs).nics[0].vf == 0
+    assert addresses.claim(spec, {}, {}, sysfs).nics[0].option("vf") == 0
     other = {"vm2": {"spec": {"nics": [{"mode": "sriov", "link": "pf0", "vf": 0}]}}}
-    assert addresses.claim(spec, other, {}, sysfs).nics[0].vf == 2
+    assert addresses.claim(spec, other, {}, sysfs).nics[0].option("vf") == 2
     both = {"vm2": {"spec": {"nics": [{"mode": "sriov", "link": "pf0", "vf": 0},
                                       {"mode": "sriov", "link": "pf0", "vf": 2,
                                        "name": "eth1"}]}}}

@@ -230,11 +230,49 @@ def test_nics_together():
 def test_nic_text_form_and_stable_mac():
     vm = spec(nics=["mode=bridge,link=br0,ip=198.51.100.10/24,gw=198.51.100.1,hairpin=on"])
     nic = vm.nics[0]
-    assert (nic.mode, nic.link, nic.name, nic.hairpin) == ("bridge", "br0", "eth0", True)
+    assert (nic.mode, nic.link, nic.name, nic.option("hairpin")) == ("bridge", "br0", "eth0", True)
     assert nic.mac == stable_mac("web1", 0, "198.51.100.10/24")
     first = int(nic.mac[:2], 16)
     assert first & 2 and not first & 1  # locally administered, unicast
     assert spec(nics=["mode=bridge,link=br0,ip=198.51.100.11/24"]).nics[0].mac != nic.mac
+
+
+def test_a_nic_mode_is_its_driver_and_a_registration(monkeypatch):
+    """The spec knows only the common keys: a mode's options, their defaults and rules
+    come from its driver, so a new mode is one class plus one DRIVERS entry."""
+    from cvm import net
+    from cvm.net.base import NicDriver, Option
+    from cvm.validation import as_int, fail
+
+    class TunnelDriver(NicDriver):
+        mode = "tunnel"
+        options = {"key": Option(lambda where, value: as_int(where, value, 1, 99)),
+                   "ttl": Option(lambda where, value: as_int(where, value, 1, 255), 64)}
+        refused = {"gw": "tunnels route by key; drop gw"}
+
+        def check_options(self, nic, where):
+            if nic.option("key") is None:
+                fail(where + ".key", "a tunnel needs key=")
+
+    monkeypatch.setitem(net.DRIVERS, "tunnel", TunnelDriver())
+    nic = spec(nics=["mode=tunnel,link=eth9,key=7,ip=198.51.100.10/24"]).nics[0]
+    assert (nic.option("key"), nic.option("ttl"), nic.option("hairpin")) == (7, 64, None)
+    assert nic.to_dict() == {"mode": "tunnel", "link": "eth9", "name": "eth0",
+                             "ip": "198.51.100.10/24",
+                             "mac": nic.mac, "key": 7}
+    assert parse_spec(spec(nics=[nic.to_dict()]).to_dict(), host=HOST).nics[0] == nic
+    for bad, message in (("key=100", "nics[0].key: 100 is out of range"),
+                         ("key=1,hairpin=on", "nics[0].hairpin: does not apply to mode tunnel"),
+                         ("key=1,kye=2", "nics[0].kye: unknown NIC option (did you mean 'key'?)"),
+                         ("key=1,ip=198.51.100.10/24,gw=198.51.100.1",
+                          "nics[0].gw: tunnels route by key; drop gw"),
+                         ("ttl=3", "nics[0].key: a tunnel needs key=")):
+        with pytest.raises(SpecError) as excinfo:
+            spec(nics=["mode=tunnel,link=eth9," + bad])
+        assert message in str(excinfo.value)
+    with pytest.raises(SpecError, match="nics.0..mode: 'tunnel' is not a NIC mode"):
+        monkeypatch.delitem(net.DRIVERS, "tunnel")
+        spec(nics=["mode=tunnel,link=eth9,key=7"])
 
 
 def test_merge_flags_override_file():
@@ -292,3 +330,14 @@ def test_spec_files_are_utf8_yaml_with_each_key_once(tmp_path):
     nested.write_text("name: a\nimage: x\nenv: {A: 1, A: 2}\n")
     with pytest.raises(SpecError, match="duplicate key 'A'"):
         load_file(str(nested))
+
+
+def test_the_net_help_lists_each_modes_options_from_its_driver():
+    from cvm.cli.group import net as net_group
+    from cvm.net import DRIVERS
+    listed = {}
+    for line in net_group.callback.__doc__.splitlines():
+        mode, colon, options = line.strip().partition(": ")
+        if colon and mode in DRIVERS:
+            listed[mode] = options.split(", ")
+    assert listed == {mode: list(driver.options) for mode, driver in DRIVERS.items()}

@@ -30,7 +30,7 @@ COMPAT_MIN_SYSTEMD = 230  # older systemd cannot boot on a cgroup v2 host
 
 
 def _net():
-    from . import net  # deferred: pyroute2 costs ~150 ms and only wiring needs it
+    from .net import wiring as net  # deferred: pyroute2 costs ~150 ms and only wiring needs it
     return net
 
 

@@ -103,7 +103,7 @@ def _check(ctx, items, wheres):
                 api.preflight(ctx, item.spec)
             spec = item.spec
             if spec.nics:
-                from . import net
+                from .net import wiring as net
                 if item.action == "change":
                     net.check_host(spec)
                 others = {name: r for name, r in records.items() if name != item.name}
@@ -208,7 +208,7 @@ def _set_live(ctx, name, spec, nics_changed):
             ctx.engine.update(vm.container_id, spec)
         vm.record = ctx.store.write_vm(name, dict(vm.record, spec=spec.to_dict()))
     if nics_changed:
-        from . import net
+        from .net import wiring as net
         net.check_host(spec)
         with ctx.store.lock():
             spec = net.claim_addresses(ctx, spec)

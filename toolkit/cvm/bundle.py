@@ -428,7 +428,7 @@ def can_take(ctx, spec, header):
                            "or import under another name with other volumes" % (
                                index, volume.host))
     if spec.nics:
-        from . import net
+        from .net import wiring as net
         net.check_host(spec)
         with ctx.store.lock():
             net.claim_addresses(ctx, spec)  # only checked: nothing is written

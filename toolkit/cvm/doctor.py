@@ -176,7 +176,7 @@ def check_nic_filters(ctx, running):
     """Every running VM's bridge and routed NICs have their anti-spoofing chain, and no
     chain is left for a port no running VM has (see cvm.net.filtering)."""
     from .errors import CvmError
-    from .net import filter_report
+    from .net.wiring import filter_report
     from .net.netlink import Netlink
     try:
         with Netlink.open() as host:
@@ -204,7 +204,7 @@ def _mtu(interface):
 def check_nic_mtus(ctx, running):
     """A VM whose NIC's MTU is above its bridge's loses every full-size frame (an overlay
     bridge's MTU is the underlay's minus 50)."""
-    from .net.base import default_host_name
+    from .net.veth import port_name
     from .spec import parse_spec
     too_big = []
     for name, record in sorted(ctx.store.vm_records().items()):
@@ -213,7 +213,7 @@ def check_nic_mtus(ctx, running):
         for index, nic in enumerate(parse_spec(record["spec"]).nics):
             if nic.mode != "bridge":
                 continue
-            port = _mtu(nic.host_name or default_host_name(name, index))
+            port = _mtu(port_name(name, index, nic))
             bridge = _mtu(nic.link)
             if port and bridge and port > bridge:
                 too_big.append("%s %s: %d > %s's %d" % (name, nic.name, port, nic.link, bridge))

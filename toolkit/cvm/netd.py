@@ -59,7 +59,8 @@ class Daemon:
 
     def reconcile(self):
         """Make the host match the store: bridges, running VMs wired, leftovers gone."""
-        from .net import hostbridge, sweep
+        from .net import hostbridge
+        from .net.wiring import sweep
         started = time.monotonic()
         try:
             made = hostbridge.ensure_all(self.ctx)
@@ -105,7 +106,7 @@ class Daemon:
         Not if it runs again by now: a replayed or late "die" must not unwire a new start
         (events of the last second are replayed after a netd restart)."""
         from . import api
-        from .net import unwire_vm
+        from .net.wiring import unwire_vm
         try:
             with self.ctx.store.vm_lock(name, existing=True):
                 vm = api.get(name, self.ctx)

@@ -5,8 +5,9 @@ import os
 
 from . import api, ns
 from .errors import CvmError, NotFound
-from .net import (DRIVERS, check_host, claim_addresses, hosts_file, start_probes, unwire_vm,
-                  wire_vm, wiring_for)
+from .net import DRIVERS
+from .net.wiring import (check_host, claim_addresses, hosts_file, start_probes, unwire_vm,
+                         wire_vm, wiring_for)
 from .net.netlink import Netlink, open_netns
 from .spec import parse_spec
 

@@ -12,7 +12,9 @@ import shlex
 import time
 from dataclasses import dataclass, field, fields
 
-from .errors import SpecError
+from .net import DRIVERS
+from .validation import (as_bool, as_int, as_list, fail, interface_name, one_line,
+                         split_key_value, suggest)
 from .specfile import parse_nic_text
 from .sizes import SIZE_FORM, format_size, parse_cpu_list, parse_size
 
@@ -21,78 +23,14 @@ MAX_NICS = 8
 DOCKER_MIN_MEMORY = 6 * 1024 * 1024
 INIT_MODES = ("auto", "systemd", "compat", "none")
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
-NIC_MODES = ("bridge", "routed", "macvlan", "ipvlan", "sriov")
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
-IPVLAN_MODES = ("l2", "l3", "l3s")
-LINK_STATES = ("auto", "enable", "disable")
 RESERVED_LABEL_PREFIX = "io.cvm."
 TUNED_SERVICES = ("nginx", "redis", "mysql", "php-fpm", "jvm")  # cvm.tune.SERVICES' keys
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SSH_KEY = re.compile(r"^(ssh-|ecdsa-|sk-)[\w@.-]+ [A-Za-z0-9+/=]+( .*)?$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-
-
-def _fail(field_name, problem):
-    raise SpecError(field_name, problem)
-
-
-def split_key_value(field_name, item):
-    """'KEY=VALUE' -> (KEY, VALUE), or a SpecError naming the field."""
-    key, sep, value = str(item).partition("=")
-    if not sep or not key:
-        _fail(field_name, "%r is not KEY=VALUE" % item)
-    return key, value
-
-
-def _suggest(key, known):
-    import difflib  # only on errors
-    close = difflib.get_close_matches(key, known, n=1)
-    return " (did you mean %r?)" % close[0] if close else ""
-
-
-def _as_list(field_name, value):
-    """A list field: absent is empty; a scalar or a mapping is refused, not wrapped (in
-    YAML, `volumes: /srv/x` is almost always a missing dash)."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    _fail(field_name, "%r is not a list; write it as a YAML list (- item) or repeat the flag"
-          % (value,))
-
-
-def _one_line(field_name, value):
-    text = "" if value is None else str(value)
-    if "\n" in text or "\r" in text or "\0" in text:
-        _fail(field_name, "contains a line break or NUL; values are one line")
-    return text
-
-
-def _as_bool(field_name, value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    _fail(field_name, "%r is not a boolean; use true or false" % (value,))
-
-
-def _as_int(field_name, value, low=None, high=None, what="an integer"):
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(str(value).strip())
-    except ValueError:
-        _fail(field_name, "%r is not %s" % (value, what))
-    if (low is not None and number < low) or (high is not None and number > high):
-        _fail(field_name, "%d is out of range; use %s to %s" % (number, low, high))
-    return number
 
 
 # ---------------------------------------------------------------- host facts
@@ -142,7 +80,8 @@ class Route:
 
 @dataclass
 class NicSpec:
-    """One NIC of a VM. Which options apply depends on the mode."""
+    """One NIC of a VM: the keys every mode shares, and the options of its mode (declared,
+    read and checked by the mode's driver in cvm.net)."""
 
     mode: str
     link: str = None
@@ -154,28 +93,14 @@ class NicSpec:
     mac: str = None
     mtu: int = None
     routes: list = field(default_factory=list)
-    vlan: int = None
-    hairpin: bool = False
-    host_name: str = None
-    macvlan_mode: str = "bridge"
-    ipvlan_mode: str = "l2"
-    vf: int = None
-    qos: int = None
-    spoofchk: bool = True
-    trust: bool = False
-    link_state: str = "auto"
-    min_rate: int = None
-    max_rate: int = None
-    filtering: bool = None  # None: on when the NIC has a static address (net.filtering)
+    options: dict = field(default_factory=dict)
 
     COMMON = ("mode", "link", "name", "ip", "ip6", "gw", "gw6", "mac", "mtu", "routes")
-    PER_MODE = {
-        "bridge": ("hairpin", "host_name", "vlan", "filtering"),
-        "routed": ("host_name", "filtering"),
-        "macvlan": ("macvlan_mode", "vlan", "filtering"),
-        "ipvlan": ("ipvlan_mode", "vlan", "filtering"),
-        "sriov": ("vf", "vlan", "qos", "spoofchk", "trust", "link_state", "min_rate", "max_rate"),
-    }
+
+    def option(self, key):
+        """A mode option's value (its default when the spec left it out); None for an
+        option this NIC's mode does not take."""
+        return self.options.get(key)
 
     @property
     def ip_interface(self):
@@ -192,13 +117,16 @@ class NicSpec:
         """Only what was set, so that stored specs stay readable and stable."""
         data = {"mode": self.mode}
         defaults = NicSpec(mode=self.mode)
-        for key in self.COMMON[1:] + self.PER_MODE[self.mode]:
+        for key in self.COMMON[1:]:
             value = getattr(self, key)
             if key == "routes":
                 if value:
                     data["routes"] = [r.to_text() for r in value]
             elif value != getattr(defaults, key):
                 data[key] = value
+        for key, option in DRIVERS[self.mode].options.items():
+            if self.options.get(key, option.default) != option.default:
+                data[key] = self.options[key]
         return data
 
 
@@ -206,44 +134,44 @@ def _parse_route(where, value):
     if isinstance(value, dict):
         unknown = set(value) - {"to", "via"}
         if unknown:
-            _fail(where, "unknown key %r in a route; use to and via" % sorted(unknown)[0])
+            fail(where, "unknown key %r in a route; use to and via" % sorted(unknown)[0])
         to, via = value.get("to"), value.get("via")
     else:
         match = re.match(r"^\s*(\S+)\s+via\s+(\S+)\s*$", str(value))
         if not match:
-            _fail(where, "%r is not a route; use 'CIDR via ADDRESS'" % (value,))
+            fail(where, "%r is not a route; use 'CIDR via ADDRESS'" % (value,))
         to, via = match.groups()
     try:
         net = ipaddress.ip_network(str(to), strict=False)
         gateway = ipaddress.ip_address(str(via))
     except ValueError as exc:
-        _fail(where, str(exc))
+        fail(where, str(exc))
     if net.version != gateway.version:
-        _fail(where, "route to %s via %s mixes IPv4 and IPv6" % (to, via))
+        fail(where, "route to %s via %s mixes IPv4 and IPv6" % (to, via))
     return Route(to=str(net), via=str(gateway))
 
 
 def _parse_cidr(where, value, version):
     text = str(value).strip()
     if "/" not in text:
-        _fail(where, "%r has no prefix length; write it as a CIDR like %s" % (
+        fail(where, "%r has no prefix length; write it as a CIDR like %s" % (
             text, "198.51.100.10/24" if version == 4 else "2001:db8::10/64"))
     try:
         iface = ipaddress.ip_interface(text)
     except ValueError:
-        _fail(where, "%r is not a valid IPv%d CIDR" % (text, version))
+        fail(where, "%r is not a valid IPv%d CIDR" % (text, version))
     if iface.version != version:
-        _fail(where, "%r is an IPv%d address; this field takes IPv%d" % (
+        fail(where, "%r is an IPv%d address; this field takes IPv%d" % (
             text, iface.version, version))
     net = iface.network
     if net.num_addresses > 2 and iface.ip in (net.network_address, net.broadcast_address) \
             and version == 4:
-        _fail(where, "%s is the %s address of %s" % (
+        fail(where, "%s is the %s address of %s" % (
             iface.ip, "network" if iface.ip == net.network_address else "broadcast", net))
     if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
-        _fail(where, "%s cannot be a NIC address" % iface.ip)
+        fail(where, "%s cannot be a NIC address" % iface.ip)
     if version == 6 and iface.ip.is_link_local:
-        _fail(where, "%s is link-local; the kernel gives every NIC its own fe80:: address, "
+        fail(where, "%s is link-local; the kernel gives every NIC its own fe80:: address, "
               "so give a global or unique-local one" % iface.ip)
     return str(iface)
 
@@ -257,125 +185,98 @@ def stable_mac(vm_name, nic_index, address=None):
 
 
 def parse_nic(where, raw, index, vm_name):
-    """Validate one NIC given as a dict (YAML) or a dict parsed from `--nic`."""
+    """Validate one NIC given as a dict (YAML) or a dict parsed from `--nic`: the common
+    keys here, the mode's own options by its driver."""
     if isinstance(raw, str):
         raw = parse_nic_text(raw)
     if not isinstance(raw, dict):
-        _fail(where, "a NIC is a mapping of options (mode, link, ip, ...)")
+        fail(where, "a NIC is a mapping of options (mode, link, ip, ...)")
     raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
     mode = raw.get("mode", "bridge")
-    if mode not in NIC_MODES:
-        _fail(where + ".mode", "%r is not a NIC mode; use one of %s" % (mode, ", ".join(NIC_MODES)))
-    allowed = NicSpec.COMMON + NicSpec.PER_MODE[mode]
-    all_known = {f.name for f in fields(NicSpec)}
+    driver = DRIVERS.get(mode)
+    if driver is None:
+        fail(where + ".mode", "%r is not a NIC mode; use one of %s" % (mode, ", ".join(DRIVERS)))
+    allowed = NicSpec.COMMON + tuple(driver.options)
     for key in raw:
         if key not in allowed:
-            if key in all_known:
-                _fail("%s.%s" % (where, key), "does not apply to mode %s" % mode)
-            _fail("%s.%s" % (where, key), "unknown NIC option%s" % _suggest(key, allowed))
+            if any(key in other.options for other in DRIVERS.values()):
+                fail("%s.%s" % (where, key), "does not apply to mode %s" % mode)
+            fail("%s.%s" % (where, key), "unknown NIC option%s" % suggest(key, allowed))
+    given = {key: value for key, value in raw.items() if value not in (None, "")}
+    for key in given:
+        if key in driver.refused:
+            fail("%s.%s" % (where, key), driver.refused[key])
     nic = NicSpec(mode=mode)
-    nic.link = str(raw["link"]) if raw.get("link") not in (None, "") else None
-    if nic.link is not None and not _IFNAME.match(nic.link):
-        _fail(where + ".link", "%r is not an interface name" % nic.link)
-    if mode != "routed" and nic.link is None:
-        _fail(where + ".link", "mode %s needs link= (the host %s)" % (
-            mode, "bridge" if mode == "bridge" else "parent interface"))
-    nic.name = str(raw.get("name") or "eth%d" % index)
-    if not _IFNAME.match(nic.name) or nic.name in ("lo", ".", ".."):
-        _fail(where + ".name", "%r is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)"
-              % nic.name)
-    if raw.get("ip") not in (None, ""):
-        if str(raw["ip"]) == "auto":
-            if mode != "bridge":
-                _fail(where + ".ip", "ip=auto needs mode bridge (the pool is on the bridge)")
+    if "link" in given:
+        nic.link = interface_name(where + ".link", given["link"])
+    elif driver.needs_link:
+        fail(where + ".link", "mode %s needs link= (the host %s)" % (mode, driver.link_role))
+    nic.name = interface_name(where + ".name", given.get("name") or "eth%d" % index)
+    if nic.name in ("lo", ".", ".."):
+        fail(where + ".name", "%r cannot name a VM's NIC" % nic.name)
+    if "ip" in given:
+        if str(given["ip"]) == "auto":
+            if not driver.pools_addresses:
+                fail(where + ".ip", "ip=auto needs mode bridge (the pool is on the bridge)")
             nic.ip = "auto"
         else:
-            nic.ip = _parse_cidr(where + ".ip", raw["ip"], 4)
-    if raw.get("ip6") not in (None, ""):
-        nic.ip6 = _parse_cidr(where + ".ip6", raw["ip6"], 6)
+            nic.ip = _parse_cidr(where + ".ip", given["ip"], 4)
+    if "ip6" in given:
+        nic.ip6 = _parse_cidr(where + ".ip6", given["ip6"], 6)
     for key, version, addr in (("gw", 4, nic.ip), ("gw6", 6, nic.ip6)):
-        value = raw.get(key)
-        if value in (None, ""):
-            continue
-        if mode == "routed":
-            _fail("%s.%s" % (where, key), "mode routed sets the gateway itself "
-                  "(a link-local next hop on the veth); drop %s" % key)
-        try:
-            gateway = ipaddress.ip_address(str(value))
-        except ValueError:
-            _fail("%s.%s" % (where, key), "%r is not an IP address" % (value,))
-        if gateway.version != version:
-            _fail("%s.%s" % (where, key), "%s is IPv%d; %s takes an IPv%d gateway" % (
-                gateway, gateway.version, key, version))
-        if addr is None:
-            _fail("%s.%s" % (where, key), "an IPv%d gateway needs an IPv%d address on the NIC "
-                  "(%s=)" % (version, version, "ip" if version == 4 else "ip6"))
-        if addr != "auto":
-            iface = ipaddress.ip_interface(addr)
-            if gateway not in iface.network:
-                _fail("%s.%s" % (where, key), "gateway %s is outside the NIC's subnet %s" % (
-                    gateway, iface.network))
-            if gateway == iface.ip:
-                _fail("%s.%s" % (where, key), "gateway %s is the NIC's own address" % gateway)
-        setattr(nic, key, str(gateway))
-    if mode == "routed" and nic.ip is None and nic.ip6 is None:
-        _fail(where + ".ip", "mode routed needs ip= or ip6= (it routes that address to the VM)")
-    if raw.get("mac") not in (None, ""):
-        if mode == "ipvlan":
-            _fail(where + ".mac", "ipvlan NICs share the parent's MAC; drop mac")
-        mac = str(raw["mac"]).strip().lower().replace("-", ":")
-        if not _MAC.match(mac):
-            _fail(where + ".mac", "%r is not a MAC address like 02:00:5e:00:53:01" % raw["mac"])
-        if int(mac[:2], 16) & 1:
-            _fail(where + ".mac", "%s is a multicast MAC; use a unicast one" % mac)
-        if mac == "00:00:00:00:00:00":
-            _fail(where + ".mac", "the all-zero MAC cannot be used")
-        nic.mac = mac
-    elif mode != "ipvlan":
+        if key in given:
+            setattr(nic, key, _parse_gateway("%s.%s" % (where, key), given[key], version, addr))
+    if "mac" in given:
+        nic.mac = _parse_mac(where + ".mac", given["mac"])
+    elif driver.sets_mac:
         nic.mac = stable_mac(vm_name, index, nic.ip or nic.ip6)
-    if raw.get("mtu") not in (None, ""):
-        nic.mtu = _as_int(where + ".mtu", raw["mtu"], 68, 65535)
+    if "mtu" in given:
+        nic.mtu = as_int(where + ".mtu", given["mtu"], 68, 65535)
         if nic.ip6 and nic.mtu < 1280:
-            _fail(where + ".mtu", "IPv6 needs an MTU of at least 1280")
+            fail(where + ".mtu", "IPv6 needs an MTU of at least 1280")
     nic.routes = [_parse_route("%s.routes[%d]" % (where, i), r)
-                  for i, r in enumerate(_as_list(where + ".routes", raw.get("routes")))]
+                  for i, r in enumerate(as_list(where + ".routes", raw.get("routes")))]
     for i, route in enumerate(nic.routes):
         own = [a for a in nic.addresses() if a.version == ipaddress.ip_address(route.via).version]
         if own and not any(ipaddress.ip_address(route.via) in a.network for a in own):
-            _fail("%s.routes[%d]" % (where, i), "next hop %s is outside the NIC's subnet" %
-                  route.via)
-    if raw.get("vlan") not in (None, ""):
-        nic.vlan = _as_int(where + ".vlan", raw["vlan"], 1, 4094, "a VLAN id")
-    if "hairpin" in raw:
-        nic.hairpin = _as_bool(where + ".hairpin", raw["hairpin"])
-    if raw.get("host_name") not in (None, ""):
-        nic.host_name = str(raw["host_name"])
-        if not _IFNAME.match(nic.host_name):
-            _fail(where + ".host_name", "%r is not a valid interface name (at most 15 "
-                  "characters)" % nic.host_name)
-    for key, choices in (("macvlan_mode", MACVLAN_MODES), ("ipvlan_mode", IPVLAN_MODES),
-                         ("link_state", LINK_STATES)):
-        if raw.get(key) not in (None, ""):
-            if raw[key] not in choices:
-                _fail("%s.%s" % (where, key), "%r is not one of %s" % (raw[key], ", ".join(choices)))
-            setattr(nic, key, raw[key])
-    if raw.get("vf") not in (None, ""):
-        nic.vf = _as_int(where + ".vf", raw["vf"], 0, 255, "a VF number")
-    if raw.get("qos") not in (None, ""):
-        nic.qos = _as_int(where + ".qos", raw["qos"], 0, 7, "a VLAN priority")
-        if nic.vlan is None:
-            _fail(where + ".qos", "qos is the VLAN priority; it needs vlan=")
-    for key in ("spoofchk", "trust", "filtering"):
-        if key in raw and raw[key] not in (None, ""):
-            setattr(nic, key, _as_bool("%s.%s" % (where, key), raw[key]))
-    for key in ("min_rate", "max_rate"):
-        if raw.get(key) not in (None, ""):
-            setattr(nic, key, _as_int("%s.%s" % (where, key), raw[key], 0, 10 ** 6,
-                                      "a rate in Mbit/s"))
-    if nic.min_rate and nic.max_rate and nic.min_rate > nic.max_rate:
-        _fail(where + ".min_rate", "min_rate %d is above max_rate %d" % (nic.min_rate,
-                                                                          nic.max_rate))
+            fail("%s.routes[%d]" % (where, i), "next hop %s is outside the NIC's subnet" %
+                 route.via)
+    nic.options = {key: option.read("%s.%s" % (where, key), given[key]) if key in given
+                   else option.default for key, option in driver.options.items()}
+    driver.check_options(nic, where)
     return nic
+
+
+def _parse_gateway(where, value, version, addr):
+    try:
+        gateway = ipaddress.ip_address(str(value))
+    except ValueError:
+        fail(where, "%r is not an IP address" % (value,))
+    key = where.rsplit(".", 1)[-1]
+    if gateway.version != version:
+        fail(where, "%s is IPv%d; %s takes an IPv%d gateway" % (
+            gateway, gateway.version, key, version))
+    if addr is None:
+        fail(where, "an IPv%d gateway needs an IPv%d address on the NIC (%s=)" % (
+            version, version, "ip" if version == 4 else "ip6"))
+    if addr != "auto":
+        iface = ipaddress.ip_interface(addr)
+        if gateway not in iface.network:
+            fail(where, "gateway %s is outside the NIC's subnet %s" % (gateway, iface.network))
+        if gateway == iface.ip:
+            fail(where, "gateway %s is the NIC's own address" % gateway)
+    return str(gateway)
+
+
+def _parse_mac(where, value):
+    mac = str(value).strip().lower().replace("-", ":")
+    if not _MAC.match(mac):
+        fail(where, "%r is not a MAC address like 02:00:5e:00:53:01" % value)
+    if int(mac[:2], 16) & 1:
+        fail(where, "%s is a multicast MAC; use a unicast one" % mac)
+    if mac == "00:00:00:00:00:00":
+        fail(where, "the all-zero MAC cannot be used")
+    return mac
 
 
 # ---------------------------------------------------------------- VMs
@@ -430,41 +331,41 @@ def parse_volume(where, item):
     if isinstance(item, dict):
         unknown = set(item) - {"host", "guest", "readonly", "host_path_ok"}
         if unknown:
-            _fail("%s.%s" % (where, sorted(unknown)[0]), "unknown volume key; use host, "
+            fail("%s.%s" % (where, sorted(unknown)[0]), "unknown volume key; use host, "
                   "guest, readonly, host_path_ok")
         host_path, guest_path = str(item.get("host") or ""), str(item.get("guest") or "")
-        readonly = _as_bool(where + ".readonly", item.get("readonly", False))
-        host_path_ok = _as_bool(where + ".host_path_ok", item.get("host_path_ok", False))
+        readonly = as_bool(where + ".readonly", item.get("readonly", False))
+        host_path_ok = as_bool(where + ".host_path_ok", item.get("host_path_ok", False))
     elif isinstance(item, str):
         parts = item.split(":")
         options = parts[2].split(",") if len(parts) == 3 else []
         if len(parts) not in (2, 3) or any(o not in ("ro", "rw", "host_path_ok")
                                            for o in options):
-            _fail(where, "%r is not HOST:GUEST[:ro][,host_path_ok]" % item)
+            fail(where, "%r is not HOST:GUEST[:ro][,host_path_ok]" % item)
         host_path, guest_path = parts[0], parts[1]
         readonly, host_path_ok = "ro" in options, "host_path_ok" in options
     else:
-        _fail(where, "%r is not HOST:GUEST[:ro] or a mapping of host and guest" % (item,))
+        fail(where, "%r is not HOST:GUEST[:ro] or a mapping of host and guest" % (item,))
     for label, path in (("host", host_path), ("guest", guest_path)):
         if not path.startswith("/"):
-            _fail(where, "%s path %r is not absolute" % (label, path))
+            fail(where, "%s path %r is not absolute" % (label, path))
         if "/../" in path + "/" or "/./" in path + "/":
-            _fail(where, "%s path %r must not contain . or .. parts" % (label, path))
-        _one_line(where, path)
+            fail(where, "%s path %r must not contain . or .. parts" % (label, path))
+        one_line(where, path)
     host_path, guest_path = os.path.normpath(host_path), os.path.normpath(guest_path)
     if guest_path == "/":
-        _fail(where, "the guest path cannot be /")
+        fail(where, "the guest path cannot be /")
     for tree in GUEST_RESERVED_TREES:
         if _within(guest_path, tree):
-            _fail(where, "guest path %s is inside %s, which %s" % (
+            fail(where, "guest path %s is inside %s, which %s" % (
                 guest_path, tree, "cvm keeps for its own files" if "cvm" in tree else
                 "the kernel provides in every VM"))
     if guest_path in GUEST_RESERVED_FILES:
-        _fail(where, "guest path %s is made by cvm in every VM" % guest_path)
+        fail(where, "guest path %s is made by cvm in every VM" % guest_path)
     if not host_path_ok:
         danger = host_path_danger(host_path)
         if danger:
-            _fail(where, "%s; a VM with it could take over the host (add host_path_ok to "
+            fail(where, "%s; a VM with it could take over the host (add host_path_ok to "
                   "the volume if that is meant)" % danger)
     return Volume(host=host_path, guest=guest_path, readonly=readonly,
                   host_path_ok=host_path_ok)
@@ -582,46 +483,46 @@ def parse_spec(raw, where="", host=None):
         return "%s%s%s" % (where, " " if where.endswith(":") else ".", key)
 
     if not isinstance(raw, dict):
-        _fail(where.rstrip(":") or "spec", "a VM spec is a mapping of fields (name, image, "
+        fail(where.rstrip(":") or "spec", "a VM spec is a mapping of fields (name, image, "
               "cpus, ...)")
     data = {}
     for key, value in raw.items():
         key = ALIASES.get(str(key), str(key).replace("-", "_"))
         key = ALIASES.get(key, key)
         if key not in SPEC_KEYS:
-            _fail(name_of(key), "unknown key%s" % _suggest(key, SPEC_KEYS))
+            fail(name_of(key), "unknown key%s" % suggest(key, SPEC_KEYS))
         data[key] = value
 
     name = data.get("name")
     if name in (None, ""):
-        _fail(name_of("name"), "is required")
+        fail(name_of("name"), "is required")
     name = str(name)
     if len(name) > NAME_MAX:
-        _fail(name_of("name"), "%r is %d characters; at most %d, so that host interface names "
+        fail(name_of("name"), "%r is %d characters; at most %d, so that host interface names "
               "(<name>-e<N>) fit the kernel's 15" % (name, len(name), NAME_MAX))
     if not _NAME.match(name):
-        _fail(name_of("name"), "%r is not a DNS label: lowercase letters, digits and '-', "
+        fail(name_of("name"), "%r is not a DNS label: lowercase letters, digits and '-', "
               "starting and ending with a letter or digit" % name)
     if name.isdigit():
-        _fail(name_of("name"), "%r is all digits; a hostname needs a letter or '-'" % name)
+        fail(name_of("name"), "%r is all digits; a hostname needs a letter or '-'" % name)
     spec = VMSpec(name=name, image=None)
 
     image = data.get("image")
     if image in (None, ""):
-        _fail(name_of("image"), "is required (e.g. cvm/debian12)")
+        fail(name_of("image"), "is required (e.g. cvm/debian12)")
     spec.image = str(image)
     if any(c.isspace() for c in spec.image):
-        _fail(name_of("image"), "%r is not an image reference" % spec.image)
+        fail(name_of("image"), "%r is not an image reference" % spec.image)
 
     if data.get("hostname") not in (None, ""):
         hostname = str(data["hostname"])
         labels = hostname.split(".")
         if len(hostname) > 253 or not all(_HOST_LABEL.match(label) and len(label) <= 63
                                               for label in labels):
-            _fail(name_of("hostname"), "%r is not a valid hostname (labels of letters, digits "
+            fail(name_of("hostname"), "%r is not a valid hostname (labels of letters, digits "
                   "and '-', at most 63 each)" % hostname)
         if labels[0].isdigit():
-            _fail(name_of("hostname"), "%r starts with an all-digit label; a host's name "
+            fail(name_of("hostname"), "%r starts with an all-digit label; a host's name "
                   "needs a letter or '-'" % hostname)
         spec.hostname = hostname
 
@@ -630,13 +531,13 @@ def parse_spec(raw, where="", host=None):
         try:
             cpus = float(data["cpus"])
         except (TypeError, ValueError):
-            _fail(name_of("cpus"), "%r is not a number of CPUs (e.g. 1.5)" % (data["cpus"],))
+            fail(name_of("cpus"), "%r is not a number of CPUs (e.g. 1.5)" % (data["cpus"],))
         if not cpus > 0:
-            _fail(name_of("cpus"), "%s must be above 0 (e.g. 0.5, 1, 1.5)" % data["cpus"])
+            fail(name_of("cpus"), "%s must be above 0 (e.g. 0.5, 1, 1.5)" % data["cpus"])
         if cpus < 0.01:
-            _fail(name_of("cpus"), "%s is below Docker's minimum of 0.01" % data["cpus"])
+            fail(name_of("cpus"), "%s is below Docker's minimum of 0.01" % data["cpus"])
         if cpus > len(host.cpus):
-            _fail(name_of("cpus"), "%s is more than the host's %d CPUs" % (
+            fail(name_of("cpus"), "%s is more than the host's %d CPUs" % (
                 data["cpus"], len(host.cpus)))
         spec.cpus = round(cpus, 3)
     if data.get("cpuset") not in (None, ""):
@@ -644,14 +545,14 @@ def parse_spec(raw, where="", host=None):
         try:
             wanted = parse_cpu_list(text)
         except ValueError as exc:
-            _fail(name_of("cpuset"), str(exc))
+            fail(name_of("cpuset"), str(exc))
         missing = [c for c in wanted if c not in host.cpus]
         if missing:
-            _fail(name_of("cpuset"), "CPU %s does not exist on this host (it has %s)" % (
+            fail(name_of("cpuset"), "CPU %s does not exist on this host (it has %s)" % (
                 ",".join(map(str, missing)), _cpu_ranges(host.cpus)))
         spec.cpuset = text  # a quota above the cpuset is allowed: the cpuset caps it
     if data.get("cpu_shares") not in (None, ""):
-        spec.cpu_shares = _as_int(name_of("cpu_shares"), data["cpu_shares"], 2, 262144)
+        spec.cpu_shares = as_int(name_of("cpu_shares"), data["cpu_shares"], 2, 262144)
 
     for key in ("memory", "swap"):
         if data.get(key) in (None, ""):
@@ -659,155 +560,155 @@ def parse_spec(raw, where="", host=None):
         try:
             size = parse_size(data[key])
         except ValueError:
-            _fail(name_of(key), "%r is not a size; use %s" % (data[key], SIZE_FORM))
+            fail(name_of(key), "%r is not a size; use %s" % (data[key], SIZE_FORM))
         if key == "memory":
             if size <= 0:
-                _fail(name_of(key), "must be above 0")
+                fail(name_of(key), "must be above 0")
             if size < DOCKER_MIN_MEMORY:
-                _fail(name_of(key), "%s is below Docker's minimum of 6m" % data[key])
+                fail(name_of(key), "%s is below Docker's minimum of 6m" % data[key])
             if size > host.memory_bytes:
-                _fail(name_of(key), "%s is more than the host's %s of RAM" % (
+                fail(name_of(key), "%s is more than the host's %s of RAM" % (
                     data[key], format_size(host.memory_bytes)))
         elif size < 0:
-            _fail(name_of(key), "cannot be negative")
+            fail(name_of(key), "cannot be negative")
         setattr(spec, key, size)
     if spec.swap and not spec.memory:
-        _fail(name_of("swap"), "swap needs a memory limit (swap is added on top of memory)")
+        fail(name_of("swap"), "swap needs a memory limit (swap is added on top of memory)")
 
     if data.get("pids") not in (None, ""):
         if str(data["pids"]).lower() in ("unlimited", "-1", "max"):
             spec.pids = -1
         else:
-            spec.pids = _as_int(name_of("pids"), data["pids"], 1, 4194304)
+            spec.pids = as_int(name_of("pids"), data["pids"], 1, 4194304)
 
     for key in ("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"):
         throttles = []
-        for i, item in enumerate(_as_list(name_of(key), data.get(key))):
+        for i, item in enumerate(as_list(name_of(key), data.get(key))):
             where_item = "%s[%d]" % (name_of(key), i)
             text = str(item)
             if ":" not in text:
-                _fail(where_item, "%r is not DEVICE:RATE (e.g. /dev/sda:10m)" % text)
+                fail(where_item, "%r is not DEVICE:RATE (e.g. /dev/sda:10m)" % text)
             device, rate_text = text.rsplit(":", 1)
             if not device.startswith("/dev/"):
-                _fail(where_item, "%r is not a device path under /dev" % device)
+                fail(where_item, "%r is not a device path under /dev" % device)
             if not os.path.exists(device):
-                _fail(where_item, "device %s does not exist on this host" % device)
+                fail(where_item, "device %s does not exist on this host" % device)
             if key.endswith("bps"):
                 try:
                     rate = parse_size(rate_text)
                 except ValueError:
-                    _fail(where_item, "%r is not a rate; use %s" % (rate_text, SIZE_FORM))
+                    fail(where_item, "%r is not a rate; use %s" % (rate_text, SIZE_FORM))
             else:
-                rate = _as_int(where_item, rate_text, 1, None, "a number of IO operations")
+                rate = as_int(where_item, rate_text, 1, None, "a number of IO operations")
             if rate <= 0:
-                _fail(where_item, "the rate must be above 0")
+                fail(where_item, "the rate must be above 0")
             throttles.append(Throttle(device=device, rate=rate))
         setattr(spec, key, throttles)
     if data.get("blkio_weight") not in (None, ""):
-        spec.blkio_weight = _as_int(name_of("blkio_weight"), data["blkio_weight"], 10, 1000)
+        spec.blkio_weight = as_int(name_of("blkio_weight"), data["blkio_weight"], 10, 1000)
 
-    for i, item in enumerate(_as_list(name_of("volumes"), data.get("volumes"))):
+    for i, item in enumerate(as_list(name_of("volumes"), data.get("volumes"))):
         volume = parse_volume("%s[%d]" % (name_of("volumes"), i), item)
         if any(volume.guest == v.guest for v in spec.volumes):
-            _fail("%s[%d]" % (name_of("volumes"), i), "guest path %s is mounted twice"
+            fail("%s[%d]" % (name_of("volumes"), i), "guest path %s is mounted twice"
                   % volume.guest)
         spec.volumes.append(volume)
 
     if data.get("init") not in (None, ""):
         if data["init"] not in INIT_MODES:
-            _fail(name_of("init"), "%r is not an init mode; use one of %s" % (
+            fail(name_of("init"), "%r is not an init mode; use one of %s" % (
                 data["init"], ", ".join(INIT_MODES)))
         spec.init = data["init"]
     if data.get("command") not in (None, "", []):
         if spec.init != "none":
-            _fail(name_of("command"), "a command replaces init; it needs init: none")
+            fail(name_of("command"), "a command replaces init; it needs init: none")
         command = data["command"]
         if isinstance(command, str):
             try:
                 spec.command = shlex.split(command)
             except ValueError as exc:
-                _fail(name_of("command"), "%s in %r" % (exc, command))
+                fail(name_of("command"), "%s in %r" % (exc, command))
         elif isinstance(command, (list, tuple)) and all(
                 isinstance(part, (str, int, float)) and not isinstance(part, bool)
                 for part in command):
             spec.command = [str(part) for part in command]
         else:
-            _fail(name_of("command"), "%r is not a command; give a string or a list of "
+            fail(name_of("command"), "%r is not a command; give a string or a list of "
                   "strings" % (command,))
         if not spec.command:
-            _fail(name_of("command"), "is empty")
+            fail(name_of("command"), "is empty")
 
     env = data.get("env") or {}
     if isinstance(env, list):
         env = dict(split_key_value(name_of("env"), item) for item in env)
     if not isinstance(env, dict):
-        _fail(name_of("env"), "use a mapping or a list of KEY=VALUE")
+        fail(name_of("env"), "use a mapping or a list of KEY=VALUE")
     for key, value in env.items():
         if not _ENV_KEY.match(str(key)):
-            _fail("%s.%s" % (name_of("env"), key), "is not a valid variable name")
+            fail("%s.%s" % (name_of("env"), key), "is not a valid variable name")
         if str(key).startswith("CVM_"):
-            _fail("%s.%s" % (name_of("env"), key), "CVM_ variables are set by cvm itself")
-        spec.env[str(key)] = _one_line("%s.%s" % (name_of("env"), key), value)
+            fail("%s.%s" % (name_of("env"), key), "CVM_ variables are set by cvm itself")
+        spec.env[str(key)] = one_line("%s.%s" % (name_of("env"), key), value)
 
     labels = data.get("labels") or {}
     if isinstance(labels, list):
         labels = dict(str(item).split("=", 1) if "=" in str(item) else (str(item), "")
                       for item in labels)
     if not isinstance(labels, dict):
-        _fail(name_of("labels"), "use a mapping or a list of KEY=VALUE")
+        fail(name_of("labels"), "use a mapping or a list of KEY=VALUE")
     for key, value in labels.items():
         if key is None or not str(key).strip():
-            _fail(name_of("labels"), "a label needs a key (KEY=VALUE)")
-        _one_line("%s.%s" % (name_of("labels"), key), key)
+            fail(name_of("labels"), "a label needs a key (KEY=VALUE)")
+        one_line("%s.%s" % (name_of("labels"), key), key)
         if str(key).startswith(RESERVED_LABEL_PREFIX):
-            _fail("%s.%s" % (name_of("labels"), key), "labels starting with %s are reserved "
+            fail("%s.%s" % (name_of("labels"), key), "labels starting with %s are reserved "
                   "for cvm" % RESERVED_LABEL_PREFIX)
-        spec.labels[str(key)] = _one_line("%s.%s" % (name_of("labels"), key), value)
+        spec.labels[str(key)] = one_line("%s.%s" % (name_of("labels"), key), value)
 
     if data.get("restart") not in (None, ""):
         policy = str(data["restart"])
         base = policy.split(":", 1)[0]
         if base not in RESTART_POLICIES or (":" in policy and base != "on-failure"):
-            _fail(name_of("restart"), "%r is not a restart policy; use one of %s "
+            fail(name_of("restart"), "%r is not a restart policy; use one of %s "
                   "(on-failure:N for a retry limit)" % (policy, ", ".join(RESTART_POLICIES)))
         if ":" in policy:
-            _as_int(name_of("restart"), policy.split(":", 1)[1], 1, None, "a retry count")
+            as_int(name_of("restart"), policy.split(":", 1)[1], 1, None, "a retry count")
         spec.restart = policy
 
-    for i, server in enumerate(_as_list(name_of("dns"), data.get("dns"))):
+    for i, server in enumerate(as_list(name_of("dns"), data.get("dns"))):
         try:
             spec.dns.append(str(ipaddress.ip_address(str(server))))
         except ValueError:
-            _fail("%s[%d]" % (name_of("dns"), i), "%r is not an IP address" % server)
-    for i, domain in enumerate(_as_list(name_of("search"), data.get("search"))):
+            fail("%s[%d]" % (name_of("dns"), i), "%r is not an IP address" % server)
+    for i, domain in enumerate(as_list(name_of("search"), data.get("search"))):
         domain = str(domain).rstrip(".")
         if not all(_HOST_LABEL.match(part) for part in domain.split(".")):
-            _fail("%s[%d]" % (name_of("search"), i), "%r is not a domain name" % domain)
+            fail("%s[%d]" % (name_of("search"), i), "%r is not a domain name" % domain)
         spec.search.append(domain)
 
-    for i, key_text in enumerate(_as_list(name_of("ssh_keys"), data.get("ssh_keys"))):
+    for i, key_text in enumerate(as_list(name_of("ssh_keys"), data.get("ssh_keys"))):
         where_item = "%s[%d]" % (name_of("ssh_keys"), i)
         for line in str(key_text).strip().splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             if not _SSH_KEY.match(line):
-                _fail(where_item, "%r is not an OpenSSH public key (ssh-ed25519 AAAA... "
+                fail(where_item, "%r is not an OpenSSH public key (ssh-ed25519 AAAA... "
                       "comment)" % (line[:40] + ("..." if len(line) > 40 else "")))
             spec.ssh_keys.append(line)
 
-    raw_nics = _as_list(name_of("nics"), data.get("nics"))
+    raw_nics = as_list(name_of("nics"), data.get("nics"))
     if len(raw_nics) > MAX_NICS:
-        _fail(name_of("nics"), "%d NICs; a VM has at most %d" % (len(raw_nics), MAX_NICS))
+        fail(name_of("nics"), "%d NICs; a VM has at most %d" % (len(raw_nics), MAX_NICS))
     for i, raw_nic in enumerate(raw_nics):
         spec.nics.append(parse_nic("%s[%d]" % (name_of("nics"), i), raw_nic, i, name))
     _check_nics_together(spec, name_of("nics"))
 
     if data.get("lxcfs") not in (None, ""):
-        spec.lxcfs = _as_bool(name_of("lxcfs"), data["lxcfs"])
-    for i, service in enumerate(_as_list(name_of("tune"), data.get("tune"))):
+        spec.lxcfs = as_bool(name_of("lxcfs"), data["lxcfs"])
+    for i, service in enumerate(as_list(name_of("tune"), data.get("tune"))):
         if service not in TUNED_SERVICES:
-            _fail("%s[%d]" % (name_of("tune"), i), "%r is not a service cvm tunes; use one "
+            fail("%s[%d]" % (name_of("tune"), i), "%r is not a service cvm tunes; use one "
                   "of %s" % (service, ", ".join(TUNED_SERVICES)))
         if service not in spec.tune:
             spec.tune.append(service)
@@ -823,12 +724,12 @@ def parse_snapshot_schedule(where, raw):
         raw = {"schedule": schedule, "keep": keep} if keep else {"schedule": schedule}
     unknown = sorted(set(map(str, raw)) - {"schedule", "keep", "volumes"})
     if unknown:
-        _fail("%s.%s" % (where, unknown[0]), "unknown key; use schedule, keep and volumes")
+        fail("%s.%s" % (where, unknown[0]), "unknown key; use schedule, keep and volumes")
     schedule = " ".join(str(raw.get("schedule") or "").split())
     if schedule.lstrip("@") in SNAPSHOT_SCHEDULES:
         schedule = schedule.lstrip("@")  # cron's spelling
     if not schedule:
-        _fail("%s.schedule" % where, "is missing; use hourly, daily, weekly or a cron "
+        fail("%s.schedule" % where, "is missing; use hourly, daily, weekly or a cron "
               "expression (minute hour day month weekday)")
     if schedule not in SNAPSHOT_SCHEDULES:
         from cronsim import CronSim, CronSimError
@@ -838,11 +739,11 @@ def parse_snapshot_schedule(where, raw):
                 raise CronSimError("it has %d fields, not 5" % len(schedule.split()))
             CronSim(schedule, datetime.datetime(2000, 1, 1))
         except CronSimError as exc:
-            _fail("%s.schedule" % where, "%r is not hourly, daily, weekly or a cron expression "
+            fail("%s.schedule" % where, "%r is not hourly, daily, weekly or a cron expression "
                   "(minute hour day month weekday): %s" % (schedule, exc))
-    keep = _as_int("%s.keep" % where, raw.get("keep", 7), 1, 1000, "a count of snapshots")
+    keep = as_int("%s.keep" % where, raw.get("keep", 7), 1, 1000, "a count of snapshots")
     volumes = True if raw.get("volumes") in (None, "") else \
-        _as_bool("%s.volumes" % where, raw["volumes"])
+        as_bool("%s.volumes" % where, raw["volumes"])
     return SnapshotSchedule(schedule, keep, volumes)
 
 
@@ -850,26 +751,26 @@ def _check_nics_together(spec, where):
     seen_names, seen_macs, seen_ips = {}, {}, {}
     for i, nic in enumerate(spec.nics):
         if nic.name in seen_names:
-            _fail("%s[%d].name" % (where, i), "interface name %s is already used by nics[%d]" % (
+            fail("%s[%d].name" % (where, i), "interface name %s is already used by nics[%d]" % (
                 nic.name, seen_names[nic.name]))
         seen_names[nic.name] = i
         if nic.mac:
             if nic.mac in seen_macs:
-                _fail("%s[%d].mac" % (where, i), "MAC %s is already used by nics[%d]" % (
+                fail("%s[%d].mac" % (where, i), "MAC %s is already used by nics[%d]" % (
                     nic.mac, seen_macs[nic.mac]))
             seen_macs[nic.mac] = i
         for addr in nic.addresses():
             if addr.ip in seen_ips:
-                _fail("%s[%d]" % (where, i), "address %s is already used by nics[%d]" % (
+                fail("%s[%d]" % (where, i), "address %s is already used by nics[%d]" % (
                     addr.ip, seen_ips[addr.ip]))
             seen_ips[addr.ip] = i
     gateways = [i for i, nic in enumerate(spec.nics) if nic.gw]
     if len(gateways) > 1:
-        _fail("%s[%d].gw" % (where, gateways[1]), "only one NIC can hold the IPv4 default "
+        fail("%s[%d].gw" % (where, gateways[1]), "only one NIC can hold the IPv4 default "
               "gateway; nics[%d] has it already" % gateways[0])
     gateways6 = [i for i, nic in enumerate(spec.nics) if nic.gw6]
     if len(gateways6) > 1:
-        _fail("%s[%d].gw6" % (where, gateways6[1]), "only one NIC can hold the IPv6 default "
+        fail("%s[%d].gw6" % (where, gateways6[1]), "only one NIC can hold the IPv6 default "
               "gateway; nics[%d] has it already" % gateways6[0])
 
 

@@ -26,9 +26,12 @@ def net():
     Modes: bridge (veth into a host bridge), routed (veth, host routes the /32 and
     answers ARP/NDP on link=UPLINK), macvlan, ipvlan (on parent link=), sriov
     (a VF of PF link=, vf=N or the first free). Common keys: name, ip, ip6, gw,
-    gw6, mac, mtu, routes ("CIDR via ADDR", repeatable). Per mode: bridge hairpin,
-    host_name, vlan; macvlan macvlan_mode, vlan; ipvlan ipvlan_mode, vlan; sriov
-    vf, vlan, qos, spoofchk, trust, link_state, min_rate, max_rate.
+    gw6, mac, mtu, routes ("CIDR via ADDR", repeatable). Per mode:
+      bridge: hairpin, host_name, vlan, filtering
+      routed: host_name, filtering
+      macvlan: macvlan_mode, vlan, filtering
+      ipvlan: ipvlan_mode, vlan, filtering
+      sriov: vf, vlan, qos, spoofchk, trust, link_state, min_rate, max_rate
     """
 
 

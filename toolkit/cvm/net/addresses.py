@@ -89,15 +89,16 @@ def _auto_ip(nic, field, bridges, claims):
 def _claim_vf(nic, field, claims, sysfs):
     from .sriov import Sysfs
     sysfs = sysfs or Sysfs()
-    if nic.vf is not None:
-        holder = claims.get(("vf", nic.link, nic.vf))
+    given = nic.option("vf")
+    if given is not None:
+        holder = claims.get(("vf", nic.link, given))
         if holder:
             raise Conflict("%s.vf: VF %d of %s is already used by %s" % (
-                field, nic.vf, nic.link, holder))
+                field, given, nic.link, holder))
         return nic
     for vf in sysfs.free_vfs(nic.link):
         if ("vf", nic.link, vf) not in claims:
-            return dataclasses.replace(nic, vf=vf)
+            return dataclasses.replace(nic, options=dict(nic.options, vf=vf))
     raise NetError("%s.link: %s has no free virtual function (all %d are in use)" % (
         field, nic.link, sysfs.num_vfs(nic.link)))
 

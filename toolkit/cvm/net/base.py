@@ -1,7 +1,12 @@
 """The NIC driver interface, the wiring context, and transactions.
 
-Each mode is one module with one driver class (as Incus has one file per NIC type):
+Each mode is one module with one driver class (as Incus has one file per NIC type),
+registered in cvm.net.DRIVERS. The class owns its options and their rules:
 
+    options                 {name: Option}: what the mode takes besides the common keys
+                            (read by cvm.spec.parse_nic, which knows only those)
+    refused                 {common key: why}: common keys the mode has no use for
+    check_options(nic, where)  rules across the NIC's keys, before the host is looked at
     validate(nic, host)     host checks before anything changes (link exists, is up,
                             kernel feature present, MTU within the parent's)
     plug(tx, w, nic)        put the VM-side interface into the VM's netns under its
@@ -16,8 +21,10 @@ Every step goes through a Transaction: a failure at step k undoes steps 1..k-1.
 """
 
 import errno
+from dataclasses import dataclass
 
 from ..errors import CvmError, KernelFeatureMissing, NetError, SpecError
+from ..validation import as_bool, as_int, interface_name, one_of
 
 TAG_PREFIX = "cvm"
 IFF_LOOPBACK = 0x8
@@ -150,10 +157,36 @@ class HostView:
         self.sysfs = sysfs
 
 
+@dataclass(frozen=True)
+class Option:
+    """An option that only some NIC modes take: how a spec's value is read (or refused
+    with a SpecError naming the field), and the value when the spec leaves it out."""
+    read: object  # (field name, value) -> value
+    default: object = None
+
+
+def choice(*choices):
+    """An option taking one of `choices`, the first by default."""
+    return Option(lambda where, value: one_of(where, value, choices), choices[0])
+
+
+VLAN = Option(lambda where, value: as_int(where, value, 1, 4094, "a VLAN id"))
+FILTERING = Option(as_bool)  # unset: on when the NIC has a static address (net.filtering)
+HOST_NAME = Option(interface_name)  # the host end of a veth; default_host_name() if unset
+
+
 class NicDriver:
     mode = None
     features = ()  # kernel features this mode needs
     sets_mac = True  # the VM-side interface carries nic.mac
+    options = {}
+    refused = {}
+    link_role = "parent interface"  # what link= names, for messages
+    needs_link = True
+    pools_addresses = False  # ip=auto: an address from the link's pool
+
+    def check_options(self, nic, where):
+        """Rules across the NIC's keys, once each was read; raise SpecError."""
 
     def inside_addresses(self, nic):
         """Addresses configured inside the VM (ip_interface objects)."""
@@ -179,9 +212,7 @@ class NicDriver:
         return None
 
     def needed_features(self, nic):
-        return tuple(self.features) + (("8021q",) if nic.vlan and self.mode in (
-            "macvlan", "ipvlan") else ()) + (("bridge_vlan_filtering",) if nic.vlan and
-                                             self.mode == "bridge" else ())
+        return tuple(self.features)
 
     def validate(self, nic, host, where):
         from .kernel import FEATURES

@@ -6,7 +6,9 @@ vlan (bridge VLAN filtering: the port gets the VLAN as PVID, untagged).
 """
 
 from ..errors import NetError, SpecError
-from .base import NicDriver, check_mtu, interface_mac, require_link
+from ..validation import as_bool
+from .base import (FILTERING, HOST_NAME, VLAN, NicDriver, Option, check_mtu, interface_mac,
+                   require_link)
 from .filtering import HostPortFilter
 from .netlink import link_kind
 from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
@@ -15,6 +17,13 @@ from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
 class BridgeDriver(NicDriver):
     mode = "bridge"
     features = ("veth", "bridge")
+    options = {"hairpin": Option(as_bool, False), "host_name": HOST_NAME, "vlan": VLAN,
+               "filtering": FILTERING}
+    link_role = "bridge"
+    pools_addresses = True
+
+    def needed_features(self, nic):
+        return self.features + (("bridge_vlan_filtering",) if nic.option("vlan") else ())
 
     def validate(self, nic, host, where):
         super().validate(nic, host, where)
@@ -24,7 +33,7 @@ class BridgeDriver(NicDriver):
                             "a Linux bridge (cvm bridge add), or use mode macvlan on it" % (
                                 nic.link, link_kind(bridge) or "a physical interface"))
         check_mtu(nic, bridge, where)
-        if nic.vlan and not _vlan_filtering(bridge):
+        if nic.option("vlan") and not _vlan_filtering(bridge):
             raise NetError("%s.vlan: bridge %s does not filter VLANs; enable it (ip link set %s "
                            "type bridge vlan_filtering 1)" % (where, nic.link, nic.link))
 
@@ -34,15 +43,16 @@ class BridgeDriver(NicDriver):
         # The bridge's MTU unless the NIC says: an overlay bridge's is the underlay's - 50.
         port = plug_veth(tx, w, nic, {"master": bridge["index"]},
                          mtu=nic.mtu or bridge.get("mtu"))
-        if nic.hairpin or nic.vlan:
+        hairpin, vlan = nic.option("hairpin"), nic.option("vlan")
+        if hairpin or vlan:
             port = w.host.index(port)
-        if nic.hairpin:
+        if hairpin:
             tx.step("hairpin on %s" % nic.link,
                     lambda: w.host.request("brport", "set", index=port, hairpin_mode=1))
-        if nic.vlan:
-            tx.step("VLAN %d untagged on the port" % nic.vlan,
+        if vlan:
+            tx.step("VLAN %d untagged on the port" % vlan,
                     lambda: w.host.request("vlan_filter", "add", index=port, vlan_info={
-                        "vid": nic.vlan, "flags": ["pvid", "untagged"]}))
+                        "vid": vlan, "flags": ["pvid", "untagged"]}))
             tx.step("drop the default VLAN 1 from the port",
                     lambda: w.host.request("vlan_filter", "del", index=port,
                                            vlan_info={"vid": 1}))

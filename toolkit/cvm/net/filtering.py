@@ -43,7 +43,8 @@ def wanted(nic):
     address."""
     if nic.mode == "sriov":
         return False
-    return nic.filtering if nic.filtering is not None else bool(nic.addresses())
+    chosen = nic.option("filtering")
+    return chosen if chosen is not None else bool(nic.addresses())
 
 
 def rules(nic, mac, layer2=True, addresses=None):

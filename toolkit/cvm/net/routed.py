@@ -9,7 +9,8 @@ and NDP for it (proxy entries), so the LAN reaches the VM through the host.
 
 import ipaddress
 
-from .base import NicDriver, interface_mac, require_link
+from ..validation import fail
+from .base import FILTERING, HOST_NAME, NicDriver, interface_mac, require_link
 from .filtering import HostPortFilter
 from .netlink import write_sysctl
 from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
@@ -23,6 +24,16 @@ NTF_PROXY = 0x08
 class RoutedDriver(NicDriver):
     mode = "routed"
     features = ("veth",)
+    options = {"host_name": HOST_NAME, "filtering": FILTERING}
+    refused = {gateway: "mode routed sets the gateway itself (a link-local next hop on the "
+               "veth); drop %s" % gateway for gateway in ("gw", "gw6")}
+    link_role = "uplink"
+    needs_link = False  # without one, only the host reaches the VM
+
+    def check_options(self, nic, where):
+        if nic.ip is None and nic.ip6 is None:
+            fail(where + ".ip", "mode routed needs ip= or ip6= (it routes that address to "
+                 "the VM)")
 
     def validate(self, nic, host, where):
         super().validate(nic, host, where)

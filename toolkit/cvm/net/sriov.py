@@ -13,16 +13,19 @@ VF to the host under a name of its choosing: the daemon finds it and restores it
 import os
 
 from ..errors import KernelFeatureMissing, NetError, SpecError
-from .base import NicDriver
+from ..validation import as_bool, as_int, fail
+from .base import VLAN, NicDriver, Option, choice
 
 LINK_STATES = {"auto": 0, "enable": 1, "disable": 2}
+SYSFS_ROOT = os.environ.get("CVM_SYSFS", "/sys")
+RATE = Option(lambda where, value: as_int(where, value, 0, 10 ** 6, "a rate in Mbit/s"))
 
 
 class Sysfs:
     """SR-IOV facts from /sys (a fixture tree in tests)."""
 
-    def __init__(self, root="/sys"):
-        self.root = root
+    def __init__(self, root=None):
+        self.root = root or SYSFS_ROOT
 
     def _device(self, pf):
         return os.path.join(self.root, "class", "net", pf, "device")
@@ -62,6 +65,19 @@ class Sysfs:
 
 class SriovDriver(NicDriver):
     mode = "sriov"
+    options = {"vf": Option(lambda where, value: as_int(where, value, 0, 255, "a VF number")),
+               "vlan": VLAN,
+               "qos": Option(lambda where, value: as_int(where, value, 0, 7, "a VLAN priority")),
+               "spoofchk": Option(as_bool, True), "trust": Option(as_bool, False),
+               "link_state": choice(*LINK_STATES), "min_rate": RATE, "max_rate": RATE}
+    link_role = "physical function"
+
+    def check_options(self, nic, where):
+        if nic.option("qos") is not None and nic.option("vlan") is None:
+            fail(where + ".qos", "qos is the VLAN priority; it needs vlan=")
+        low, high = nic.option("min_rate"), nic.option("max_rate")
+        if low and high and low > high:
+            fail(where + ".min_rate", "min_rate %d is above max_rate %d" % (low, high))
 
     def validate(self, nic, host, where):
         sysfs = host.sysfs
@@ -77,34 +93,38 @@ class SriovDriver(NicDriver):
         if count == 0:
             raise NetError("%s.link: %s has no virtual functions enabled (echo N > /sys/class/"
                            "net/%s/device/sriov_numvfs)" % (where, nic.link, nic.link))
-        if nic.vf is not None and nic.vf >= count:
+        vf = nic.option("vf")
+        if vf is not None and vf >= count:
             raise SpecError(where + ".vf", "%s has VFs 0-%d; there is no VF %d" % (
-                nic.link, count - 1, nic.vf))
+                nic.link, count - 1, vf))
 
     def vf_settings(self, nic):
         """The VF's configuration on the PF, as pyroute2's `vf=` argument."""
-        settings = {"vf": nic.vf, "mac": nic.mac,
-                    "vlan": {"vlan": nic.vlan or 0, "qos": nic.qos or 0},
-                    "spoofchk": 1 if nic.spoofchk else 0, "trust": 1 if nic.trust else 0,
-                    "link_state": LINK_STATES[nic.link_state]}
-        if nic.min_rate is not None or nic.max_rate is not None:
-            settings["rate"] = {"min_tx_rate": nic.min_rate or 0,
-                                "max_tx_rate": nic.max_rate or 0}
+        option = nic.option
+        settings = {"vf": option("vf"), "mac": nic.mac,
+                    "vlan": {"vlan": option("vlan") or 0, "qos": option("qos") or 0},
+                    "spoofchk": 1 if option("spoofchk") else 0,
+                    "trust": 1 if option("trust") else 0,
+                    "link_state": LINK_STATES[option("link_state")]}
+        if option("min_rate") is not None or option("max_rate") is not None:
+            settings["rate"] = {"min_tx_rate": option("min_rate") or 0,
+                                "max_tx_rate": option("max_rate") or 0}
         return settings
 
     def plug(self, tx, w, nic):
         pf_index = w.host.index(nic.link)
-        netdev = w.sysfs.vf_netdev(nic.link, nic.vf)
+        vf = nic.option("vf")
+        netdev = w.sysfs.vf_netdev(nic.link, vf)
         if netdev is None:
             raise NetError("%s: VF %d of %s is in use (its interface is not on the host)" % (
-                nic.name, nic.vf, nic.link))
-        previous = read_vf_settings(w.host, pf_index, nic.vf)
+                nic.name, vf, nic.link))
+        previous = read_vf_settings(w.host, pf_index, vf)
         vf_link = w.host.link(netdev)
         previous.update(netdev=netdev, mtu=vf_link.get("mtu"))
         w.remember(previous)  # persisted before the PF is touched: a crash can still restore
         # One undo for every step: wherever the VF got to (the VM, the temporary namespace,
         # or back on the host under a kernel-chosen name), unplug() finds and restores it.
-        tx.step("configure VF %d on %s" % (nic.vf, nic.link),
+        tx.step("configure VF %d on %s" % (vf, nic.link),
                 lambda: w.host.request("link", "set", index=pf_index, vf=self.vf_settings(nic)),
                 lambda: self.unplug(w, nic))
         vf_index = vf_link["index"]
@@ -127,27 +147,28 @@ class SriovDriver(NicDriver):
     def unplug(self, w, nic):
         """Bring the VF back to the host under its old name and restore its settings."""
         previous = w.recalled()
-        if nic.vf is None or not previous:
+        vf = nic.option("vf")
+        if vf is None or not previous:
             return
         if w.vm is not None and w.vm.link(nic.name) is not None:
             index = w.vm.index(nic.name)
             w.vm.request("link", "set", index=index, state="down")
             w.vm.request("link", "set", index=index, net_ns_fd=w.host.own_netns_fd())
-        current = w.sysfs.vf_netdev(nic.link, nic.vf)
+        current = w.sysfs.vf_netdev(nic.link, vf)
         if current is not None and current != previous["netdev"] and \
                 w.host.link(previous["netdev"]) is None:
             w.host.request("link", "set", index=w.host.index(current), ifname=previous["netdev"])
         pf_index = w.host.index(nic.link)
         if pf_index is not None:
             w.host.request("link", "set", index=pf_index,
-                           vf=dict(previous_vf_args(previous), vf=nic.vf))
+                           vf=dict(previous_vf_args(previous), vf=vf))
         w.forget()
 
     def plugged(self, w, nic):
-        return w.sysfs.vf_netdev(nic.link, nic.vf) is None
+        return w.sysfs.vf_netdev(nic.link, nic.option("vf")) is None
 
     def describe(self, w, nic):
-        return {"host_side": "%s vf %s" % (nic.link, nic.vf),
+        return {"host_side": "%s vf %s" % (nic.link, nic.option("vf")),
                 "host_state": "in VM" if self.plugged(w, nic) else "on host"}
 
 

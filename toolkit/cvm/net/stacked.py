@@ -10,6 +10,9 @@ from .vlan import parent_index
 class StackedDriver(NicDriver):
     kind = None
 
+    def needed_features(self, nic):
+        return self.features + (("8021q",) if nic.option("vlan") else ())
+
     def validate(self, nic, host, where):
         super().validate(nic, host, where)
         parent = require_link(host, nic.link, where + ".link", "parent interface")
@@ -41,5 +44,6 @@ class StackedDriver(NicDriver):
             w.vm.delete_link(ifname=nic.name)
 
     def describe(self, w, nic):
-        return {"host_side": "%s%s" % (nic.link, ".%d" % nic.vlan if nic.vlan else ""),
+        vlan = nic.option("vlan")
+        return {"host_side": "%s%s" % (nic.link, ".%d" % vlan if vlan else ""),
                 "host_state": "stacked"}

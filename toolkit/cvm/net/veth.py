@@ -5,7 +5,12 @@ from .base import default_host_name, parse_tag
 
 
 def host_name(w, nic):
-    return nic.host_name or default_host_name(w.vm_name, w.index)
+    return port_name(w.vm_name, w.index, nic)
+
+
+def port_name(vm_name, index, nic):
+    """The host end of NIC `index` of VM `vm_name`: its host_name, else the default."""
+    return nic.option("host_name") or default_host_name(vm_name, index)
 
 
 def plug_veth(tx, w, nic, extra_host_settings=None, mtu=None):

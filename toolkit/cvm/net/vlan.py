@@ -20,25 +20,26 @@ def vlan_tag(realm, vid):
 def parent_index(tx, w, nic):
     """The index to stack the NIC on: the parent, or its VLAN sub-interface."""
     parent = w.host.index(nic.link)
-    if not nic.vlan:
+    vid = nic.option("vlan")
+    if not vid:
         return parent
-    name = sub_name(nic.link, nic.vlan)
+    name = sub_name(nic.link, vid)
     existing = w.host.link(name)
     if existing is not None:
         data = existing.get("IFLA_LINKINFO").get("IFLA_INFO_DATA") \
             if existing.get("IFLA_LINKINFO") else None
         if link_kind(existing) != "vlan" or existing.get("link") != parent or (
-                data is not None and data.get("IFLA_VLAN_ID") != nic.vlan):
+                data is not None and data.get("IFLA_VLAN_ID") != vid):
             raise NetError("%s.vlan: %s exists but is not VLAN %d of %s" % (
-                nic.name, name, nic.vlan, nic.link))
+                nic.name, name, vid, nic.link))
         return existing["index"]
-    tx.step("create VLAN %d on %s (%s)" % (nic.vlan, nic.link, name),
+    tx.step("create VLAN %d on %s (%s)" % (vid, nic.link, name),
             lambda: w.host.request("link", "add", ifname=name, kind="vlan", link=parent,
-                                   vlan_id=nic.vlan),
+                                   vlan_id=vid),
             lambda: w.host.request("link", "del", ifname=name))
     index = w.host.index(name)
     tx.step("raise %s" % name, lambda: w.host.request(
-        "link", "set", index=index, state="up", ifalias=vlan_tag(w.realm, nic.vlan)))
+        "link", "set", index=index, state="up", ifalias=vlan_tag(w.realm, vid)))
     return index
 
 
