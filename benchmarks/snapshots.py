@@ -1,6 +1,7 @@
 """Issue 17 benchmark: snapshots and export/import of a VM with 1 GiB of changed files.
 
-(a) `cvm snapshot` of the running VM: time total, time frozen, bytes written, against
+(a) `cvm snapshot` of the running VM (copied first, frozen only to bring the copy up to
+    date): time total, time frozen, bytes written, against
     `docker commit` of the same container in the same run (which pauses it throughout);
 (b) `cvm export -o FILE` and `cvm import FILE`, throughput, against `tar` of the same
     files (the container's upper directory): tar -c to a file, tar -x from it.
@@ -70,7 +71,7 @@ def main():
             for round_ in range(ROUNDS):
                 row = snapshots.take(ctx, NAME, "s%d" % round_)
                 commit = timed(["docker", "commit", container, "cvm-bench-commit:%d" % round_])
-                print("  cvm snapshot: %.1f s, frozen %.1f s, %d MiB written | docker commit "
+                print("  cvm snapshot: %.1f s, frozen %.2f s, %d MiB written | docker commit "
                       "(paused throughout): %.1f s" % (row["seconds"], row["quiesced"],
                                                        row["bytes"] >> 20, commit))
                 snapshots.remove(ctx, NAME, "s%d" % round_)

@@ -210,6 +210,36 @@ def test_a_killed_restore_is_made_whole_by_netd(cvm, ctx, state_dir, images, lab
     assert [f for f in os.listdir(snapshots.directory(ctx, name)) if f.startswith(".")] == []
 
 
+@pytest.mark.parametrize("step", ["export:copied", "export:thawed"])
+def test_a_killed_export_leaves_the_vm_running_and_no_copies(cvm, ctx, state_dir, images, lab,
+                                                             name, scratch, tmp_path, step):
+    """A running VM's export --copy-first (a snapshot's way) copies its layer and volumes
+    beside them while it runs, is frozen only to bring the copies up to date, and archives
+    the copies: killed (-9) after the first pass or after the thaw, the VM runs and netd
+    removes the copies."""
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(scratch, "vol")
+    make_vm(ctx, name, volume, bridge, 78)
+    in_vm(ctx, name, "echo layer > /etc/marker; echo data > /data/f")
+    docker_root = ctx.engine.info()["DockerRootDir"]
+
+    def copies():
+        return sorted([f for f in os.listdir(scratch) if f != "vol"] +
+                      [f for f in os.listdir(docker_root) if f.startswith("cvm-export-")])
+
+    _killed_at(cvm, state_dir, step, "export", name, "--copy-first", "-o",
+               str(tmp_path / "vm.cvm"))
+    assert api.get(name, ctx).status == "running"
+    assert len(copies()) == 2, copies()  # the layer's and the volume's, left by the kill
+    daemon = NetdProcess(state_dir).start()
+    try:
+        wait_for(lambda: not copies() and "operation" not in api.get(name, ctx).record,
+                 timeout=30, what="netd to remove the copies")
+    finally:
+        daemon.stop()
+    assert api.get(name, ctx).status == "running" and wait_pingable("%s.78" % SUBNET)
+
+
 def test_a_killed_import_leaves_nothing(cvm, ctx, state_dir, images, lab, name, scratch,
                                         tmp_path):
     bridge = lab.bridge("%s.1/24" % SUBNET)

@@ -255,13 +255,15 @@ def header_of(name, ctx, with_image=False, volumes=True):
 
 
 def export(name, out, ctx, stop=False, with_image=False, compression=None,
-           header_only=False, volumes=True):
+           header_only=False, volumes=True, copy_first=False):
     """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
     Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
     whatever happens, even if this process is killed (cvm netd then finishes it). With
-    `header_only`, only what `cvm import --check` reads; without `volumes`, not the
-    volumes' data (see header_of). Returns the header, and how long the VM was frozen or
-    stopped (0 if it was not running)."""
+    `copy_first` (and room), it is frozen only to bring copies of its trees up to date
+    (cvm.precopy), and the archive is written from the copies; otherwise nothing is
+    copied on disk. With `header_only`, only what `cvm import --check` reads; without
+    `volumes`, not the volumes' data (see header_of). Returns the header, and how long
+    the VM was frozen or stopped (0 if it was not running)."""
     from . import operations
     vm, upper, header = header_of(name, ctx, with_image, volumes)
     writer = _Writer(out, compression or compression_available())
@@ -269,19 +271,58 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
         writer.finish()
         return header, 0.0
+    writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
+    trees = [(upper, "layer")] + [(volume.host, "volumes/%d" % index) for index, volume in
+                                  enumerate(vm.spec.volumes if volumes else ())
+                                  if os.path.isdir(volume.host)]
     was_running = vm.running
-    with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
-        quiesced_at = time.monotonic()
-        writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
-        writer.add_tree(upper, "layer")
-        for index, volume in enumerate(vm.spec.volumes if volumes else ()):
-            if os.path.isdir(volume.host):
-                writer.add_tree(volume.host, "volumes/%d" % index)
-    quiesced = time.monotonic() - quiesced_at if was_running else 0.0
+    copies = _copies(ctx, name, trees, header["bytes"]) \
+        if copy_first and was_running and not stop else None
+    if copies is None:
+        with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
+            quiesced_at = time.monotonic()
+            for tree, prefix in trees:
+                writer.add_tree(tree, prefix)
+        quiesced = time.monotonic() - quiesced_at if was_running else 0.0
+    else:
+        def first_pass():
+            for copy in copies:
+                copy.first_pass()
+            operations.pause_point("export", "copied")
+
+        try:
+            with operations.quiesced(ctx, vm, "freeze", "export",
+                                     staging=[copy.target for copy in copies],
+                                     before=first_pass):
+                quiesced_at = time.monotonic()
+                for copy in copies:
+                    copy.second_pass()
+            quiesced = time.monotonic() - quiesced_at
+            operations.pause_point("export", "thawed")
+            for copy, (_, prefix) in zip(copies, trees):
+                writer.add_tree(copy.target, prefix)
+        finally:
+            for copy in copies:
+                copy.remove()
+            operations.clear(ctx, name)
     if with_image:
         writer.add_image_save(ctx.engine.save_image(header["image"]["id"]))
     writer.finish()
     return header, quiesced
+
+
+def _copies(ctx, name, trees, nbytes):
+    """Copies of a running VM's `trees` (cvm.precopy), made beside them, so that it is
+    frozen only to bring them up to date; None when there is no room for them."""
+    from . import precopy
+    token = "cvm-export-%d-%s" % (os.getpid(), name)
+    root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
+    targets = [os.path.join(root, token)] + [
+        os.path.join(os.path.dirname(tree.rstrip("/")) or "/", ".%s-%s" % (
+            token, prefix.split("/")[1])) for tree, prefix in trees[1:]]
+    if not precopy.room_for(targets, nbytes):
+        return None
+    return [precopy.TreeCopy(tree, target) for (tree, _), target in zip(trees, targets)]
 
 
 # ---------------------------------------------------------------- import
@@ -406,11 +447,10 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
 def undo_import(ctx, name, operation):
     """What a killed import left: its VM, not yet filled (and the volumes it made), and
     its staging directories."""
-    from . import api
+    from . import api, operations
     with contextlib.suppress(CvmError):
         api.get(name, ctx).remove(force=True, volumes=True)
-    for directory in operation.get("staging", []):
-        shutil.rmtree(directory, ignore_errors=True)
+    operations.discard_staging(ctx, name, operation)
     return "an import killed half-way: removed (import the archive again)"
 
 

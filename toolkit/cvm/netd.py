@@ -159,9 +159,14 @@ class Daemon:
         if kind == "import":
             from .bundle import undo_import
             return undo_import(self.ctx, name, operation)
-        operations.resume(api.get(name, self.ctx), operation.get("mode"), operation.get("boot"))
+        mode = operation.get("mode")
+        if mode:
+            operations.resume(api.get(name, self.ctx), mode, operation.get("boot"))
+        operations.discard_staging(self.ctx, name, operation)
+        if not mode:
+            return "removed the copies a dead %s left" % kind
         return "%s left by a dead %s: running again" % (
-            "thawed" if operation.get("mode") == "freeze" else "started", kind)
+            "thawed" if mode == "freeze" else "started", kind)
 
     def janitor(self, interval=JANITOR_INTERVAL):
         while not self.stopping.wait(interval):

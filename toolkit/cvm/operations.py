@@ -63,15 +63,20 @@ def dead(ctx):
 
 
 @contextlib.contextmanager
-def quiesced(ctx, vm, mode, kind):
+def quiesced(ctx, vm, mode, kind, staging=(), before=None):
     """The VM frozen (mode "freeze": its cgroup, as Docker's pause does) or stopped
     ("stop") for the block, running again after it; a VM that was not running is left
-    as it is. Were this process killed, cvm netd would resume it (see cvm.netd)."""
+    as it is. Were this process killed, cvm netd would resume it (see cvm.netd).
+    `before` runs first, with the VM running; `staging` names directories the operation
+    makes, which cvm netd removes if the process dies, until discard_staging() does."""
     if not vm.running:
         yield
         return
-    mark(ctx, vm.name, kind, mode=mode, boot=vm.boot)
+    mark(ctx, vm.name, kind, mode=mode, boot=vm.boot, **({"staging": list(staging)}
+                                                         if staging else {}))
     try:
+        if before is not None:
+            before()
         if mode == "freeze":
             ctx.engine.pause(vm.container_id)
         else:
@@ -95,4 +100,26 @@ def resume(vm, mode, boot=None):
             vm.refresh()
         if vm.status != "running":
             vm.start()
-    clear(vm.ctx, vm.name)
+    _quiesce_over(vm.ctx, vm.name)
+
+
+def _quiesce_over(ctx, name):
+    """The VM runs again: its operation is over, or goes on without the quiesce while it
+    still has staging directories to remove."""
+    with ctx.store.vm_lock(name):
+        record = ctx.store.read_vm(name)
+        operation = (record or {}).pop("operation", None)
+        if operation is None:
+            return
+        if operation.get("staging"):
+            record["operation"] = {key: value for key, value in operation.items()
+                                   if key not in ("mode", "boot")}
+        ctx.store.write_vm(name, record)
+
+
+def discard_staging(ctx, name, operation):
+    """Remove an operation's staging directories, and the operation with them."""
+    import shutil
+    for directory in operation.get("staging", []):
+        shutil.rmtree(directory, ignore_errors=True)
+    clear(ctx, name)

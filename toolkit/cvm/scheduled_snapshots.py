@@ -24,6 +24,7 @@ import zlib
 
 from . import snapshots
 from .errors import CvmError
+from .sizes import format_seconds
 from .spec import parse_spec
 
 log = logging.getLogger("cvm.snapshots")
@@ -111,8 +112,9 @@ def run_due(ctx, now=None):
     for name, snapshot, schedule in due(ctx, now):
         try:
             row = snapshots.take(ctx, name, snapshot, volumes=schedule.volumes)
-            done.append("%s: took snapshot %s (%d bytes, %.1f s, frozen %.1f s)" % (
-                name, snapshot, row["bytes"], row["seconds"], row["quiesced"]))
+            done.append("%s: took snapshot %s (%d bytes, %s, frozen %s)" % (
+                name, snapshot, row["bytes"], format_seconds(row["seconds"]),
+                format_seconds(row["quiesced"])))
         except CvmError as exc:
             done.append("%s: snapshot %s failed: %s" % (name, snapshot, exc))
             continue

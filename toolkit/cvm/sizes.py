@@ -50,3 +50,8 @@ def parse_cpu_list(text):
             raise ValueError("%r is not a CPU list; use numbers and ranges like 0-2,4" % text)
         cpus.update(range(int(match.group(1)), int(match.group(2)) + 1))
     return sorted(cpus)
+
+
+def format_seconds(seconds):
+    """A duration as people read it: '12 ms' below a second, '1.3 s' above."""
+    return "%d ms" % round(seconds * 1000) if seconds < 1 else "%.1f s" % seconds

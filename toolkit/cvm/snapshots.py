@@ -4,7 +4,8 @@ A snapshot is an archive of cvm.bundle (the format `cvm export` writes: spec, wr
 layer, volumes, manifest) kept in the state directory, under snapshots/<VM>/<SNAP>.cvm.
 The writable layer is the VM's overlay2 upper directory, so a snapshot holds what
 changed since the image, compressed, not the whole root filesystem. A running VM is
-frozen for the copy (or stopped, with `stop`), as an export does.
+frozen only to bring copies of its files up to date (cvm.precopy), or stopped with
+`stop`, as an export does.
 
 A restore puts the VM back as it was: files, spec (limits, NICs: the same addresses and
 MACs) and, when the snapshot holds them, its volumes' data. It is all or nothing: the
@@ -59,14 +60,15 @@ def take(ctx, name, snapshot=None, stop=False, volumes=True):
     started = time.monotonic()
     try:
         with open(partial, "wb") as handle:
-            _, quiesced = bundle.export(name, handle, ctx, stop=stop, volumes=volumes)
+            _, quiesced = bundle.export(name, handle, ctx, stop=stop, volumes=volumes,
+                                        copy_first=True)
         os.rename(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
     return dict(_row(ctx, name, snapshot), seconds=round(time.monotonic() - started, 2),
-                quiesced=round(quiesced, 2))
+                quiesced=round(quiesced, 3))
 
 
 def listing(ctx, name=None):

@@ -167,12 +167,15 @@ def console(name):
               help="The archive to write ('-': standard output).")
 @click.option("--stop", is_flag=True, help="Stop a running VM for the copy (default: freeze "
               "it, as docker pause does), then run it again.")
+@click.option("--copy-first", is_flag=True, help="Copy a running VM's layer and volumes "
+              "beside them first, so that it is frozen only to bring the copies up to date "
+              "(needs room for them; without it, it is frozen for the whole archive).")
 @click.option("--with-image", is_flag=True, help="Carry the VM's image in the archive too.")
 @click.option("--no-volumes", is_flag=True, help="Leave the volumes' data out: the importing "
               "host has it at the same paths (shared storage).")
 @click.option("--compress", type=click.Choice(["zstd", "gzip"]),
               help="Default: zstd when the zstandard package is there, gzip otherwise.")
-def export_(name, output, stop, with_image, no_volumes, compress):
+def export_(name, output, stop, copy_first, with_image, no_volumes, compress):
     """Write a VM (spec, writable layer, volumes) as one archive, streaming."""
     from .. import bundle, ns
     from ..context import default_context
@@ -180,7 +183,7 @@ def export_(name, output, stop, with_image, no_volumes, compress):
 
     def write(handle):
         bundle.export(name, handle, default_context(), stop, with_image, compress,
-                      volumes=not no_volumes)
+                      volumes=not no_volumes, copy_first=copy_first)
     if output == "-":
         write(sys.stdout.buffer)
         return
@@ -258,10 +261,10 @@ def snapshot_take(name, snap, stop, no_volumes):
     """Snapshot VM NAME as SNAP."""
     from .. import ns, snapshots
     from ..context import default_context
-    from ..sizes import format_size
+    from ..sizes import format_seconds, format_size
     ns.require_root("cvm snapshot")
     row = snapshots.take(default_context(), name, snap, stop=stop, volumes=not no_volumes)
-    held = ", %s %.1f s" % ("stopped" if stop else "frozen", row["quiesced"]) \
+    held = ", %s %s" % ("stopped" if stop else "frozen", format_seconds(row["quiesced"])) \
         if row["quiesced"] else ""
     click.echo("%s %s (%s in %.1f s%s)" % (name, row["snapshot"], format_size(row["bytes"]),
                                            row["seconds"], held))
