@@ -211,9 +211,10 @@ def parse_nic(where, raw, index, vm_name):
         nic.link = interface_name(where + ".link", given["link"])
     elif driver.needs_link:
         fail(where + ".link", "mode %s needs link= (the host %s)" % (mode, driver.link_role))
-    nic.name = interface_name(where + ".name", given.get("name") or "eth%d" % index)
-    if nic.name in ("lo", ".", ".."):
-        fail(where + ".name", "%r cannot name a VM's NIC" % nic.name)
+    nic.name = str(given.get("name") or "eth%d" % index)
+    if nic.name in ("lo", ".", ".."):  # valid names, but taken in every namespace
+        fail(where + ".name", "%r is not a valid interface name for a NIC" % nic.name)
+    interface_name(where + ".name", nic.name)
     if "ip" in given:
         if str(given["ip"]) == "auto":
             if not driver.pools_addresses:
