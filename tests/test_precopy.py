@@ -74,7 +74,7 @@ def test_two_passes_make_the_copy_exactly_the_tree(tmp_path):
     os.mkdir(source)
     make_tree(source)
     copy = precopy.TreeCopy(source, target)
-    copy.first_pass()
+    copy.sync()
     assert listing(target) == listing(source)
     assert copied_blocks(os.path.join(target, "var", "sparse")) < 1 << 20  # holes kept
 
@@ -90,31 +90,48 @@ def test_two_passes_make_the_copy_exactly_the_tree(tmp_path):
     os.removexattr(os.path.join(source, "var", "opaque"), "trusted.overlay.opaque")
     os.chmod(os.path.join(source, "usr", "bin", "tool"), 0o700)
     os.utime(os.path.join(source, "etc"), ns=(1, 1_000_000_000))
-    copy.second_pass()
+    copy.sync()
     assert listing(target) == listing(source)
     copy.remove()
     assert not os.path.exists(target) and not os.path.exists(copy.scratch)
 
 
-def test_the_second_pass_copies_only_what_may_have_changed(tmp_path):
-    """An entry whose stat is unchanged and older than the first pass is not read again;
-    one whose ctime is as recent as the first pass is (timestamps are coarse: a write in
-    the tick of the first look would keep the look's stat)."""
+def test_a_later_pass_copies_only_what_may_have_changed(tmp_path):
+    """An entry whose stat is unchanged and older than the pass before is not read again;
+    one whose ctime is as recent as the pass before is (timestamps are coarse: a write in
+    the tick of that pass's look would keep the look's stat)."""
     source, target = str(tmp_path / "upper"), str(tmp_path / "copy")
     write(os.path.join(source, "old"), b"settled")
-    time.sleep(precopy.UNCLEAR_NS / 1e9 + 0.1)
+    time.sleep(precopy.UNCLEAR_FINE_NS / 1e9 + 0.01)
     write(os.path.join(source, "recent"), b"written just now")
     copy = precopy.TreeCopy(source, target)
-    copy.first_pass()
+    copy.sync()
     # Copies made stale behind the second pass's back: only a re-read can mend them.
     for name in ("old", "recent"):
         with open(os.path.join(target, name), "r+b") as handle:
             handle.write(b"#")
-    copy.second_pass()
+    copy.sync()
     with open(os.path.join(target, "recent"), "rb") as handle:
         assert handle.read() == b"written just now"
     with open(os.path.join(target, "old"), "rb") as handle:
         assert handle.read() == b"#ettled"  # not copied again
+    assert copy.fine_timestamps  # this filesystem keeps nanoseconds
+
+
+def test_whole_second_timestamps_widen_what_counts_as_recent(tmp_path):
+    """On a filesystem that keeps whole seconds, a file written in the second of the
+    last pass's look is copied again."""
+    source, target = str(tmp_path / "upper"), str(tmp_path / "copy")
+    write(os.path.join(source, "f"), b"one")
+    copy = precopy.TreeCopy(source, target)
+    copy.sync()
+    copy.fine_timestamps = False  # as if ctimes had no nanoseconds
+    time.sleep(precopy.UNCLEAR_FINE_NS / 1e9 + 0.01)
+    with open(os.path.join(target, "f"), "r+b") as handle:
+        handle.write(b"#")
+    copy.sync()
+    with open(os.path.join(target, "f"), "rb") as handle:
+        assert handle.read() == b"one"
 
 
 def test_room_for_copies_is_checked_on_their_filesystem(tmp_path):

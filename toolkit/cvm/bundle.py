@@ -285,18 +285,20 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
                 writer.add_tree(tree, prefix)
         quiesced = time.monotonic() - quiesced_at if was_running else 0.0
     else:
-        def first_pass():
+        def copy_while_running():
             for copy in copies:
-                copy.first_pass()
+                copy.sync()
             operations.pause_point("export", "copied")
+            for copy in copies:
+                copy.sync()  # what the VM wrote during the first: less to do frozen
 
         try:
             with operations.quiesced(ctx, vm, "freeze", "export",
                                      staging=[copy.target for copy in copies],
-                                     before=first_pass):
+                                     before=copy_while_running):
                 quiesced_at = time.monotonic()
                 for copy in copies:
-                    copy.second_pass()
+                    copy.sync()
             quiesced = time.monotonic() - quiesced_at
             operations.pause_point("export", "thawed")
             for copy, (_, prefix) in zip(copies, trees):

@@ -1,13 +1,14 @@
-"""Copies of a running VM's trees made in two passes, so that the VM is frozen only for
-the second, as Proxmox's vzdump does with rsync in its 'suspend' mode. The first pass
-copies everything while the VM runs; the second, with the VM frozen, copies again only
-what changed since the first began and removes what is gone. An archive is then written
-from the copies while the VM runs.
+"""Copies of a running VM's trees made in passes, so that the VM is frozen only for the
+last, as Proxmox's vzdump does with rsync in its 'suspend' mode. The first pass copies
+everything while the VM runs; each later one copies again only what changed since the
+pass before began, and removes what is gone: one more while the VM runs (what it wrote
+during the first), then the last with the VM frozen. An archive is then written from
+the copies while the VM runs.
 
 What changed is told by each entry's stat (type, inode, size, owner, mode, mtime,
 ctime). Timestamps are coarse (a clock tick; whole seconds on ext4's small inodes), so a
-write in the same tick as the first pass's look would keep the look's ctime: any entry
-whose ctime is not clearly older than the first pass is copied again too.
+write in the same tick as a pass's look would keep the look's ctime: any entry whose
+ctime is not clearly older than the pass before is copied again too.
 
 Copies keep owners, modes, times, extended attributes (overlay whiteouts and opaque
 directories), hard links and holes; copy_file_range shares blocks where the filesystem
@@ -19,7 +20,8 @@ import shutil
 import stat
 import time
 
-UNCLEAR_NS = 1_100_000_000  # a second of timestamp granularity, and a clock tick
+UNCLEAR_NS = 1_100_000_000  # whole-second timestamps, and a clock tick
+UNCLEAR_FINE_NS = 20_000_000  # nanosecond timestamps from a clock of 100 ticks a second
 ROOM_MARGIN = 64 << 20
 COPY_CHUNK = 1 << 30
 
@@ -31,16 +33,20 @@ class TreeCopy:
         self.source, self.target = source, target
         self.scratch = target + ".partial"
         self.copied = {}  # relative path -> the stat signature it was copied with
-        self.started_ns = None
+        self.started_ns = None  # when the last pass began
+        self.fine_timestamps = False  # seen a ctime with nanoseconds in the tree
 
-    def first_pass(self):
+    def sync(self):
+        """One pass. After a pass made with the tree's writers frozen, the copy is
+        exactly the tree."""
+        if self.started_ns is None:
+            os.mkdir(self.target, 0o700)
+            settled_before = None
+        else:
+            settled_before = self.started_ns - (
+                UNCLEAR_FINE_NS if self.fine_timestamps else UNCLEAR_NS)
         self.started_ns = time.time_ns()
-        os.mkdir(self.target, 0o700)
-        self._sync()
-
-    def second_pass(self):
-        """Only with the tree's writers frozen: the copy is then exactly the tree."""
-        self._sync()
+        self._sync(settled_before)
 
     def remove(self):
         for path in (self.target, self.scratch):
@@ -49,7 +55,7 @@ class TreeCopy:
             elif os.path.lexists(path):
                 os.unlink(path)
 
-    def _sync(self):
+    def _sync(self, settled_before):
         linked = {}  # (device, inode) -> the first of its names copied in this pass
         directories, present, touched = [], set(), set()
         for directory, subdirs, files in os.walk(self.source):
@@ -64,7 +70,8 @@ class TreeCopy:
                     continue  # removed while the VM runs: the second pass settles it
                 present.add(relative)
                 is_directory = stat.S_ISDIR(info.st_mode)
-                if self._entry(relative, path, info, linked):
+                self.fine_timestamps |= info.st_ctime_ns % 1_000_000_000 != 0
+                if self._entry(relative, path, info, linked, settled_before):
                     touched.add(os.path.dirname(relative) or ".")
                     if is_directory:
                         touched.add(relative)
@@ -79,8 +86,9 @@ class TreeCopy:
             if relative in touched:
                 _set_metadata(path, os.path.join(self.target, relative), info)
 
-    def _entry(self, relative, path, info, linked):
-        """Bring the copy of one entry up to date (a directory: make it); did it change?"""
+    def _entry(self, relative, path, info, linked, settled_before):
+        """Bring the copy of one entry up to date (a directory: make it); did it change?
+        Entries as they were in the last pass and changed before `settled_before` are."""
         target = os.path.join(self.target, relative)
         if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
             first = linked.setdefault((info.st_dev, info.st_ino), relative)
@@ -92,8 +100,8 @@ class TreeCopy:
                 _remove(target)
                 os.link(first_target, target)
                 return True
-        if self.copied.get(relative) == _signature(info) and \
-                info.st_ctime_ns < self.started_ns - UNCLEAR_NS:
+        if settled_before is not None and info.st_ctime_ns < settled_before and \
+                self.copied.get(relative) == _signature(info):
             return False
         if stat.S_ISDIR(info.st_mode):
             if not _is_directory(target):
