@@ -304,3 +304,70 @@ def test_a_late_cleanup_of_a_removed_vm_leaves_no_lock_file(ctx):
     ctx.store.delete_vm("gone")
     Daemon(ctx).cleanup("gone")
     assert not os.path.exists(os.path.join(ctx.store.root, "locks", "gone.lock"))
+
+
+# ---------------------------------------------------------------- container states
+
+
+def test_netd_lists_what_docker_did_behind_cvms_back_at_once(cvm, netd, images, name):
+    """netd answers listings from Docker's events, not a list of every container: a
+    `docker` command behind cvm's back shows in the very next `cvm ls`."""
+    cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "100000",
+        check=True)
+
+    def status():
+        [row] = json.loads(cvm("ls", "--json", check=True).stdout)
+        return row["status"]
+
+    assert status() == "running"
+    for command, expected in ((["pause"], "paused"), (["unpause"], "running"),
+                              (["stop", "-t", "0"], "exited"), (["start"], "running"),
+                              (["rm", "-f"], "missing")):
+        container = cvm("inspect", name, "--json", check=True)
+        subprocess.run(["docker"] + command + [json.loads(container.stdout)["container_id"]],
+                       check=True, capture_output=True)
+        assert status() == expected, command
+    cvm("rm", "-f", name, check=True)
+
+
+def test_container_states_catch_up_without_the_stream(ctx, images, name):
+    """Between two uses, the events the stream has not brought yet are read: a state
+    kept with no stream at all is still true."""
+    from cvm import api
+    from cvm.containerstates import ContainerStates
+    from cvm.spec import parse_spec
+    vm = api.create(parse_spec({"name": name, "image": BUSYBOX, "init": "none",
+                                "command": ["sleep", "100000"]}), ctx=ctx)
+    states = ContainerStates(ctx.engine, ctx.realm)
+    assert states.current() == {vm.container_id: "running"}
+    ctx.engine.pause(vm.container_id)
+    assert states.current() == {vm.container_id: "paused"}
+    ctx.engine.unpause(vm.container_id)
+    vm.remove(force=True)
+    assert states.current() == {}
+
+
+def test_container_states_never_go_back_to_an_older_event():
+    from cvm.containerstates import ContainerStates
+
+    class Listed:
+        def vm_containers(self, realm):
+            return [{"Id": "c1", "State": "running"}]
+
+        def events(self, realm, since, until):
+            return []
+
+    def event(action, at):
+        return {"id": "c1", "Action": action, "timeNano": at}
+
+    states = ContainerStates(Listed(), "realm")
+    states.followed(event("die", 1))  # before the seeding list: nothing to apply it to
+    assert states.current() == {"c1": "running"}
+    seeded_at = states.followed_ns
+    states.followed(event("pause", seeded_at + 2))
+    states.apply(event("start", seeded_at + 1))  # older, brought late by a catch-up
+    assert states.current() == {"c1": "paused"}
+    states.followed(event("destroy", seeded_at + 3))
+    assert states.current() == {}
+    states.lose_track()
+    assert states.current() == {"c1": "running"}  # listed again

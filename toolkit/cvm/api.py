@@ -415,7 +415,8 @@ def ls(ctx=None, records=None):
     records = ctx.store.vm_records() if records is None else records
     if not records:
         return []
-    states = {c["Id"]: c["State"] for c in ctx.engine.vm_containers(ctx.realm)}
+    states = ctx.container_states.current() if ctx.container_states is not None else \
+        {c["Id"]: c["State"] for c in ctx.engine.vm_containers(ctx.realm)}
     return [VM(ctx, name, record, states.get(record.get("container_id"), "missing"))
             for name, record in records.items()]
 

@@ -6,6 +6,7 @@ from .state import Store
 
 class Context:
     sampler = None  # a monitor.Sampler, where a process that runs anyway keeps one (netd)
+    container_states = None  # a containerstates.ContainerStates, likewise
 
     def __init__(self, state_root=None, docker_url=None):
         self.store = Store(state_root)

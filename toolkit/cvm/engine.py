@@ -582,11 +582,11 @@ class Engine:
             raise CvmError("%s: Docker refused: %s" % (path, reason.strip()))
         return sock
 
-    def events(self, realm, since=None):
-        """Decoded container events of this realm's VMs, forever."""
+    def events(self, realm, since=None, until=None):
+        """Decoded container events of this realm's VMs: forever, or up to `until`."""
         filters = {"type": "container", "label": "%s=%s" % (LABEL_REALM, realm)}
         with self._translated("events"):
-            return self.api.events(decode=True, filters=filters, since=since)
+            return self.api.events(decode=True, filters=filters, since=since, until=until)
 
     def build(self, context_dir, tag, labels, network_mode="host", buildargs=None):
         """Build an image; yields decoded progress records."""

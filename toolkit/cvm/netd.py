@@ -228,6 +228,7 @@ class Daemon:
                 self.reconcile()
                 for event in self.ctx.engine.events(self.ctx.realm, since=int(since)):
                     since = event.get("time", since)
+                    self.ctx.container_states.followed(event)
                     if _event_time(event) < started - 1 and not _stop_signal(event):
                         continue  # before this netd: the reconcile has seen to it
                     self.on_event(event)
@@ -237,6 +238,7 @@ class Daemon:
                 log.error("%s; retrying in 1 s", exc)
             except Exception as exc:
                 log.error("event stream lost (%s); retrying in 1 s", exc)
+            self.ctx.container_states.lose_track()  # events are missed until it follows
             self.stopping.wait(1.0)
 
     # ---------------------------------------------------------- the socket
@@ -308,9 +310,11 @@ class Daemon:
         self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
         threading.Thread(target=self.janitor, name="janitor", daemon=True).start()
+        from .containerstates import ContainerStates
         from .monitor import Monitor, Sampler, allow_open_files
         allow_open_files()
         self.ctx.sampler = Sampler(Monitor(self.ctx.store))
+        self.ctx.container_states = ContainerStates(self.ctx.engine, self.ctx.realm)
         threading.Thread(target=self.ctx.sampler.run, args=(self.stopping,), name="sampler",
                          daemon=True).start()
         from .scheduled_snapshots import keep_taking
