@@ -265,7 +265,6 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     copied on disk. With `header_only`, only what `cvm import --check` reads; without
     `volumes`, not the volumes' data (see header_of). Returns the header, and how long
     the VM was frozen or stopped (0 if it was not running)."""
-    from . import operations
     vm, upper, header = header_of(name, ctx, with_image, volumes)
     writer = _Writer(out, compression or compression_available())
     if header_only:
@@ -276,42 +275,57 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     trees = [(upper, "layer")] + [(volume.host, "volumes/%d" % index) for index, volume in
                                   enumerate(vm.spec.volumes if volumes else ())
                                   if os.path.isdir(volume.host)]
-    was_running = vm.running
     copies = _copies(ctx, name, trees, header["bytes"]) \
-        if copy_first and was_running and not stop else None
+        if copy_first and vm.running and not stop else None
     if copies is None:
-        with operations.quiesced(ctx, vm, "stop" if stop else "freeze", "export"):
-            quiesced_at = time.monotonic()
-            for tree, prefix in trees:
-                writer.add_tree(tree, prefix)
-        quiesced = time.monotonic() - quiesced_at if was_running else 0.0
+        quiesced = _write_quiesced(ctx, vm, writer, trees, "stop" if stop else "freeze")
     else:
-        def copy_while_running():
-            for copy in copies:
-                copy.sync()
-            operations.pause_point("export", "copied")
-            for copy in copies:
-                copy.sync()  # what the VM wrote during the first: less to do frozen
-
-        try:
-            with operations.quiesced(ctx, vm, "freeze", "export",
-                                     staging=[copy.target for copy in copies],
-                                     before=copy_while_running):
-                quiesced_at = time.monotonic()
-                for copy in copies:
-                    copy.sync()
-            quiesced = time.monotonic() - quiesced_at
-            operations.pause_point("export", "thawed")
-            for copy, (_, prefix) in zip(copies, trees):
-                writer.add_tree(copy.target, prefix)
-        finally:
-            for copy in copies:
-                copy.remove()
-            operations.clear(ctx, name)
+        quiesced = _write_from_copies(ctx, vm, writer, trees, copies)
     if with_image:
         writer.add_image_save(ctx.engine.save_image(header["image"]["id"]))
     writer.finish()
     return header, quiesced
+
+
+def _write_quiesced(ctx, vm, writer, trees, mode):
+    """Archive `trees` with the VM frozen or stopped throughout; the seconds it was."""
+    from . import operations
+    was_running = vm.running
+    with operations.quiesced(ctx, vm, mode, "export"):
+        quiesced_at = time.monotonic()
+        for tree, prefix in trees:
+            writer.add_tree(tree, prefix)
+    return time.monotonic() - quiesced_at if was_running else 0.0
+
+
+def _write_from_copies(ctx, vm, writer, trees, copies):
+    """Copy `trees` twice while the VM runs, once more frozen, then archive the copies;
+    the seconds the VM was frozen."""
+    from . import operations
+
+    def copy_while_running():
+        for copy in copies:
+            copy.sync()
+        operations.pause_point("export", "copied")
+        for copy in copies:
+            copy.sync()  # what the VM wrote during the first: less to do frozen
+
+    try:
+        with operations.quiesced(ctx, vm, "freeze", "export",
+                                 staging=[copy.target for copy in copies],
+                                 before=copy_while_running):
+            frozen_at = time.monotonic()
+            for copy in copies:
+                copy.sync()
+        frozen = time.monotonic() - frozen_at
+        operations.pause_point("export", "thawed")
+        for copy, (_, prefix) in zip(copies, trees):
+            writer.add_tree(copy.target, prefix)
+        return frozen
+    finally:
+        for copy in copies:
+            copy.remove()
+        operations.clear(ctx, vm.name)
 
 
 def _copies(ctx, name, trees, nbytes):
