@@ -42,12 +42,13 @@ def busy_fraction(window=3.0):
     return 1 - (idle2 - idle) / max(1, total2 - total)
 
 
-def settle(busy=0.3, at_most=300):
-    """Wait until the VMs have booted and the host is mostly idle again: listings are
-    measured on a host of N idle VMs, not of N booting ones. Returns the seconds waited."""
-    started = time.monotonic()
-    while busy_fraction() > busy and time.monotonic() - started < at_most:
-        pass
+def settle(busy=0.2, at_most=600):
+    """Wait until the VMs have booted and the host is mostly idle again, over two windows
+    in a row (booting VMs wait on the disk in bursts): listings are measured on a host of
+    N idle VMs, not of N booting ones. Returns the seconds waited."""
+    started, quiet = time.monotonic(), 0
+    while quiet < 2 and time.monotonic() - started < at_most:
+        quiet = quiet + 1 if busy_fraction() <= busy else 0
     return time.monotonic() - started
 
 
