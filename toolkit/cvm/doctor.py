@@ -265,8 +265,7 @@ def run_checks(ctx=None):
     rows.append(check_disk())
     rows.append(check_netd(ctx.store))
     if os.geteuid() == 0 and rows[1].status == OK:
-        running = {c["Labels"].get("io.cvm.vm") for c in ctx.engine.vm_containers(ctx.realm)
-                   if c["State"] == "running"}
+        running = ctx.engine.running_vms(ctx.realm)
         rows.append(check_nic_filters(ctx, running))
         rows.append(check_nic_mtus(ctx, running))
     return rows

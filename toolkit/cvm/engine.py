@@ -439,6 +439,12 @@ class Engine:
             return self.api.containers(all=all, filters={"label": "%s=%s" % (LABEL_REALM,
                                                                                 realm)})
 
+    def running_vms(self, realm):
+        """Names of this realm's VMs whose containers run (from the list: never waits for
+        a container that Docker is stopping, as an inspect does)."""
+        return {c["Labels"].get(LABEL_VM) for c in self.vm_containers(realm)
+                if c["State"] == "running"}
+
     def update(self, container, spec):
         """Apply the live-changeable resources of `spec` to a running container."""
         body = {

@@ -71,9 +71,7 @@ class Daemon:
         # Recoveries start and remove VMs: done before the look at what runs, which the
         # sweep trusts.
         concurrent.futures.wait(self.recover_dead_operations())
-        containers = {c["Labels"].get("io.cvm.vm"): c
-                      for c in self.ctx.engine.vm_containers(self.ctx.realm)}
-        running = {name for name, c in containers.items() if c["State"] == "running"}
+        running = self.ctx.engine.running_vms(self.ctx.realm)
         futures = [self.pool.submit(self.wire, name) for name in sorted(running)]
         concurrent.futures.wait(futures)
         try:

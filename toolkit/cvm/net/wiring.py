@@ -178,8 +178,7 @@ def sweep(ctx, running):
             if tag and tag[0] == ctx.realm and tag[1] not in records:
                 host.delete_link(index=link["index"])
                 removed.append(link.get("ifname"))
-    running = set(running) | {c["Labels"].get("io.cvm.vm") for c in
-                              ctx.engine.vm_containers(ctx.realm) if c["State"] == "running"}
+    running = set(running) | ctx.engine.running_vms(ctx.realm)
     for name, record in records.items():
         if name in running or record.get("phase") != "ready":
             continue
