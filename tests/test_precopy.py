@@ -138,3 +138,19 @@ def test_room_for_copies_is_checked_on_their_filesystem(tmp_path):
     free = os.statvfs(str(tmp_path)).f_bavail * os.statvfs(str(tmp_path)).f_frsize
     assert precopy.room_for([str(tmp_path / "copy")], 1 << 20)
     assert not precopy.room_for([str(tmp_path / "copy")], free)
+
+
+def test_what_a_dead_copy_left_is_removed_files_and_directories(tmp_path):
+    """netd removes what a killed export staged: the copies, and a file half copied."""
+    from cvm import operations
+    from cvm.context import Context
+    ctx = Context(state_root=str(tmp_path / "state"))
+    ctx.store.make()
+    copy = precopy.TreeCopy(str(tmp_path), str(tmp_path / "copy"))
+    os.makedirs(os.path.join(copy.target, "etc"))
+    write(copy.scratch, b"half a file")
+    ctx.store.write_vm("vm1", {"spec": {}, "operation": {"kind": "export",
+                                                         "staging": copy.paths}})
+    operations.discard_staging(ctx, "vm1", ctx.store.read_vm("vm1")["operation"])
+    assert not os.path.lexists(copy.target) and not os.path.lexists(copy.scratch)
+    assert "operation" not in ctx.store.read_vm("vm1")

@@ -312,7 +312,7 @@ def _write_from_copies(ctx, vm, writer, trees, copies):
 
     try:
         with operations.quiesced(ctx, vm, "freeze", "export",
-                                 staging=[copy.target for copy in copies],
+                                 staging=[path for copy in copies for path in copy.paths],
                                  before=copy_while_running):
             frozen_at = time.monotonic()
             for copy in copies:

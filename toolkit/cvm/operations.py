@@ -118,8 +118,13 @@ def _quiesce_over(ctx, name):
 
 
 def discard_staging(ctx, name, operation):
-    """Remove an operation's staging directories, and the operation with them."""
+    """Remove what an operation staged (directories, or a file half copied), and the
+    operation with it."""
     import shutil
-    for directory in operation.get("staging", []):
-        shutil.rmtree(directory, ignore_errors=True)
+    for path in operation.get("staging", []):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     clear(ctx, name)

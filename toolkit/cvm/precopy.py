@@ -14,6 +14,7 @@ Copies keep owners, modes, times, extended attributes (overlay whiteouts and opa
 directories), hard links and holes; copy_file_range shares blocks where the filesystem
 can (XFS, btrfs)."""
 
+import contextlib
 import errno
 import os
 import shutil
@@ -48,12 +49,15 @@ class TreeCopy:
         self.started_ns = time.time_ns()
         self._sync(settled_before)
 
+    @property
+    def paths(self):
+        """What this copy makes on disk: the copy, and the entry being copied."""
+        return [self.target, self.scratch]
+
     def remove(self):
-        for path in (self.target, self.scratch):
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.unlink(path)
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                _remove(path)
 
     def _sync(self, settled_before):
         linked = {}  # (device, inode) -> the first of its names copied in this pass
