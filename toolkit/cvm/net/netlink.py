@@ -143,8 +143,10 @@ class Netlink:
     def nft(self):
         """nftables in this socket's namespace (cvm.net.filtering's seam, as request() is
         the drivers' for rtnetlink)."""
+        from .filtering import Nft, host_nft
+        if self.netns_fd is None:
+            return host_nft()
         if self._nft is None:
-            from .filtering import Nft
             with in_netns(self.netns_fd):
                 self._nft = Nft()
         return self._nft
