@@ -28,6 +28,7 @@ import stat
 import tarfile
 import time
 
+from . import paths
 from .errors import Conflict, CvmError, NotFound, SpecError
 
 FORMAT = 1
@@ -333,7 +334,7 @@ def _copies(ctx, name, trees, nbytes):
     frozen only to bring them up to date; None when there is no room for them."""
     from . import precopy
     token = "cvm-export-%d-%s" % (os.getpid(), name)
-    root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
+    root = ctx.engine.root_dir
     targets = [os.path.join(root, token)] + [
         os.path.join(os.path.dirname(tree.rstrip("/")) or "/", ".%s-%s" % (
             token, prefix.split("/")[1])) for tree, prefix in trees[1:]]
@@ -351,7 +352,7 @@ class _Staging:
 
     def __init__(self, ctx, spec, volumes=True):
         token = "cvm-import-%d-%s" % (os.getpid(), spec.name)
-        root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
+        root = ctx.engine.root_dir
         self.layer = os.path.join(root, token)
         self.volumes = {}
         for index, volume in enumerate(spec.volumes if volumes else ()):
@@ -490,7 +491,7 @@ def can_take(ctx, spec, header):
         with ctx.store.lock():
             net.claim_addresses(ctx, spec)  # only checked: nothing is written
     needed = int(header.get("bytes") or 0) * 1.1 + (64 << 20)
-    root = ctx.engine.info().get("DockerRootDir") or "/var/lib/docker"
+    root = ctx.engine.root_dir
     free = shutil.disk_usage(root).free
     if free < needed:
         raise CvmError("disk: %s has %d MiB free; the VM needs about %d MiB" % (
@@ -661,9 +662,7 @@ def _fill(ctx, vm, staging, spec):
     """Move the unpacked layer into the new container and the volumes into place."""
     upper = upper_dir(ctx, vm.container_id)
     for entry in os.listdir(upper):  # what create put there (mount points, keys)
-        path = os.path.join(upper, entry)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else \
-            os.unlink(path)
+        paths.remove(os.path.join(upper, entry))
     for entry in os.listdir(staging.layer):
         os.rename(os.path.join(staging.layer, entry), os.path.join(upper, entry))
     for index, staged in staging.volumes.items():

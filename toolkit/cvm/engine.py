@@ -279,6 +279,11 @@ class Engine:
             return self.api.info()
 
     @functools.cached_property
+    def root_dir(self):
+        """Where Docker keeps its layers (stagings go beside them, on their filesystem)."""
+        return self.info().get("DockerRootDir") or "/var/lib/docker"
+
+    @functools.cached_property
     def default_log_driver(self):
         return self.info().get("LoggingDriver") or "json-file"
 

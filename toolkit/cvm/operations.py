@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 
-from . import procfs
+from . import paths, procfs
 
 
 def owner():
@@ -120,11 +120,7 @@ def _quiesce_over(ctx, name):
 def discard_staging(ctx, name, operation):
     """Remove what an operation staged (directories, or a file half copied), and the
     operation with it."""
-    import shutil
     for path in operation.get("staging", []):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        with contextlib.suppress(OSError):
+            paths.remove(path)
     clear(ctx, name)

@@ -1,5 +1,5 @@
-"""Where cvm keeps its state, where its data files are, and which code it runs. Imported
-by the launcher, so: nothing heavy here."""
+"""Where cvm keeps its state, where its data files are, and which code it runs; and
+removing what is at a path. Imported by the launcher, so: nothing heavy here."""
 
 import os
 
@@ -41,3 +41,13 @@ def project_root():
         if candidate and os.path.isdir(os.path.join(candidate, "os-images")):
             return candidate
     raise CvmError("cannot find os-images/ (set CVM_HOME to the cvm checkout)")
+
+
+def remove(path):
+    """Remove what is at `path`: a directory tree, a file, a link (not what it points
+    to); nothing if nothing is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)

@@ -17,9 +17,10 @@ can (XFS, btrfs)."""
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import time
+
+from .paths import remove
 
 UNCLEAR_NS = 1_100_000_000  # whole-second timestamps, and a clock tick
 UNCLEAR_FINE_NS = 20_000_000  # nanosecond timestamps from a clock of 100 ticks a second
@@ -57,7 +58,7 @@ class TreeCopy:
     def remove(self):
         for path in self.paths:
             with contextlib.suppress(OSError):
-                _remove(path)
+                remove(path)
 
     def _sync(self, settled_before):
         linked = {}  # (device, inode) -> the first of its names copied in this pass
@@ -82,7 +83,7 @@ class TreeCopy:
                 if is_directory:
                     directories.append((relative, path, info))
         for relative in sorted(set(self.copied) - present, reverse=True):
-            _remove(os.path.join(self.target, relative))
+            remove(os.path.join(self.target, relative))
             del self.copied[relative]
             touched.add(os.path.dirname(relative) or ".")
         # Last: making and removing entries in a directory changes its times.
@@ -101,7 +102,7 @@ class TreeCopy:
                 first_target = os.path.join(self.target, first)
                 if _same_file(target, first_target):
                     return False
-                _remove(target)
+                remove(target)
                 os.link(first_target, target)
                 return True
         if settled_before is not None and info.st_ctime_ns < settled_before and \
@@ -109,13 +110,14 @@ class TreeCopy:
             return False
         if stat.S_ISDIR(info.st_mode):
             if not _is_directory(target):
-                _remove(target)
+                remove(target)
                 os.mkdir(target, 0o700)
         elif stat.S_ISSOCK(info.st_mode):
-            _remove(target)  # a socket is nothing to copy
+            remove(target)  # a socket is nothing to copy
         else:
             self._copy_entry(path, info)
-            _remove(target)
+            if _is_directory(target):
+                remove(target)  # a file replaces a directory: os.replace cannot
             os.replace(self.scratch, target)
         self.copied[relative] = _signature(info)
         return True
@@ -150,13 +152,6 @@ def _same_file(a, b):
         return os.path.samestat(os.lstat(a), os.lstat(b))
     except FileNotFoundError:
         return False
-
-
-def _remove(path):
-    if _is_directory(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
 
 
 def _copy_data(source, copy, size):
