@@ -140,6 +140,68 @@ def test_a_snapshot_brings_back_files_spec_address_and_mac(cvm, ctx, images, lab
     assert not os.path.exists(snapshots.directory(ctx, name))
 
 
+@pytest.fixture
+def reflink_dir(tmp_path):
+    """A directory on an XFS filesystem with reflinks (a loop mount made for the test)."""
+    image, mount_point = str(tmp_path / "xfs.img"), str(tmp_path / "xfs")
+    if not shutil.which("mkfs.xfs"):
+        pytest.skip("mkfs.xfs is not installed (Debian's xfsprogs; ./run setup installs it)")
+    with open(image, "wb") as handle:
+        handle.truncate(320 << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", image], check=True)
+    os.mkdir(mount_point)
+    mounted = subprocess.run(["mount", "-o", "loop", image, mount_point],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("this host cannot loop-mount a filesystem: %s" % mounted.stderr.strip())
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", mount_point]).returncode != 0:
+            subprocess.run(["umount", "-l", mount_point])  # a VM still holds it
+
+
+def inode_of(ctx, name, path):
+    return in_vm(ctx, name, "stat -c %%i %s" % path).strip()
+
+
+def test_on_a_reflink_filesystem_a_snapshot_keeps_volumes_as_shared_copies(
+        cvm, ctx, images, lab, name, reflink_dir):
+    """A volume on XFS is kept beside it as a reflinked copy, not archived: the snapshot
+    costs only what changes after it, and restores its files (hard links too)."""
+    from cvm.precopy import unshared_bytes
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(reflink_dir, "vol")
+    try:
+        make_vm(ctx, name, volume, bridge, 79)
+        in_vm(ctx, name, "echo v1 > /data/f; ln /data/f /data/f2; "
+                         "head -c 8388608 /dev/urandom > /data/big")
+        snapped = files_of(ctx, name)
+        taken = cvm("snapshot", name, "s1", check=True).stdout
+        assert ", frozen " in taken
+        kept = os.path.join(reflink_dir, snapshots.KEPT, name, "s1", "0")
+        [row] = snapshots.listing(ctx, name)
+        assert row["volumes"] and row["reflinked"] == [kept]
+        assert os.path.getsize(os.path.join(kept, "big")) == 8 << 20
+        assert unshared_bytes(kept) < 1 << 20  # its blocks are the volume's
+        assert row["bytes"] < 1 << 20  # the archive holds the layer only
+        assert "reflink" in cvm("snapshot", "ls", name, check=True).stdout
+
+        in_vm(ctx, name, "echo v2 > /data/f; dd if=/dev/urandom of=/data/big bs=1M "
+                         "count=2 conv=notrunc 2>/dev/null; rm /data/f2; sync")
+        assert files_of(ctx, name) != snapped
+        assert 2 << 20 <= unshared_bytes(kept) < 3 << 20  # what changed, copied on write
+        cvm("restore", name, "s1", "--stop", check=True)
+        assert files_of(ctx, name) == snapped
+        assert inode_of(ctx, name, "/data/f") == inode_of(ctx, name, "/data/f2")
+        assert wait_pingable("%s.79" % SUBNET)
+
+        cvm("snapshot", "rm", name, "s1", check=True)
+        assert os.listdir(reflink_dir) == ["vol"]  # no .cvm-snapshots left
+    finally:
+        remove_realm(ctx)
+
+
 def test_a_failed_restore_leaves_the_vm_as_it_was(ctx, images, lab, name, scratch):
     """The snapshot's address is taken by another VM meanwhile: the restore is refused
     and the VM keeps its files, volume and wiring."""

@@ -7,7 +7,8 @@ otherwise), written as it is read, with no copy on disk:
     cvm-vm.json      first: format, the VM's spec and how it was made, its image
     layer/...        its writable layer (the overlay2 upper directory), whiteouts and
                      opaque directories (trusted.overlay.* xattrs) kept
-    volumes/N/...    the host directory of each volume
+    volumes/N/...    the host directory of each volume (a snapshot may keep one beside
+                     it as a reflinked tree instead: the header's volumes_kept)
     image/...        with --with-image: `docker save` of its image
     manifest.json    last: a SHA-256 of every member (its header and its data)
 
@@ -257,16 +258,22 @@ def header_of(name, ctx, with_image=False, volumes=True):
 
 
 def export(name, out, ctx, stop=False, with_image=False, compression=None,
-           header_only=False, volumes=True, copy_first=False):
+           header_only=False, volumes=True, copy_first=False, volumes_kept=None):
     """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
     Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
     whatever happens, even if this process is killed (cvm netd then finishes it). With
     `copy_first` (and room), it is frozen only to bring copies of its trees up to date
     (cvm.precopy), and the archive is written from the copies; otherwise nothing is
     copied on disk. With `header_only`, only what `cvm import --check` reads; without
-    `volumes`, not the volumes' data (see header_of). Returns the header, and how long
-    the VM was frozen or stopped (0 if it was not running)."""
+    `volumes`, not the volumes' data (see header_of). `volumes_kept` ({volume index: a
+    directory to make}) copies those volumes there (cvm.precopy: by reflink where the
+    filesystem can) instead of into the archive, at the same moment as the rest. Returns
+    the header, and how long the VM was frozen or stopped (0 if it was not running)."""
     vm, upper, header = header_of(name, ctx, with_image, volumes)
+    kept = {"volumes/%d" % index: target for index, target in (volumes_kept or {}).items()}
+    if kept:
+        header["volumes_kept"] = {str(index): target
+                                  for index, target in volumes_kept.items()}
     writer = _Writer(out, compression or compression_available())
     if header_only:
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
@@ -276,32 +283,50 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     trees = [(upper, "layer")] + [(volume.host, "volumes/%d" % index) for index, volume in
                                   enumerate(vm.spec.volumes if volumes else ())
                                   if os.path.isdir(volume.host)]
-    copies = _copies(ctx, name, trees, header["bytes"]) \
+    copies = _copies(ctx, name, trees, header["bytes"], kept) \
         if copy_first and vm.running and not stop else None
     if copies is None:
-        quiesced = _write_quiesced(ctx, vm, writer, trees, "stop" if stop else "freeze")
+        quiesced = _write_quiesced(ctx, vm, writer, trees, "stop" if stop else "freeze", kept)
     else:
-        quiesced = _write_from_copies(ctx, vm, writer, trees, copies)
+        quiesced = _write_from_copies(ctx, vm, writer, trees, copies, kept)
     if with_image:
         writer.add_image_save(ctx.engine.save_image(header["image"]["id"]))
     writer.finish()
     return header, quiesced
 
 
-def _write_quiesced(ctx, vm, writer, trees, mode):
-    """Archive `trees` with the VM frozen or stopped throughout; the seconds it was."""
-    from . import operations
+def _write_quiesced(ctx, vm, writer, trees, mode, kept):
+    """Archive `trees` (those in `kept`: copy them there) with the VM frozen or stopped
+    throughout; the seconds it was."""
+    from . import operations, precopy
     was_running = vm.running
-    with operations.quiesced(ctx, vm, mode, "export"):
-        quiesced_at = time.monotonic()
-        for tree, prefix in trees:
-            writer.add_tree(tree, prefix)
-    return time.monotonic() - quiesced_at if was_running else 0.0
+    copies = [precopy.TreeCopy(tree, kept[prefix]) for tree, prefix in trees if prefix in kept]
+    staging = [path for copy in copies for path in copy.paths]
+    if staging and not was_running:
+        operations.mark(ctx, vm.name, "export", staging=staging)  # quiesced() marks otherwise
+    try:
+        with operations.quiesced(ctx, vm, mode, "export", staging=staging):
+            quiesced_at = time.monotonic()
+            for tree, prefix in trees:
+                if prefix not in kept:
+                    writer.add_tree(tree, prefix)
+            for copy in copies:
+                copy.sync()
+            quiesced = time.monotonic() - quiesced_at
+    except BaseException:
+        for copy in copies:
+            copy.remove()
+        raise
+    finally:
+        if staging:
+            operations.clear(ctx, vm.name)
+    return quiesced if was_running else 0.0
 
 
-def _write_from_copies(ctx, vm, writer, trees, copies):
-    """Copy `trees` twice while the VM runs, once more frozen, then archive the copies;
-    the seconds the VM was frozen."""
+def _write_from_copies(ctx, vm, writer, trees, copies, kept):
+    """Copy `trees` twice while the VM runs, once more frozen, then archive the copies
+    (but those in `kept`, which stay where they were made); the seconds the VM was
+    frozen."""
     from . import operations
 
     def copy_while_running():
@@ -311,6 +336,7 @@ def _write_from_copies(ctx, vm, writer, trees, copies):
         for copy in copies:
             copy.sync()  # what the VM wrote during the first: less to do frozen
 
+    written = False
     try:
         with operations.quiesced(ctx, vm, "freeze", "export",
                                  staging=[path for copy in copies for path in copy.paths],
@@ -321,22 +347,26 @@ def _write_from_copies(ctx, vm, writer, trees, copies):
         frozen = time.monotonic() - frozen_at
         operations.pause_point("export", "thawed")
         for copy, (_, prefix) in zip(copies, trees):
-            writer.add_tree(copy.target, prefix)
+            if prefix not in kept:
+                writer.add_tree(copy.target, prefix)
+        written = True
         return frozen
     finally:
-        for copy in copies:
-            copy.remove()
+        for copy, (_, prefix) in zip(copies, trees):
+            if not (written and prefix in kept):
+                copy.remove()
         operations.clear(ctx, vm.name)
 
 
-def _copies(ctx, name, trees, nbytes):
-    """Copies of a running VM's `trees` (cvm.precopy), made beside them, so that it is
-    frozen only to bring them up to date; None when there is no room for them."""
+def _copies(ctx, name, trees, nbytes, kept):
+    """Copies of a running VM's `trees` (cvm.precopy), made beside them (or where `kept`
+    says), so that it is frozen only to bring them up to date; None when there is no room
+    for them."""
     from . import precopy
     token = "cvm-export-%d-%s" % (os.getpid(), name)
     root = ctx.engine.root_dir
     targets = [os.path.join(root, token)] + [
-        os.path.join(os.path.dirname(tree.rstrip("/")) or "/", ".%s-%s" % (
+        kept.get(prefix) or os.path.join(os.path.dirname(tree.rstrip("/")) or "/", ".%s-%s" % (
             token, prefix.split("/")[1])) for tree, prefix in trees[1:]]
     if not precopy.room_for(targets, nbytes):
         return None
@@ -379,8 +409,9 @@ class _Staging:
             self.made.append(directory)
 
     def remove(self):
-        for directory in self.made:
-            shutil.rmtree(directory, ignore_errors=True)
+        for path in self.made:
+            with contextlib.suppress(OSError):
+                paths.remove(path)
 
 
 def read_header(tar):
@@ -435,6 +466,7 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
         staging.make_roots()
         manifest = _unpack(tar, staging, digests, ctx)
         _check(manifest, digests)
+        _copy_kept(header, staging)
         if image is None:
             image = _load_carried(ctx, staging, header)
         vm = api.create(spec, start=False, ctx=ctx, profile=header["made"].get("profile")
@@ -624,6 +656,22 @@ def _check(manifest, digests):
     if expected:
         raise ArchiveError("member %s of the manifest is missing from the archive" %
                            sorted(expected)[0])
+
+
+def _copy_kept(header, staging):
+    """Copy the volumes a snapshot keeps outside its archive (by reflink where the
+    filesystem can) into their staging directories."""
+    from . import precopy
+    for index, kept in (header.get("volumes_kept") or {}).items():
+        target = staging.volumes.get(int(index))
+        if target is None:
+            continue
+        if not os.path.isdir(kept):
+            raise ArchiveError("volumes[%s]: the copy of its data kept at %s is gone" % (
+                index, kept))
+        copy = precopy.TreeCopy(kept, target)
+        staging.made.append(copy.scratch)
+        copy.sync()
 
 
 def _load_carried(ctx, staging, header):

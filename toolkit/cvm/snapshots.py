@@ -3,9 +3,12 @@
 A snapshot is an archive of cvm.bundle (the format `cvm export` writes: spec, writable
 layer, volumes, manifest) kept in the state directory, under snapshots/<VM>/<SNAP>.cvm.
 The writable layer is the VM's overlay2 upper directory, so a snapshot holds what
-changed since the image, compressed, not the whole root filesystem. A running VM is
-frozen only to bring copies of its files up to date (cvm.precopy), or stopped with
-`stop`, as an export does.
+changed since the image, compressed, not the whole root filesystem. A volume on a
+filesystem that copies by reflink (XFS, btrfs) is kept out of the archive, as a copy
+beside it (<its parent>/.cvm-snapshots/<VM>/<SNAP>/<index>) whose blocks it shares with
+the volume until either changes: such a snapshot costs only what changes after it. A
+running VM is frozen only to bring copies of its files up to date (cvm.precopy), or
+stopped with `stop`, as an export does.
 
 A restore puts the VM back as it was: files, spec (limits, NICs: the same addresses and
 MACs) and, when the snapshot holds them, its volumes' data. It is all or nothing: the
@@ -23,9 +26,11 @@ import re
 import shutil
 import time
 
+from . import paths
 from .errors import Conflict, CvmError, NotFound, SpecError
 
 SUFFIX = ".cvm"
+KEPT = ".cvm-snapshots"  # beside a volume: the copies of it that snapshots keep
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -50,25 +55,57 @@ def take(ctx, name, snapshot=None, stop=False, volumes=True):
     (or stopped) for. A kill or a full disk leaves no partial snapshot, and the VM
     running again (cvm.operations)."""
     from . import api, bundle
-    api.get(name, ctx)  # NotFound first
+    vm = api.get(name, ctx)  # NotFound first
     snapshot = _checked_name(snapshot or time.strftime("%Y%m%d-%H%M%S"))
     target = path_of(ctx, name, snapshot)
     if os.path.exists(target):
         raise Conflict("snapshot: VM %s already has a snapshot %s" % (name, snapshot))
     os.makedirs(directory(ctx, name), mode=0o700, exist_ok=True)
+    kept = _volumes_to_keep(vm.spec, snapshot) if volumes else {}
     partial = "%s.partial-%d" % (target, os.getpid())
     started = time.monotonic()
     try:
+        _remove_kept(kept.values())  # what a killed snapshot of this name left
+        for path in kept.values():
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(partial, "wb") as handle:
             _, quiesced = bundle.export(name, handle, ctx, stop=stop, volumes=volumes,
-                                        copy_first=True)
+                                        copy_first=True, volumes_kept=kept)
         os.rename(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
+        _remove_kept(kept.values())
         raise
     return dict(_row(ctx, name, snapshot), seconds=round(time.monotonic() - started, 2),
                 quiesced=round(quiesced, 3))
+
+
+def _volumes_to_keep(spec, snapshot):
+    """{volume index: where its copy is kept} for the volumes whose filesystem copies by
+    reflink; the others go into the archive."""
+    from . import precopy
+    kept = {}
+    for index, volume in enumerate(spec.volumes):
+        parent = os.path.dirname(volume.host.rstrip("/")) or "/"
+        if os.path.isdir(volume.host) and precopy.reflinks(parent):
+            kept[index] = os.path.join(parent, KEPT, spec.name, snapshot, str(index))
+    return kept
+
+
+def _remove_kept(kept):
+    """Remove kept volume copies, and the directories above them that they leave empty
+    (<parent>/.cvm-snapshots/<VM>/<SNAP>, <VM>, .cvm-snapshots)."""
+    for path in kept:
+        paths.remove(path)
+        paths.remove(path + ".partial")  # the file a killed copy was making
+        above = os.path.dirname(path)
+        for _ in range(3):
+            try:
+                os.rmdir(above)
+            except OSError:
+                break
+            above = os.path.dirname(above)
 
 
 def listing(ctx, name=None):
@@ -95,10 +132,16 @@ def names_of(ctx, name):
 
 
 def _row(ctx, name, snapshot):
+    """A snapshot's row; its bytes are the archive's and, of the volume copies it keeps,
+    the blocks they no longer share with anything (what removing it frees)."""
+    from .precopy import unshared_bytes
     header = _header(ctx, name, snapshot)
+    kept = list((header.get("volumes_kept") or {}).values())
     return {"vm": name, "snapshot": snapshot, "created": header.get("created"),
-            "bytes": os.path.getsize(path_of(ctx, name, snapshot)),
-            "volumes": bool(header.get("volumes_carried", True) and header.get("volumes"))}
+            "bytes": os.path.getsize(path_of(ctx, name, snapshot)) + sum(
+                unshared_bytes(path) for path in kept if os.path.isdir(path)),
+            "volumes": bool(header.get("volumes_carried", True) and header.get("volumes")),
+            "reflinked": kept}
 
 
 def _header(ctx, name, snapshot):
@@ -116,11 +159,9 @@ def _header(ctx, name, snapshot):
 
 def remove(ctx, name, snapshot):
     path = path_of(ctx, name, _checked_name(snapshot))
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        raise NotFound("VM %s has no snapshot %s (see `cvm snapshot ls %s`)" % (
-            name, snapshot, name)) from None
+    kept = (_header(ctx, name, snapshot).get("volumes_kept") or {}).values()
+    os.unlink(path)
+    _remove_kept(kept)
     with contextlib.suppress(OSError):
         os.rmdir(directory(ctx, name))  # its last one
 

@@ -289,7 +289,13 @@ def snapshot_ls(name, as_json):
     click.echo(render(["VM", "SNAPSHOT", "CREATED", "SIZE", "VOLUMES"], [
         [row["vm"], row["snapshot"],
          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created"] or 0)),
-         format_size(row["bytes"]), "yes" if row["volumes"] else "no"] for row in rows]))
+         format_size(row["bytes"]), _volumes_held(row)] for row in rows]))
+
+
+def _volumes_held(row):
+    if not row["volumes"]:
+        return "no"
+    return "reflink" if row["reflinked"] else "yes"
 
 
 @snapshot.command("rm", context_settings=CONTEXT_SETTINGS)
