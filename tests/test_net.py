@@ -113,6 +113,66 @@ def test_address_in_use_on_the_segment_is_refused(ctx, images, lab, name):
     assert name + "-e1" not in host_links()
 
 
+def arp_probes_seen(bridge, target, during):
+    """How many ARP probes (sender 0.0.0.0) for `target` cross `bridge` while `during`
+    runs (sent by the host on it, or by a VM through a port)."""
+    import socket
+    # ETH_P_ALL: a socket bound to one protocol sees only frames received, not sent
+    sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sniffer.bind((bridge, 0x0003))
+    sniffer.setblocking(False)
+    try:
+        during()
+        time.sleep(0.2)
+        probes = 0
+        while True:
+            try:
+                frame = sniffer.recv(128)
+            except BlockingIOError:
+                return probes
+            probes += frame[12:14] == b"\x08\x06" and frame[28:32] == bytes(4) and \
+                frame[38:42] == bytes(int(part) for part in target.split("."))
+    finally:
+        sniffer.close()
+
+
+def test_no_probe_where_cvm_knows_every_holder(ctx, images, lab, name):
+    """On a bridge whose every port is a filtered NIC of this realm, only the host and
+    those NICs could hold an address, and claim_addresses checks them: no ARP probe is
+    sent. A port that is not cvm's, a NIC with filtering off, another realm's NIC or
+    anything stacked on the bridge brings the probe back."""
+    from cvm.net import DRIVERS
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    driver = DRIVERS["bridge"]
+    nic = vm_spec(name, bridge_nic(bridge, 40)).nics[0]
+    assert driver.holders_known(ctx.realm, nic)  # no port at all
+    api.create(vm_spec(name, bridge_nic(bridge, 41)), ctx=ctx)
+    assert driver.holders_known(ctx.realm, nic)
+    assert not driver.holders_known(ctx.realm + "x", nic)
+    address = "%s.42" % SUBNET
+    assert arp_probes_seen(bridge, address, lambda: nics.attach(
+        ctx, name, bridge_nic(bridge, 42, name="eth1", gw=None))) == 0
+    assert ping(address)
+
+    unfiltered = api.create(vm_spec(name + "u", bridge_nic(bridge, 43, filtering=False)),
+                            ctx=ctx)
+    assert not driver.holders_known(ctx.realm, nic)
+    unfiltered.remove(force=True)
+    assert driver.holders_known(ctx.realm, nic)
+    ip("link", "add", "link", bridge, "name", name + "mv", "type", "macvlan", "mode",
+       "bridge")
+    try:
+        assert not driver.holders_known(ctx.realm, nic)
+    finally:
+        ip("link", "del", name + "mv")
+    lab.peer(bridge, "%s.44/24" % SUBNET)
+    assert not driver.holders_known(ctx.realm, nic)
+    address = "%s.45" % SUBNET
+    assert arp_probes_seen(bridge, address, lambda: nics.attach(
+        ctx, name, bridge_nic(bridge, 45, name="eth2", gw=None))) >= 1
+    assert ping(address)
+
+
 def test_routed_mode(ctx, images, lab, name):
     uplink = lab.bridge("198.51.100.129/25", prefix="cvu")
     peer = lab.peer(uplink, "198.51.100.178/25")

@@ -454,7 +454,7 @@ def create(spec, start=True, ctx=None, profile="vm"):
             "lxcfs": lxcfs, "reports_shutdown": made["reports_shutdown"], "profile": profile,
             "operation": dict(operations.owner(), kind="create")})
     # Probe the segment for the VM's addresses while Docker creates and starts it.
-    early = net.start_probes(spec.nics) if net and start else None
+    early = net.start_probes(ctx, spec.nics) if net and start else None
     try:
         return _build(ctx, spec, record, start, made, early)
     except BaseException:

@@ -22,14 +22,14 @@ def attach(ctx, name, nic_raw):
     check_host(parse_spec(dict(raw, nics=[new_spec.nics[-1].to_dict()])))
     # Probed from the host while the rest is made ready (as create does): at once, or
     # once an ip=auto address is claimed.
-    early = start_probes(new_spec.nics[-1:]) if vm.running and \
+    early = start_probes(ctx, new_spec.nics[-1:]) if vm.running and \
         new_spec.nics[-1].ip != "auto" else None
     try:
         with ctx.store.lock():
             new_spec = claim_addresses(ctx, new_spec)
             ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
         if vm.running and early is None:
-            early = start_probes(new_spec.nics[-1:])
+            early = start_probes(ctx, new_spec.nics[-1:])
         try:
             if vm.running:
                 with ctx.store.vm_lock(name):

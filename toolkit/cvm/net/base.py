@@ -206,6 +206,11 @@ class NicDriver:
         """(netns fd, interface, MAC) to send address probes from, or None for no probe."""
         return w.vm.netns_fd, nic.name, mac
 
+    def holders_known(self, realm, nic):
+        """Is every possible holder of an address on this NIC's segment one that cvm checks
+        without asking the segment (the host, the realm's VMs)? Then no probe is sent."""
+        return False
+
     def host_probe_target(self, nic):
         """(host interface, its MAC) on the NIC's segment, to probe from before the VM
         exists; None when only the VM side reaches the segment."""

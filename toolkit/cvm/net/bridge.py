@@ -5,11 +5,13 @@ addresses. Options: hairpin (reflect frames back out the port), host_name, and
 vlan (bridge VLAN filtering: the port gets the VLAN as PVID, untagged).
 """
 
+import os
+
 from ..errors import NetError, SpecError
 from ..validation import as_bool
 from .base import (FILTERING, HOST_NAME, VLAN, NicDriver, Option, check_mtu, interface_mac,
                    require_link)
-from .filtering import HostPortFilter
+from .filtering import HostPortFilter, filtered_bridge_ports
 from .netlink import link_kind
 from .veth import describe_veth, host_name, plug_veth, unplug_veth, veth_plugged
 
@@ -56,6 +58,19 @@ class BridgeDriver(NicDriver):
             tx.step("drop the default VLAN 1 from the port",
                     lambda: w.host.request("vlan_filter", "del", index=port,
                                            vlan_info={"vid": 1}))
+
+    def holders_known(self, realm, nic):
+        # Every port the host end of a NIC of this realm whose filter drops ARP and IP
+        # from addresses not its own, and nothing stacked on the bridge (macvlan, VLAN):
+        # the only possible holders are the host and those NICs, whose addresses
+        # claim_addresses checks. An ARP probe could learn nothing more.
+        device = os.path.join("/sys/class/net", nic.link)
+        try:
+            ports = os.listdir(os.path.join(device, "brif"))
+            stacked = [entry for entry in os.listdir(device) if entry.startswith("upper_")]
+        except OSError:
+            return False
+        return not stacked and (not ports or set(ports) <= filtered_bridge_ports(realm))
 
     def host_probe_target(self, nic):
         # The bridge itself is on the segment: probe with its MAC, so replies reach the host.

@@ -130,15 +130,26 @@ class Nft:
         chains = {item["chain"]["name"] for item in self.run(["list chains %s" % family],
                                                               "nftables")
                   if item.get("chain", {}).get("table") == name}
-        try:
-            ports = self.run(["list map %s %s ports" % (family, name)], "nftables")
-        except NetError:
+        elements = self.ports(family, name)
+        if elements is None:
             if not chains:
                 return None
-            ports = []
-        elements = {element[0] for item in ports if "map" in item
-                    for element in item["map"].get("elem", [])}
+            elements = set()
         return {"chains": chains, "elements": elements}
+
+    def ports(self, family, name):
+        """The keys of table `name`'s map "ports" (the filtered ports), or None."""
+        try:
+            listed = self.run(["list map %s %s ports" % (family, name)], "nftables")
+        except NetError:
+            return None
+        return {element[0] for item in listed if "map" in item
+                for element in item["map"].get("elem", [])}
+
+
+def filtered_bridge_ports(realm):
+    """The host's bridge ports whose frames realm `realm`'s filter checks."""
+    return host_nft().ports("bridge", TABLE_PREFIX + realm) or set()
 
 
 class HostPortFilter:

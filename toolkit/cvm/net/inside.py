@@ -18,14 +18,19 @@ IFA_F_DADFAILED = 0x08
 class EarlyProbes:
     """ARP probes sent from the host side of the segment (the bridge, the uplink) while
     Docker is still creating and starting the container, so that create pays nothing
-    for them. NICs whose segment the host cannot reach are probed from inside later."""
+    for them. NICs whose segment the host cannot reach are probed from inside later;
+    those whose every possible holder cvm knows (`holders_known`) are not probed."""
 
-    def __init__(self, nics, drivers):
+    def __init__(self, nics, drivers, realm):
         import concurrent.futures
         self.futures = {}
         jobs = []
         for nic in nics:
-            target = drivers[nic.mode].host_probe_target(nic)
+            driver = drivers[nic.mode]
+            if driver.holders_known(realm, nic):
+                self.futures[nic.name] = []  # proven free by claim_addresses
+                continue
+            target = driver.host_probe_target(nic)
             v4 = [a for a in nic.addresses() if a.version == 4]
             if target is not None and v4:
                 jobs.append((nic, target, v4))

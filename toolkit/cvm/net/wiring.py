@@ -65,10 +65,10 @@ def wiring_for(ctx, host, vm, name, index, spec=None):
                   Sysfs(), spec)
 
 
-def start_probes(nics):
+def start_probes(ctx, nics):
     """Probe the segments of `nics` for their addresses from the host, in the
     background."""
-    return inside.EarlyProbes(nics, DRIVERS)
+    return inside.EarlyProbes(nics, DRIVERS, ctx.realm)
 
 
 def wire_vm(ctx, name, spec, pid, probe=False, early=None):
