@@ -2,7 +2,9 @@
 creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_VMS or
 `python benchmarks/scale.py N`).
 
-- `cvm create` of the first and the last tenth of N systemd VMs (whole process);
+- `cvm create` of the first and the last tenth of N systemd VMs (whole process), the
+  last tenth once the host has settled (the VMs before it booted), as the first had an
+  idle host; beside `docker run --net=none` of the same image at both points;
 - with N running, once they have booted and the host is mostly idle: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
   `docker ps -a` and `docker stats --no-stream`; an exporter scrape cold and warm;
 - `cvm rm -f` of all N at once (one command; netd removes them in parallel).
@@ -22,12 +24,7 @@ ROUNDS = 5
 
 def whole(argv, env, rounds=ROUNDS):
     """Median seconds of `argv` as a whole process."""
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(_timed(argv, env) for _ in range(rounds))
 
 
 def busy_fraction(window=3.0):
@@ -59,19 +56,44 @@ def scrape(url):
     return time.perf_counter() - started
 
 
+def docker_runs(env, rounds=ROUNDS):
+    """Median seconds of `docker run -d --net=none` of the VMs' image (its containers
+    removed after)."""
+    names = ["scale-docker-%d" % i for i in range(rounds)]
+    try:
+        return statistics.median(
+            _timed(["docker", "run", "-d", "--net=none", "--memory", "64m", "--name", name,
+                    DEBIAN, "sleep", "100000"], env) for name in names)
+    finally:
+        subprocess.run(["docker", "rm", "-f"] + names, capture_output=True)
+
+
+def _timed(argv, env):
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
 def main(count=None):
     count = count or int(os.environ.get("BENCH_SCALE_VMS", "40"))
     header("scale: %d idle systemd VMs (%s, 64m each, no NIC)" % (count, DEBIAN))
     with realm() as (ctx, env):
+        tenth = max(1, count // 10)
+        docker_first = docker_runs(env)
         creates = []
         for index in range(count):
+            if index == count - tenth:
+                print("the host settled %.0f s after VM %d's create" % (settle(), index))
+                docker_last = docker_runs(env)
             started = time.perf_counter()
             cvm(env, "create", "sc%d" % index, "--image", DEBIAN, "--memory", "64m")
             creates.append(time.perf_counter() - started)
-        tenth = max(1, count // 10)
         first, last = statistics.median(creates[:tenth]), statistics.median(creates[-tenth:])
         print("cvm create: first %d %.0f ms, last %d %.0f ms (x%.2f)" % (
             tenth, first * 1000, tenth, last * 1000, last / first))
+        print("docker run --net=none: with no VM %.0f ms, with %d %.0f ms (x%.2f)" % (
+            docker_first * 1000, count - tenth, docker_last * 1000,
+            docker_last / docker_first))
         print("the host settled %.0f s after the last create" % settle())
         pairs = [("cvm ls", [CVM, "ls"], "docker ps -a", ["docker", "ps", "-a"]),
                  ("cvm net ls", [CVM, "net", "ls"], "docker ps -a", ["docker", "ps", "-a"]),
