@@ -4,7 +4,9 @@ creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_V
 
 - `cvm create` of the first and the last tenth of N systemd VMs (whole process), the
   last tenth once the host has settled (the VMs before it booted), as the first had an
-  idle host; beside `docker run --net=none` of the same image at both points;
+  idle host; beside `docker run --net=none` of the same image at both points, and
+  with a few creates at each point made in-process, split into the time Docker took to
+  answer cvm's requests and cvm's own;
 - with N running, once they have booted and the host is mostly idle: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
   `docker ps -a` and `docker stats --no-stream`; an exporter scrape cold and warm;
 - `cvm rm -f` of all N at once (one command; netd removes them in parallel).
@@ -68,6 +70,37 @@ def docker_runs(env, rounds=ROUNDS):
         subprocess.run(["docker", "rm", "-f"] + names, capture_output=True)
 
 
+def create_split(ctx, prefix, rounds=ROUNDS):
+    """Median (seconds of a create, seconds of it spent waiting for Docker's answers) of
+    `rounds` creates made in this process (the VMs stay, with the others)."""
+    import requests
+    from cvm import api
+    from cvm.spec import parse_spec
+    waited = [0.0]
+    send = requests.Session.send
+
+    def timed_send(session, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return send(session, *args, **kwargs)
+        finally:
+            waited[0] += time.perf_counter() - started
+    requests.Session.send = timed_send
+    totals, in_docker = [], []
+    try:
+        for index in range(rounds):
+            spec = parse_spec({"name": "%s%d" % (prefix, index), "image": DEBIAN,
+                               "memory": "64m"})
+            waited[0] = 0.0
+            started = time.perf_counter()
+            api.create(spec, ctx=ctx)
+            totals.append(time.perf_counter() - started)
+            in_docker.append(waited[0])
+    finally:
+        requests.Session.send = send
+    return statistics.median(totals), statistics.median(in_docker)
+
+
 def _timed(argv, env):
     started = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -80,11 +113,13 @@ def main(count=None):
     with realm() as (ctx, env):
         tenth = max(1, count // 10)
         docker_first = docker_runs(env)
+        split_first = create_split(ctx, "sc-a")
         creates = []
         for index in range(count):
             if index == count - tenth:
                 print("the host settled %.0f s after VM %d's create" % (settle(), index))
                 docker_last = docker_runs(env)
+                split_last = create_split(ctx, "sc-b")
             started = time.perf_counter()
             cvm(env, "create", "sc%d" % index, "--image", DEBIAN, "--memory", "64m")
             creates.append(time.perf_counter() - started)
@@ -94,6 +129,11 @@ def main(count=None):
         print("docker run --net=none: with no VM %.0f ms, with %d %.0f ms (x%.2f)" % (
             docker_first * 1000, count - tenth, docker_last * 1000,
             docker_last / docker_first))
+        for label, (total, in_docker) in (("with no VM", split_first),
+                                          ("with %d" % (count - tenth), split_last)):
+            print("in-process create %-11s %4.0f ms: Docker answering %4.0f ms, cvm's own "
+                  "%3.0f ms" % (label, total * 1000, in_docker * 1000,
+                                (total - in_docker) * 1000))
         print("the host settled %.0f s after the last create" % settle())
         pairs = [("cvm ls", [CVM, "ls"], "docker ps -a", ["docker", "ps", "-a"]),
                  ("cvm net ls", [CVM, "net", "ls"], "docker ps -a", ["docker", "ps", "-a"]),
@@ -138,6 +178,8 @@ def main(count=None):
         started = time.perf_counter()
         cvm(env, "rm", "-f", *["sc%d" % i for i in range(count)])
         print("cvm rm -f of %d VMs: %.1f s" % (count, time.perf_counter() - started))
+        cvm(env, "rm", "-f", *["sc-%s%d" % (point, i) for point in "ab"
+                               for i in range(ROUNDS)])
 
 
 if __name__ == "__main__":
