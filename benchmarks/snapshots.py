@@ -4,12 +4,16 @@
     date): time total, time frozen, bytes written, against
     `docker commit` of the same container in the same run (which pauses it throughout);
 (b) `cvm export -o FILE` and `cvm import FILE`, throughput, against `tar` of the same
-    files (the container's upper directory): tar -c to a file, tar -x from it.
+    files (the container's upper directory): tar -c to a file, tar -x from it;
+(c) `cvm snapshot` of a running VM whose volume (the same 1 GiB) is on XFS with reflinks
+    (a loop mount the benchmark makes): time, time frozen, the bytes the snapshot holds
+    on its own, against `cp -a` of the volume (which reflinks there too) and `tar -c`.
 
 The files are half random (incompressible), half text-like (repeated lines), as a VM's
 changed files are a mix. Sizes: BENCH_SNAPSHOT_MIB (default 1024).
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,15 +27,15 @@ ROUNDS = int(os.environ.get("BENCH_SNAPSHOT_ROUNDS", "3"))
 NAME = "bsnap"
 
 
-def fill(ctx):
-    """Write MIB MiB of files into the VM's writable layer."""
+def fill(ctx, name=NAME):
+    """Write MIB MiB of files into the VM's /data (its writable layer, or a volume)."""
     from cvm import api
     half = MIB // 2
     script = ("mkdir -p /data && cd /data && i=0; while [ $i -lt %d ]; do "
               "head -c 1048576 /dev/urandom > r$i; i=$((i+1)); done; "
               "yes 'a changed line of a config or a log, as VMs have them' | head -c %d "
               "> text; sync" % (half, (MIB - half) << 20))
-    code, _, err = api.get(NAME, ctx).exec(["sh", "-c", script], timeout=600)
+    code, _, err = api.get(name, ctx).exec(["sh", "-c", script], timeout=600)
     if code != 0:
         raise SystemExit("bench: filling the VM failed: %s" % err.decode())
 
@@ -96,8 +100,46 @@ def main():
                                      rate(tar_c), rate(import_), rate(tar_x)))
                 container = api.get(NAME, ctx).container_id
                 upper = bundle.upper_dir(ctx, container)
+            reflinked_volume(ctx, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def reflinked_volume(ctx, scratch):
+    from cvm import api, snapshots
+    from cvm.spec import parse_spec
+    print("(c) snapshot of a running VM whose volume is on XFS (reflinks), %d rounds" % ROUNDS)
+    image, mount_point = os.path.join(scratch, "xfs.img"), os.path.join(scratch, "xfs")
+    with open(image, "wb") as handle:
+        handle.truncate((MIB * 3 + 512) << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", image], check=True)
+    os.mkdir(mount_point)
+    subprocess.run(["mount", "-o", "loop", image, mount_point], check=True)
+    volume, name = os.path.join(mount_point, "vol"), NAME + "v"
+    try:
+        os.mkdir(volume)
+        api.create(parse_spec({"name": name, "image": BUSYBOX, "init": "none",
+                               "command": ["sleep", "100000"],
+                               "volumes": ["%s:/data" % volume]}), ctx=ctx)
+        fill(ctx, name)
+        for round_ in range(ROUNDS):
+            settle()
+            row = snapshots.take(ctx, name, "s%d" % round_)
+            copy = os.path.join(mount_point, "copy")
+            settle()
+            cp = timed(["cp", "-a", volume, copy])
+            shutil.rmtree(copy)
+            settle()
+            tar_c = timed(["tar", "-C", volume, "-cf", os.path.join(scratch, "v.tar"), "."])
+            os.unlink(os.path.join(scratch, "v.tar"))
+            print("  cvm snapshot: %.2f s, frozen %.3f s, %.1f MiB its own | cp -a (reflinks) "
+                  "%.2f s | tar -c %.2f s" % (row["seconds"], row["quiesced"],
+                                              row["bytes"] / (1 << 20), cp, tar_c))
+            snapshots.remove(ctx, name, "s%d" % round_)
+    finally:
+        with contextlib.suppress(Exception):
+            api.get(name, ctx).remove(force=True)
+        subprocess.run(["umount", mount_point], check=True)
 
 
 if __name__ == "__main__":
