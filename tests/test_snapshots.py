@@ -179,7 +179,7 @@ def test_on_a_reflink_filesystem_a_snapshot_keeps_volumes_as_shared_copies(
         snapped = files_of(ctx, name)
         taken = cvm("snapshot", name, "s1", check=True).stdout
         assert ", frozen " in taken
-        kept = os.path.join(reflink_dir, snapshots.KEPT, name, "s1", "0")
+        kept = snapshots.kept_path(reflink_dir, name, "s1", 0)
         [row] = snapshots.listing(ctx, name)
         assert row["volumes"] and row["reflinked"] == [kept]
         assert os.path.getsize(os.path.join(kept, "big")) == 8 << 20
@@ -197,7 +197,31 @@ def test_on_a_reflink_filesystem_a_snapshot_keeps_volumes_as_shared_copies(
         assert wait_pingable("%s.79" % SUBNET)
 
         cvm("snapshot", "rm", name, "s1", check=True)
-        assert os.listdir(reflink_dir) == ["vol"]  # no .cvm-snapshots left
+        assert os.listdir(reflink_dir) == ["vol"]  # the kept copy went with it
+    finally:
+        remove_realm(ctx)
+
+
+def test_a_killed_snapshot_of_a_reflinked_volume_leaves_no_copy(cvm, ctx, state_dir, images,
+                                                                 lab, name, reflink_dir):
+    bridge = lab.bridge("%s.1/24" % SUBNET)
+    volume = os.path.join(reflink_dir, "vol")
+    try:
+        make_vm(ctx, name, volume, bridge, 80)
+        in_vm(ctx, name, "echo v1 > /data/f")
+        _killed_at(cvm, state_dir, "export:copied", "snapshot", name, "s1")
+        assert api.get(name, ctx).status == "running"
+        assert snapshots.kept_path(reflink_dir, name, "s1", 0) in [
+            os.path.join(reflink_dir, entry) for entry in os.listdir(reflink_dir)]
+        daemon = NetdProcess(state_dir).start()
+        try:
+            wait_for(lambda: os.listdir(reflink_dir) == ["vol"] and
+                     "operation" not in api.get(name, ctx).record,
+                     timeout=30, what="netd to remove the kept copy")
+        finally:
+            daemon.stop()
+        assert snapshots.listing(ctx, name) == [] and api.get(name, ctx).status == "running"
+        assert os.listdir(snapshots.directory(ctx, name)) == []  # no partial archive
     finally:
         remove_realm(ctx)
 

@@ -258,7 +258,7 @@ def header_of(name, ctx, with_image=False, volumes=True):
 
 
 def export(name, out, ctx, stop=False, with_image=False, compression=None,
-           header_only=False, volumes=True, copy_first=False, volumes_kept=None):
+           header_only=False, volumes=True, copy_first=False, volumes_kept=None, staging=()):
     """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
     Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
     whatever happens, even if this process is killed (cvm netd then finishes it). With
@@ -267,8 +267,10 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     copied on disk. With `header_only`, only what `cvm import --check` reads; without
     `volumes`, not the volumes' data (see header_of). `volumes_kept` ({volume index: a
     directory to make}) copies those volumes there (cvm.precopy: by reflink where the
-    filesystem can) instead of into the archive, at the same moment as the rest. Returns
-    the header, and how long the VM was frozen or stopped (0 if it was not running)."""
+    filesystem can) instead of into the archive, at the same moment as the rest.
+    `staging`: what the caller makes for this export (the file `out` writes), which cvm
+    netd removes with the copies if this process dies. Returns the header, and how long
+    the VM was frozen or stopped (0 if it was not running)."""
     vm, upper, header = header_of(name, ctx, with_image, volumes)
     kept = {"volumes/%d" % index: target for index, target in (volumes_kept or {}).items()}
     if kept:
@@ -286,22 +288,23 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     copies = _copies(ctx, name, trees, header["bytes"], kept) \
         if copy_first and vm.running and not stop else None
     if copies is None:
-        quiesced = _write_quiesced(ctx, vm, writer, trees, "stop" if stop else "freeze", kept)
+        quiesced = _write_quiesced(ctx, vm, writer, trees, "stop" if stop else "freeze", kept,
+                                   staging)
     else:
-        quiesced = _write_from_copies(ctx, vm, writer, trees, copies, kept)
+        quiesced = _write_from_copies(ctx, vm, writer, trees, copies, kept, staging)
     if with_image:
         writer.add_image_save(ctx.engine.save_image(header["image"]["id"]))
     writer.finish()
     return header, quiesced
 
 
-def _write_quiesced(ctx, vm, writer, trees, mode, kept):
+def _write_quiesced(ctx, vm, writer, trees, mode, kept, staging):
     """Archive `trees` (those in `kept`: copy them there) with the VM frozen or stopped
     throughout; the seconds it was."""
     from . import operations, precopy
     was_running = vm.running
     copies = [precopy.TreeCopy(tree, kept[prefix]) for tree, prefix in trees if prefix in kept]
-    staging = [path for copy in copies for path in copy.paths]
+    staging = list(staging) + [path for copy in copies for path in copy.paths]
     if staging and not was_running:
         operations.mark(ctx, vm.name, "export", staging=staging)  # quiesced() marks otherwise
     try:
@@ -323,7 +326,7 @@ def _write_quiesced(ctx, vm, writer, trees, mode, kept):
     return quiesced if was_running else 0.0
 
 
-def _write_from_copies(ctx, vm, writer, trees, copies, kept):
+def _write_from_copies(ctx, vm, writer, trees, copies, kept, staging):
     """Copy `trees` twice while the VM runs, once more frozen, then archive the copies
     (but those in `kept`, which stay where they were made); the seconds the VM was
     frozen."""
@@ -338,9 +341,8 @@ def _write_from_copies(ctx, vm, writer, trees, copies, kept):
 
     written = False
     try:
-        with operations.quiesced(ctx, vm, "freeze", "export",
-                                 staging=[path for copy in copies for path in copy.paths],
-                                 before=copy_while_running):
+        with operations.quiesced(ctx, vm, "freeze", "export", staging=list(staging) + [
+                path for copy in copies for path in copy.paths], before=copy_while_running):
             frozen_at = time.monotonic()
             for copy in copies:
                 copy.sync()

@@ -5,7 +5,7 @@ layer, volumes, manifest) kept in the state directory, under snapshots/<VM>/<SNA
 The writable layer is the VM's overlay2 upper directory, so a snapshot holds what
 changed since the image, compressed, not the whole root filesystem. A volume on a
 filesystem that copies by reflink (XFS, btrfs) is kept out of the archive, as a copy
-beside it (<its parent>/.cvm-snapshots/<VM>/<SNAP>/<index>) whose blocks it shares with
+beside it (<its parent>/.cvm-snapshot-<VM>-<SNAP>-<index>) whose blocks it shares with
 the volume until either changes: such a snapshot costs only what changes after it. A
 running VM is frozen only to bring copies of its files up to date (cvm.precopy), or
 stopped with `stop`, as an export does.
@@ -30,7 +30,6 @@ from . import paths
 from .errors import Conflict, CvmError, NotFound, SpecError
 
 SUFFIX = ".cvm"
-KEPT = ".cvm-snapshots"  # beside a volume: the copies of it that snapshots keep
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -66,11 +65,10 @@ def take(ctx, name, snapshot=None, stop=False, volumes=True):
     started = time.monotonic()
     try:
         _remove_kept(kept.values())  # what a killed snapshot of this name left
-        for path in kept.values():
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(partial, "wb") as handle:
             _, quiesced = bundle.export(name, handle, ctx, stop=stop, volumes=volumes,
-                                        copy_first=True, volumes_kept=kept)
+                                        copy_first=True, volumes_kept=kept,
+                                        staging=[partial])
         os.rename(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -89,23 +87,19 @@ def _volumes_to_keep(spec, snapshot):
     for index, volume in enumerate(spec.volumes):
         parent = os.path.dirname(volume.host.rstrip("/")) or "/"
         if os.path.isdir(volume.host) and precopy.reflinks(parent):
-            kept[index] = os.path.join(parent, KEPT, spec.name, snapshot, str(index))
+            kept[index] = kept_path(parent, spec.name, snapshot, index)
     return kept
 
 
+def kept_path(parent, name, snapshot, index):
+    """Where snapshot `snapshot` of VM `name` keeps its copy of volume `index`."""
+    return os.path.join(parent, ".cvm-snapshot-%s-%s-%d" % (name, snapshot, index))
+
+
 def _remove_kept(kept):
-    """Remove kept volume copies, and the directories above them that they leave empty
-    (<parent>/.cvm-snapshots/<VM>/<SNAP>, <VM>, .cvm-snapshots)."""
     for path in kept:
         paths.remove(path)
         paths.remove(path + ".partial")  # the file a killed copy was making
-        above = os.path.dirname(path)
-        for _ in range(3):
-            try:
-                os.rmdir(above)
-            except OSError:
-                break
-            above = os.path.dirname(above)
 
 
 def listing(ctx, name=None):
