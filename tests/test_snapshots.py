@@ -317,10 +317,12 @@ def test_a_killed_export_leaves_the_vm_running_and_no_copies(cvm, ctx, state_dir
                str(tmp_path / "vm.cvm"))
     assert api.get(name, ctx).status == "running"
     assert len(copies()) == 2, copies()  # the layer's and the volume's, left by the kill
+    assert os.path.exists(str(tmp_path / "vm.cvm.partial"))
     daemon = NetdProcess(state_dir).start()
     try:
-        wait_for(lambda: not copies() and "operation" not in api.get(name, ctx).record,
-                 timeout=30, what="netd to remove the copies")
+        wait_for(lambda: not copies() and "operation" not in api.get(name, ctx).record and
+                 not os.path.exists(str(tmp_path / "vm.cvm.partial")),
+                 timeout=30, what="netd to remove the copies and the half archive")
     finally:
         daemon.stop()
     assert api.get(name, ctx).status == "running" and wait_pingable("%s.78" % SUBNET)

@@ -181,16 +181,16 @@ def export_(name, output, stop, copy_first, with_image, no_volumes, compress):
     from ..context import default_context
     ns.require_root("cvm export")
 
-    def write(handle):
+    def write(handle, staging=()):
         bundle.export(name, handle, default_context(), stop, with_image, compress,
-                      volumes=not no_volumes, copy_first=copy_first)
+                      volumes=not no_volumes, copy_first=copy_first, staging=staging)
     if output == "-":
         write(sys.stdout.buffer)
         return
-    partial = output + ".partial"
+    partial = os.path.abspath(output + ".partial")
     try:
         with open(partial, "wb") as handle:
-            write(handle)
+            write(handle, staging=[partial])  # netd removes it if this process is killed
         os.rename(partial, output)
     except BaseException:
         with contextlib.suppress(OSError):
