@@ -270,6 +270,9 @@ def _digests(fleet, host, name):
                            "crontab -l'" % name)[1]
 
 
+LAYER_COPY = "/var/lib/docker/cvm-migrate-web1-layer"  # where a move copies it ahead
+
+
 def test_a_move_keeps_the_vms_data_address_and_identity(fleet):
     source, target = fleet.hosts[0], fleet.hosts[1]
     fleet.cvm(source, "exec web1 -- sh -c 'dd if=/dev/urandom of=/data/blob bs=1M count=20 "
@@ -281,6 +284,7 @@ def test_a_move_keeps_the_vms_data_address_and_identity(fleet):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert fleet.where("web1") == [target]
+    assert fleet.on(target, "test ! -e %s" % LAYER_COPY).returncode == 0  # taken by import
     assert _digests(fleet, target, "web1") == before
     assert _vm_ip(fleet, target, "web1") == address
     # The rest of the fleet reaches it at once (its address announced as it was wired).
@@ -360,6 +364,8 @@ def test_a_killed_move_leaves_the_vm_running_on_exactly_one_host(fleet, step, en
                          marker, step, marker, fleet.lab.address_of(target)))
     wait_for(lambda: fleet.on(source, "test -e %s" % marker).returncode == 0, timeout=120,
              what="the move to pause at %s" % step)
+    if step == "stopped":  # the layer was copied ahead while the VM ran
+        assert fleet.on(target, "test -f %s/root/mark" % LAYER_COPY).returncode == 0
     fleet.on(source, "pkill -9 -f 'cvm migrate web1'")
     expected = {"source": source, "target": target}[ends_on]
     wait_for(lambda: fleet.where("web1") == [expected] and
@@ -368,4 +374,5 @@ def test_a_killed_move_leaves_the_vm_running_on_exactly_one_host(fleet, step, en
     assert fleet.cvm(expected, "exec web1 -- true")[0] == 0
     if ends_on == "source":
         assert fleet.on(target, "test ! -e /srv/web1").returncode == 0
+    assert fleet.on(target, "test ! -e %s" % LAYER_COPY).returncode == 0
     _declare_on(fleet, "web1", expected)  # what move.yml would have written

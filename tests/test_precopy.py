@@ -7,6 +7,8 @@ import os
 import stat
 import time
 
+import pytest
+
 from cvm import precopy
 
 
@@ -154,3 +156,21 @@ def test_what_a_dead_copy_left_is_removed_files_and_directories(tmp_path):
     operations.discard_staging(ctx, "vm1", ctx.store.read_vm("vm1")["operation"])
     assert not os.path.lexists(copy.target) and not os.path.lexists(copy.scratch)
     assert "operation" not in ctx.store.read_vm("vm1")
+
+
+def test_a_target_that_holds_files_is_refused_and_left_alone(tmp_path):
+    source, target = tmp_path / "tree", tmp_path / "someone's"
+    source.mkdir()
+    target.mkdir()
+    (target / "keep").write_text("theirs")
+    copy = precopy.TreeCopy(str(source), str(target))
+    with pytest.raises(FileExistsError):
+        copy.sync()
+    copy.remove()
+    assert (target / "keep").read_text() == "theirs"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    copy = precopy.TreeCopy(str(source), str(empty))
+    copy.sync()
+    copy.remove()
+    assert not empty.exists()  # found empty, it was the copy's

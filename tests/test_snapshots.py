@@ -107,6 +107,34 @@ def test_damaged_archives_are_refused_naming_the_damage(ctx, images, lab, name, 
         assert residue(ctx, name, [volume]) == []
 
 
+def test_an_archive_cannot_have_a_host_directory_taken_into_its_vm(ctx, images, name,
+                                                                   scratch, tmp_path):
+    """The layer a move copied ahead and the volumes a snapshot keeps are taken only from
+    where cvm puts them: an archive naming another directory is refused, and leaves
+    nothing."""
+    from cvm.spec import parse_spec
+    volume, elsewhere = os.path.join(scratch, "vol"), str(tmp_path / "elsewhere")
+    os.makedirs(volume)
+    api.create(parse_spec({"name": name, "image": BUSYBOX, "init": "none",
+                           "command": ["sleep", "100000"], "volumes": ["%s:/data" % volume]}),
+               ctx=ctx)
+    forged = {"layer_kept": (elsewhere, "layer: it is said to be copied to %s, which is not "
+                                        "where a move of %s copies it" % (elsewhere, name)),
+              "volumes_kept": ({0: elsewhere}, r"volumes\[0\]: its data is said to be kept "
+                               "at %s, which is not where snapshots keep it" % elsewhere)}
+    archives = {}
+    for key, (value, _) in forged.items():
+        archives[key] = str(tmp_path / ("%s.cvm" % key))
+        with open(archives[key], "wb") as out:
+            bundle.export(name, out, ctx, **{key: value})
+    api.get(name, ctx).remove(force=True, volumes=True)
+    for key, (_, expected) in forged.items():
+        with pytest.raises(bundle.ArchiveError, match=expected):
+            with open(archives[key], "rb") as source:
+                bundle.import_archive(source, ctx)
+        assert residue(ctx, name, [volume]) == []
+
+
 def test_a_snapshot_brings_back_files_spec_address_and_mac(cvm, ctx, images, lab, name,
                                                           scratch):
     bridge = lab.bridge("%s.1/24" % SUBNET)

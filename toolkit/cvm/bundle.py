@@ -6,7 +6,8 @@ otherwise), written as it is read, with no copy on disk:
 
     cvm-vm.json      first: format, the VM's spec and how it was made, its image
     layer/...        its writable layer (the overlay2 upper directory), whiteouts and
-                     opaque directories (trusted.overlay.* xattrs) kept
+                     opaque directories (trusted.overlay.* xattrs) kept (a move may have
+                     copied it to the target already: the header's layer_kept)
     volumes/N/...    the host directory of each volume (a snapshot may keep one beside
                      it as a reflinked tree instead: the header's volumes_kept)
     image/...        with --with-image: `docker save` of its image
@@ -258,7 +259,8 @@ def header_of(name, ctx, with_image=False, volumes=True):
 
 
 def export(name, out, ctx, stop=False, with_image=False, compression=None,
-           header_only=False, volumes=True, copy_first=False, volumes_kept=None, staging=()):
+           header_only=False, volumes=True, copy_first=False, volumes_kept=None, staging=(),
+           layer_kept=None):
     """Write VM `name` to the binary stream `out`. A running VM is frozen (its cgroup, as
     Docker's pause does) or, with `stop`, stopped for the copy, and runs again after:
     whatever happens, even if this process is killed (cvm netd then finishes it). With
@@ -268,7 +270,9 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     `volumes`, not the volumes' data (see header_of). `volumes_kept` ({volume index: a
     directory to make}) copies those volumes there (cvm.precopy: by reflink where the
     filesystem can) instead of into the archive, at the same moment as the rest.
-    `staging`: what the caller makes for this export (the file `out` writes), which cvm
+    `layer_kept`: the layer is not archived; the importing host has a copy of it there
+    (`layer_copy_on`; cvm.migrate made it). `staging`: what the caller makes for this
+    export (the file `out` writes), which cvm
     netd removes with the copies if this process dies. Returns the header, and how long
     the VM was frozen or stopped (0 if it was not running)."""
     vm, upper, header = header_of(name, ctx, with_image, volumes)
@@ -281,10 +285,12 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
         writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
         writer.finish()
         return header, 0.0
+    if layer_kept:
+        header["layer_kept"] = layer_kept
     writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
-    trees = [(upper, "layer")] + [(volume.host, "volumes/%d" % index) for index, volume in
-                                  enumerate(vm.spec.volumes if volumes else ())
-                                  if os.path.isdir(volume.host)]
+    trees = [] if layer_kept else [(upper, "layer")]
+    trees += [(volume.host, "volumes/%d" % index) for index, volume in
+              enumerate(vm.spec.volumes if volumes else ()) if os.path.isdir(volume.host)]
     copies = _copies(ctx, name, trees, header["bytes"], kept) \
         if copy_first and vm.running and not stop else None
     if copies is None:
@@ -367,9 +373,9 @@ def _copies(ctx, name, trees, nbytes, kept):
     from . import precopy
     token = "cvm-export-%d-%s" % (os.getpid(), name)
     root = ctx.engine.root_dir
-    targets = [os.path.join(root, token)] + [
-        kept.get(prefix) or os.path.join(os.path.dirname(tree.rstrip("/")) or "/", ".%s-%s" % (
-            token, prefix.split("/")[1])) for tree, prefix in trees[1:]]
+    targets = [os.path.join(root, token) if prefix == "layer" else kept.get(prefix) or
+               os.path.join(os.path.dirname(tree.rstrip("/")) or "/", ".%s-%s" % (
+                   token, prefix.split("/")[1])) for tree, prefix in trees]
     if not precopy.room_for(targets, nbytes):
         return None
     return [precopy.TreeCopy(tree, target) for (tree, _), target in zip(trees, targets)]
@@ -468,7 +474,8 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
         staging.make_roots()
         manifest = _unpack(tar, staging, digests, ctx)
         _check(manifest, digests)
-        _copy_kept(header, staging)
+        _copy_kept(header, staging, spec)
+        _take_kept_layer(ctx, header, staging, spec)
         if image is None:
             image = _load_carried(ctx, staging, header)
         vm = api.create(spec, start=False, ctx=ctx, profile=header["made"].get("profile")
@@ -660,20 +667,46 @@ def _check(manifest, digests):
                            sorted(expected)[0])
 
 
-def _copy_kept(header, staging):
+def _copy_kept(header, staging, spec):
     """Copy the volumes a snapshot keeps outside its archive (by reflink where the
-    filesystem can) into their staging directories."""
+    filesystem can) into their staging directories. Only from where a snapshot keeps
+    them: an archive may not have a directory of this host's copied into a VM."""
     from . import precopy
     for index, kept in (header.get("volumes_kept") or {}).items():
         target = staging.volumes.get(int(index))
         if target is None:
             continue
+        volume = spec.volumes[int(index)].host.rstrip("/")
+        if os.path.dirname(kept) != os.path.dirname(volume) or \
+                not os.path.basename(kept).startswith(".cvm-snapshot-"):
+            raise ArchiveError("volumes[%s]: its data is said to be kept at %s, which is not "
+                               "where snapshots keep it" % (index, kept))
         if not os.path.isdir(kept):
             raise ArchiveError("volumes[%s]: the copy of its data kept at %s is gone" % (
                 index, kept))
         copy = precopy.TreeCopy(kept, target)
         staging.made.append(copy.scratch)
         copy.sync()
+
+
+def layer_copy_on(root_dir, name):
+    """Where a move copies VM `name`'s layer ahead on a host whose Docker keeps its data
+    in `root_dir` (cvm.migrate), so that import takes it with a rename."""
+    return os.path.join(root_dir, "cvm-migrate-%s-layer" % name)
+
+
+def _take_kept_layer(ctx, header, staging, spec):
+    """Take the layer a move copied here ahead (header layer_kept) as the staged one."""
+    kept = header.get("layer_kept")
+    if not kept:
+        return
+    if kept != layer_copy_on(ctx.engine.root_dir, spec.name):
+        raise ArchiveError("layer: it is said to be copied to %s, which is not where a move "
+                           "of %s copies it" % (kept, spec.name))
+    if not os.path.isdir(kept):
+        raise ArchiveError("layer: the copy of it made ahead at %s is gone" % kept)
+    os.rmdir(staging.layer)  # made empty by make_roots: the archive had no layer members
+    os.rename(kept, staging.layer)
 
 
 def _load_carried(ctx, staging, header):

@@ -4,13 +4,15 @@ containers, with export/import (cvm.bundle) as the mechanism. Run on the VM's ho
 
 1. check: the target can take the VM (name, addresses, bridges, image, volumes, disk),
    from the archive's header, before anything stops;
-2. pre-copy: while the VM runs, its volumes are copied to the same paths on the target
+2. pre-copy: while the VM runs, its writable layer (to beside the target's Docker data,
+   bundle.layer_copy_on) and its volumes (to the same paths) are copied to the target
    with rsync (when both hosts have it), so that only what changes meanwhile is copied
    while it is stopped;
-3. stop the VM (its desired state stays running), copy what changed in its volumes, and
-   stream the rest (spec, writable layer; the volumes too when there was no pre-copy) to
-   the target, which checks every member, makes the VM and starts it (same spec, IP and
-   MAC; the address is announced as its NICs are wired, so remote FDBs follow);
+3. stop the VM (its desired state stays running), copy what changed in its layer and
+   volumes, and stream the rest (spec; the layer and volumes too when there was no
+   pre-copy) to the target, which checks every member, makes the VM (taking the layer
+   copied ahead with a rename) and starts it (same spec, IP and MAC; the address is
+   announced as its NICs are wired, so remote FDBs follow);
 4. check that the VM answers on the target;
 5. commit: remove it here, and its volumes' data (the target has it, checked) unless
    another VM here uses them.
@@ -98,25 +100,30 @@ def migrate(ctx, name, target, key=None, progress=None):
         _fail_from(target, code, err, "the move is refused")
     was_running = vm.running
     volumes = [v.host for v in vm.spec.volumes if os.path.isdir(v.host)]
-    precopied = volumes if volumes and _rsync_on(target, key) else []
-    # The target's copies of the volumes are recorded before they exist: `back` removes
-    # them (they were empty or absent there: the check above made sure).
+    by_rsync = _rsync_on(target, key)
+    layer_copy = _layer_copy_on(target, key, name) if by_rsync else None
+    precopied = volumes if by_rsync else []
+    trees = [(bundle.upper_dir(ctx, vm.container_id), layer_copy)] if layer_copy else []
+    trees += [(path, path) for path in precopied]
+    # The target's copies are recorded before they exist: `back` removes them (they were
+    # empty or absent there: the check above made sure).
     operations.mark(ctx, name, "migrate", target=target, key=key, step="check",
-                    was_running=was_running, copied_volumes=precopied)
+                    was_running=was_running, copied=[copy for _, copy in trees])
     try:
-        if precopied:
+        if trees:
             _step(ctx, name, "precopy")
-            say("copying %s's volumes to %s while it runs" % (name, target))
-            _sync_volumes(precopied, target, key)
+            say("copying %s's layer and volumes to %s while it runs" % (name, target))
+            _sync_trees(trees, target, key)
         if was_running:
             say("stopping %s" % name)
             ctx.engine.stop(vm.container_id)
         _step(ctx, name, "stopped")
-        if precopied:
-            say("copying what changed in %s's volumes" % name)
-            _sync_volumes(precopied, target, key)
+        if trees:
+            say("copying what changed in %s's layer and volumes" % name)
+            _sync_trees(trees, target, key)
         say("copying %s to %s" % (name, target))
-        _copy(ctx, name, target, key, start=was_running, volumes=not precopied)
+        _copy(ctx, name, target, key, start=was_running, volumes=not precopied,
+              layer_kept=layer_copy)
         _step(ctx, name, "verify")
         if was_running:
             code, _, err = on_target(target, ["exec", name, "--", "true"], key, timeout=60)
@@ -124,7 +131,7 @@ def migrate(ctx, name, target, key=None, progress=None):
                 _fail_from(target, code, err, "the VM does not answer")
     except BaseException:
         say("moving %s failed: it stays here" % name)
-        back(ctx, name, target, key, was_running, precopied)
+        back(ctx, name, target, key, was_running, [copy for _, copy in trees])
         raise
     _step(ctx, name, "commit")
     forward(ctx, name)
@@ -139,29 +146,40 @@ def _rsync_on(target, key):
         in_shell_on(target, "command -v rsync", key, timeout=60)[0] == 0
 
 
-def _sync_volumes(paths, target, key):
-    """Make the target's copy of each volume directory the same as this host's: owners,
-    modes, hard links, ACLs, xattrs, sparse files; what is gone here goes there."""
+def _layer_copy_on(target, key, name):
+    """Where on the target the VM's layer is copied ahead: beside its Docker's data."""
+    code, out, err = in_shell_on(target, "docker info -f '{{.DockerRootDir}}'", key,
+                                 timeout=60)
+    if code != 0 or not out.strip().startswith("/"):
+        _fail_from(target, code, err, "asking Docker where it keeps its data")
+    from .bundle import layer_copy_on
+    return layer_copy_on(out.strip(), name)
+
+
+def _sync_trees(trees, target, key):
+    """Make each (source, path on the target) copy the same as this host's tree: owners,
+    modes, hard links, ACLs, xattrs (overlay whiteouts and opaque directories), device
+    nodes, sparse files; what is gone here goes there."""
     remote_shell = " ".join(shlex.quote(word) for word in ssh_program(key))
-    for path in paths:
-        source = path.rstrip("/") + "/"
+    for source, copy in trees:
         result = subprocess.run(
             ["rsync", "-aHAXS", "--numeric-ids", "--delete", "--mkpath", "-e", remote_shell,
-             source, "root@%s:%s" % (target, source)], capture_output=True, timeout=3600)
+             source.rstrip("/") + "/", "root@%s:%s/" % (target, copy.rstrip("/"))],
+            capture_output=True, timeout=3600)
         if result.returncode != 0:
             _fail_from(target, result.returncode, result.stderr.decode(errors="replace"),
-                       "copying %s" % path)
+                       "copying %s" % source)
 
 
-def _copy(ctx, name, target, key, start, volumes=True):
+def _copy(ctx, name, target, key, start, volumes=True, layer_kept=None):
     """Stream the VM (stopped) into `cvm import -` on the target; without `volumes`, not
-    their data (the target has it in place)."""
+    their data, and with `layer_kept`, not its layer (the target has them in place)."""
     from . import bundle
     process = subprocess.Popen(ssh_command(target, key) + [
         "cvm import -" + ("" if start else " --no-start")], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        bundle.export(name, process.stdin, ctx, volumes=volumes)
+        bundle.export(name, process.stdin, ctx, volumes=volumes, layer_kept=layer_kept)
     except BrokenPipeError:
         pass  # the target gave up: its exit says why
     finally:
@@ -171,10 +189,10 @@ def _copy(ctx, name, target, key, start, volumes=True):
                    "the import failed")
 
 
-def back(ctx, name, target, key, was_running, copied_volumes=()):
-    """Undo a move that did not commit: nothing of it on the target (the VM, the volumes
-    copied there), the VM here as it was. Raises when the target cannot be asked (then
-    the VM may run there)."""
+def back(ctx, name, target, key, was_running, copied=()):
+    """Undo a move that did not commit: nothing of it on the target (the VM, the layer and
+    volumes copied there), the VM here as it was. Raises when the target cannot be asked
+    (then the VM may run there)."""
     from . import api, operations
     code, out, err = on_target(target, ["ls", "--json"], key, timeout=60)
     if code != 0:
@@ -184,11 +202,11 @@ def back(ctx, name, target, key, was_running, copied_volumes=()):
         code, _, err = on_target(target, ["rm", "-f", "--volumes", name], key, timeout=120)
         if code != 0:
             _fail_from(target, code, err, "removing the copy")
-    if copied_volumes:
+    if copied:
         code, _, err = in_shell_on(target, "rm -rf -- " + " ".join(
-            shlex.quote(path) for path in copied_volumes), key, timeout=300)
+            shlex.quote(path) for path in copied), key, timeout=300)
         if code != 0:
-            _fail_from(target, code, err, "removing the copied volumes")
+            _fail_from(target, code, err, "removing the copied layer and volumes")
     vm = api.get(name, ctx)
     if was_running and not vm.running:
         vm.start()
@@ -209,7 +227,7 @@ def recover(ctx, name, operation):
     if operation.get("step") == "commit":
         return forward(ctx, name)
     return back(ctx, name, operation["target"], operation.get("key"),
-                operation.get("was_running", True), operation.get("copied_volumes", ()))
+                operation.get("was_running", True), operation.get("copied", ()))
 
 
 def _own_addresses():

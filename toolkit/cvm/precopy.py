@@ -46,6 +46,7 @@ class TreeCopy:
         self.copied = {}  # relative path -> the stat signature it was copied with
         self.started_ns = None  # when the last pass began
         self.fine_timestamps = False  # seen a ctime with nanoseconds in the tree
+        self.owned = False  # the target is this copy's (made, or found empty): remove() may
 
     def sync(self):
         """One pass. After a pass made with the tree's writers frozen, the copy is
@@ -55,6 +56,7 @@ class TreeCopy:
                 os.mkdir(self.target, 0o700)
             if os.listdir(self.target):
                 raise FileExistsError(errno.EEXIST, "not an empty directory", self.target)
+            self.owned = True
             settled_before = None
         else:
             settled_before = self.started_ns - (
@@ -68,7 +70,7 @@ class TreeCopy:
         return [self.target, self.scratch]
 
     def remove(self):
-        for path in self.paths:
+        for path in self.paths if self.owned else [self.scratch]:
             with contextlib.suppress(OSError):
                 remove(path)
 
