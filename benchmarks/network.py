@@ -15,6 +15,7 @@
 Addresses: cvm's bridge 198.51.100.0/25, Docker's network 198.51.100.128/25.
 """
 
+import contextlib
 import datetime
 import os
 import subprocess
@@ -95,26 +96,24 @@ def create_to_pingable(env):
         pool_configs=[docker.types.IPAMPool(subnet=SUBNET + ".128/25",
                                             gateway=SUBNET + ".129")]))
     docker_times, cvm_times = [], []
-    # A port that is not cvm's, as a LAN uplink would be: cvm probes each address.
-    subprocess.run(["ip", "link", "add", LAN_PORT, "master", BRIDGE, "up", "type", "veth",
-                    "peer", "name", LAN_PORT + "p"], check=True)
     try:
-        for i in range(CREATE_COUNT):
-            address = "%s.%d" % (SUBNET, 140 + i)
-            started = time.perf_counter()
-            subprocess.run(["docker", "run", "-d", "--network", "cvmbench", "--ip", address,
-                            "--name", "bench-net-%d" % i, BUSYBOX, "sleep", "100000"],
-                           check=True, capture_output=True)
-            wait_pingable(address)
-            docker_times.append(time.perf_counter() - started)
+        with lan_port():  # cvm probes each address
+            for i in range(CREATE_COUNT):
+                address = "%s.%d" % (SUBNET, 140 + i)
+                started = time.perf_counter()
+                subprocess.run(["docker", "run", "-d", "--network", "cvmbench", "--ip", address,
+                                "--name", "bench-net-%d" % i, BUSYBOX, "sleep", "100000"],
+                               check=True, capture_output=True)
+                wait_pingable(address)
+                docker_times.append(time.perf_counter() - started)
 
-            address = "%s.%d" % (SUBNET, 110 + i % 10)
-            started = time.perf_counter()
-            cvm(env, "create", "bp%d" % i, "--image", BUSYBOX, "--init", "none", "--nic",
-                "mode=bridge,link=%s,ip=%s/25,gw=%s.1" % (BRIDGE, address, SUBNET), "--",
-                "sleep", "100000")
-            wait_pingable(address)
-            cvm_times.append(time.perf_counter() - started)
+                address = "%s.%d" % (SUBNET, 110 + i % 10)
+                started = time.perf_counter()
+                cvm(env, "create", "bp%d" % i, "--image", BUSYBOX, "--init", "none", "--nic",
+                    "mode=bridge,link=%s,ip=%s/25,gw=%s.1" % (BRIDGE, address, SUBNET), "--",
+                    "sleep", "100000")
+                wait_pingable(address)
+                cvm_times.append(time.perf_counter() - started)
     finally:
         for i in range(CREATE_COUNT):
             try:
@@ -122,7 +121,6 @@ def create_to_pingable(env):
             except docker.errors.NotFound:
                 pass
         network.remove()
-        remove_link(LAN_PORT)
     base = median(docker_times)
     print("%-50s %10s %8s" % ("", "median", "ratio"))
     print("%-50s %10s %8s" % ("docker run --network <bridge> --ip (CLI)", ms(base), "1.00"))
@@ -153,6 +151,18 @@ def rewire_after_restart(ctx, env):
         ms(median(since_start)), ms(max(since_start))))
 
 
+@contextlib.contextmanager
+def lan_port():
+    """A port on the bridge that is not cvm's, as a LAN uplink would be: cvm then probes
+    each address it takes on the bridge."""
+    subprocess.run(["ip", "link", "add", LAN_PORT, "master", BRIDGE, "up", "type", "veth",
+                    "peer", "name", LAN_PORT + "p"], check=True)
+    try:
+        yield
+    finally:
+        remove_link(LAN_PORT)
+
+
 def forget_neighbour(address):
     """Each side starts as for a new address: no neighbour entry left on the host with
     the last one's MAC (pipework announces with arping only where it is installed, and
@@ -180,11 +190,9 @@ def attach_against_pipework(env):
         finally:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True)
         forget_neighbour(address)
-        for times, lan_port in ((cvm_times, False), (probed_times, True)):
-            if lan_port:
-                subprocess.run(["ip", "link", "add", LAN_PORT, "master", BRIDGE, "up", "type",
-                                "veth", "peer", "name", LAN_PORT + "p"], check=True)
-            try:
+        for times, segment in ((cvm_times, contextlib.nullcontext()),
+                               (probed_times, lan_port())):
+            with segment:
                 cvm(env, "create", "ba%d" % i, "--image", BUSYBOX, "--init", "none", "--",
                     "sleep", "100000")
                 started = time.perf_counter()
@@ -193,8 +201,6 @@ def attach_against_pipework(env):
                 wait_pingable(address)
                 times.append(time.perf_counter() - started)
                 cvm(env, "rm", "-f", "ba%d" % i)
-            finally:
-                remove_link(LAN_PORT)
             forget_neighbour(address)
     base = median(pipework_times)
     print("%-58s %10s %8s" % ("", "median", "ratio"))

@@ -207,7 +207,7 @@ def test_on_a_reflink_filesystem_a_snapshot_keeps_volumes_as_shared_copies(
         snapped = files_of(ctx, name)
         taken = cvm("snapshot", name, "s1", check=True).stdout
         assert ", frozen " in taken
-        kept = snapshots.kept_path(reflink_dir, name, "s1", 0)
+        kept = bundle.kept_volume_path(reflink_dir, name, "s1", 0)
         [row] = snapshots.listing(ctx, name)
         assert row["volumes"] and row["reflinked"] == [kept]
         assert os.path.getsize(os.path.join(kept, "big")) == 8 << 20
@@ -239,7 +239,7 @@ def test_a_killed_snapshot_of_a_reflinked_volume_leaves_no_copy(cvm, ctx, state_
         in_vm(ctx, name, "echo v1 > /data/f")
         _killed_at(cvm, state_dir, "export:copied", "snapshot", name, "s1")
         assert api.get(name, ctx).status == "running"
-        assert snapshots.kept_path(reflink_dir, name, "s1", 0) in [
+        assert bundle.kept_volume_path(reflink_dir, name, "s1", 0) in [
             os.path.join(reflink_dir, entry) for entry in os.listdir(reflink_dir)]
         daemon = NetdProcess(state_dir).start()
         try:

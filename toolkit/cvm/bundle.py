@@ -39,6 +39,7 @@ ZSTD_MAGIC, GZIP_MAGIC = b"\x28\xb5\x2f\xfd", b"\x1f\x8b"
 CHUNK = 1 << 20
 WRITE_SLICE = 64 << 10  # 1 MiB writes are several times slower than 64 KiB ones here
 XATTR_PREFIX = "SCHILY.xattr."
+KEPT_VOLUME_PREFIX = ".cvm-snapshot-"  # a volume's copy kept beside it by a snapshot
 
 
 class ArchiveError(CvmError):
@@ -268,26 +269,25 @@ def export(name, out, ctx, stop=False, with_image=False, compression=None,
     (cvm.precopy), and the archive is written from the copies; otherwise nothing is
     copied on disk. With `header_only`, only what `cvm import --check` reads; without
     `volumes`, not the volumes' data (see header_of). `volumes_kept` ({volume index: a
-    directory to make}) copies those volumes there (cvm.precopy: by reflink where the
-    filesystem can) instead of into the archive, at the same moment as the rest.
-    `layer_kept`: the layer is not archived; the importing host has a copy of it there
-    (`layer_copy_on`; cvm.migrate made it). `staging`: what the caller makes for this
-    export (the file `out` writes), which cvm
-    netd removes with the copies if this process dies. Returns the header, and how long
-    the VM was frozen or stopped (0 if it was not running)."""
+    directory to make, kept_volume_path}) copies those volumes there (cvm.precopy: by
+    reflink where the filesystem can) instead of into the archive, at the same moment as
+    the rest. `layer_kept`: the layer is not archived; the importing host has a copy of
+    it there (layer_copy_on; cvm.migrate made it). `staging`: what the caller makes for
+    this export (the file `out` writes), which cvm netd removes with the copies if this
+    process dies. Returns the header, and how long the VM was frozen or stopped (0 if it
+    was not running)."""
     vm, upper, header = header_of(name, ctx, with_image, volumes)
     kept = {"volumes/%d" % index: target for index, target in (volumes_kept or {}).items()}
     if kept:
         header["volumes_kept"] = {str(index): target
                                   for index, target in volumes_kept.items()}
-    writer = _Writer(out, compression or compression_available())
-    if header_only:
-        writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
-        writer.finish()
-        return header, 0.0
     if layer_kept:
         header["layer_kept"] = layer_kept
+    writer = _Writer(out, compression or compression_available())
     writer.add_bytes(HEADER, json.dumps(header, sort_keys=True).encode())
+    if header_only:
+        writer.finish()
+        return header, 0.0
     trees = [] if layer_kept else [(upper, "layer")]
     trees += [(volume.host, "volumes/%d" % index) for index, volume in
               enumerate(vm.spec.volumes if volumes else ()) if os.path.isdir(volume.host)]
@@ -667,6 +667,12 @@ def _check(manifest, digests):
                            sorted(expected)[0])
 
 
+def kept_volume_path(parent, name, snapshot, index):
+    """Where snapshot `snapshot` of VM `name` keeps its copy of volume `index`: in the
+    volume's `parent` directory (on its filesystem, to share its blocks)."""
+    return os.path.join(parent, "%s%s-%s-%d" % (KEPT_VOLUME_PREFIX, name, snapshot, index))
+
+
 def _copy_kept(header, staging, spec):
     """Copy the volumes a snapshot keeps outside its archive (by reflink where the
     filesystem can) into their staging directories. Only from where a snapshot keeps
@@ -678,7 +684,7 @@ def _copy_kept(header, staging, spec):
             continue
         volume = spec.volumes[int(index)].host.rstrip("/")
         if os.path.dirname(kept) != os.path.dirname(volume) or \
-                not os.path.basename(kept).startswith(".cvm-snapshot-"):
+                not os.path.basename(kept).startswith(KEPT_VOLUME_PREFIX):
             raise ArchiveError("volumes[%s]: its data is said to be kept at %s, which is not "
                                "where snapshots keep it" % (index, kept))
         if not os.path.isdir(kept):

@@ -100,9 +100,8 @@ def migrate(ctx, name, target, key=None, progress=None):
         _fail_from(target, code, err, "the move is refused")
     was_running = vm.running
     volumes = [v.host for v in vm.spec.volumes if os.path.isdir(v.host)]
-    by_rsync = _rsync_on(target, key)
-    layer_copy = _layer_copy_on(target, key, name) if by_rsync else None
-    precopied = volumes if by_rsync else []
+    layer_copy = _layer_copy_on(target, key, name)  # None: no pre-copy
+    precopied = volumes if layer_copy else []
     trees = [(bundle.upper_dir(ctx, vm.container_id), layer_copy)] if layer_copy else []
     trees += [(path, path) for path in precopied]
     # The target's copies are recorded before they exist: `back` removes them (they were
@@ -139,17 +138,17 @@ def migrate(ctx, name, target, key=None, progress=None):
     return {"name": name, "to": target}
 
 
-def _rsync_on(target, key):
-    """Can the volumes go by rsync: is it on this host and on the target?"""
-    import shutil
-    return shutil.which("rsync") is not None and \
-        in_shell_on(target, "command -v rsync", key, timeout=60)[0] == 0
-
-
 def _layer_copy_on(target, key, name):
-    """Where on the target the VM's layer is copied ahead: beside its Docker's data."""
-    code, out, err = in_shell_on(target, "docker info -f '{{.DockerRootDir}}'", key,
-                                 timeout=60)
+    """Where on the target the VM's layer is copied ahead (beside its Docker's data), or
+    None when the copies cannot go by rsync (it is missing here or on the target). One
+    ssh round trip asks both."""
+    import shutil
+    if shutil.which("rsync") is None:
+        return None
+    code, out, err = in_shell_on(target, "command -v rsync >/dev/null || exit 3; docker "
+                                 "info -f '{{.DockerRootDir}}'", key, timeout=60)
+    if code == 3:
+        return None
     if code != 0 or not out.strip().startswith("/"):
         _fail_from(target, code, err, "asking Docker where it keeps its data")
     from .bundle import layer_copy_on

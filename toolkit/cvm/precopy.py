@@ -37,12 +37,17 @@ FIEMAP_EXTENT_LAST, FIEMAP_EXTENT_SHARED = 0x1, 0x2000
 FIEMAP_HEADER, FIEMAP_EXTENT = struct.Struct("=QQIIII"), struct.Struct("=QQQQQIIII")
 
 
+def copy_paths(target):
+    """What a copy to `target` makes on disk: the copy, and the entry being copied."""
+    return [target, target + ".partial"]
+
+
 class TreeCopy:
     """`source` copied to `target` (made here, or given empty, and removed by remove())."""
 
     def __init__(self, source, target):
         self.source, self.target = source, target
-        self.scratch = target + ".partial"
+        self.scratch = copy_paths(target)[1]
         self.copied = {}  # relative path -> the stat signature it was copied with
         self.started_ns = None  # when the last pass began
         self.fine_timestamps = False  # seen a ctime with nanoseconds in the tree
@@ -66,8 +71,7 @@ class TreeCopy:
 
     @property
     def paths(self):
-        """What this copy makes on disk: the copy, and the entry being copied."""
-        return [self.target, self.scratch]
+        return copy_paths(self.target)
 
     def remove(self):
         for path in self.paths if self.owned else [self.scratch]:

@@ -82,24 +82,20 @@ def take(ctx, name, snapshot=None, stop=False, volumes=True):
 def _volumes_to_keep(spec, snapshot):
     """{volume index: where its copy is kept} for the volumes whose filesystem copies by
     reflink; the others go into the archive."""
-    from . import precopy
+    from . import bundle, precopy
     kept = {}
     for index, volume in enumerate(spec.volumes):
         parent = os.path.dirname(volume.host.rstrip("/")) or "/"
         if os.path.isdir(volume.host) and precopy.reflinks(parent):
-            kept[index] = kept_path(parent, spec.name, snapshot, index)
+            kept[index] = bundle.kept_volume_path(parent, spec.name, snapshot, index)
     return kept
 
 
-def kept_path(parent, name, snapshot, index):
-    """Where snapshot `snapshot` of VM `name` keeps its copy of volume `index`."""
-    return os.path.join(parent, ".cvm-snapshot-%s-%s-%d" % (name, snapshot, index))
-
-
 def _remove_kept(kept):
+    from .precopy import copy_paths
     for path in kept:
-        paths.remove(path)
-        paths.remove(path + ".partial")  # the file a killed copy was making
+        for made in copy_paths(path):  # a killed copy leaves the file it was making too
+            paths.remove(made)
 
 
 def listing(ctx, name=None):
