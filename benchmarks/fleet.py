@@ -216,6 +216,10 @@ def move(bench):
     replies = replies_so_far()
     gaps = [b - a for a, b in zip(replies, replies[1:])]
     if not replies or replies[0] > started or replies[-1] < started + total:
+        for host in bench.hosts:  # where each host's overlay sends the VMs' frames
+            print("%s: %s" % (host, bench.on(host, "bridge fdb show br ovl0 | grep -v "
+                                                   "permanent; ip neigh show dev ovl0; true")))
+        print("watch: %s" % bench.on(watcher, "cvm exec watch -- ip neigh; true"))
         raise SystemExit("bench: the pings do not span the move (%d replies, %s to %s; the "
                          "move from %.2f to %.2f)" % (len(replies), replies[:1], replies[-1:],
                                                       started, started + total))
