@@ -85,11 +85,11 @@ def list_nics(ctx, name=None):
             try:
                 for index, nic in enumerate(spec.nics):
                     w = wiring_for(ctx, host, inner, vm.name, index, spec)
-                    link = inner.link(nic.name) if inner is not None else None
+                    link = inner.link_state(nic.name) if inner is not None else None
                     row = {"vm": vm.name, "vm_side": nic.name, "mode": nic.mode,
                            "link": nic.link, "addresses": [str(a) for a in nic.addresses()],
                            "mac": (link or {}).get("address") or nic.mac,
-                           "state": ("up" if link["flags"] & 1 else "down") if link else
+                           "state": ("up" if link["up"] else "down") if link else
                            ("stopped" if vm.status != "running" else "missing")}
                     row.update(DRIVERS[nic.mode].describe(w, nic))
                     rows.append(row)

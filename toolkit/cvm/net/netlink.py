@@ -10,11 +10,14 @@ on hosts without 8021q, ipvlan or SR-IOV can record the exact requests instead.
 
 import contextlib
 import ctypes
+import fcntl
 import os
+import struct
 
 from ..errors import NetError
 
 CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8927
 _libc = None
 
 
@@ -70,24 +73,34 @@ def read_sysctl(netns_fd, path):
 
 
 class Netlink:
-    """One rtnetlink socket. `netns_fd` is None for the host."""
+    """One rtnetlink socket, made at its first request. `netns_fd` is None for the
+    host."""
 
     def __init__(self, ipr, netns_fd=None, where="host"):
-        self.ipr = ipr
+        self._ipr = ipr
         self.netns_fd = netns_fd
         self.where = where
         self._own_fd = None
         self._nft = None
+        self._ioctl_socket = None
 
     @classmethod
     def open(cls, netns_fd=None, where="host"):
-        from pyroute2 import IPRoute
-        with in_netns(netns_fd):
-            ipr = IPRoute()
-        return cls(ipr, netns_fd, where)
+        return cls(None, netns_fd, where)
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+            with in_netns(self.netns_fd):
+                self._ipr = IPRoute()
+        return self._ipr
 
     def close(self):
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
+        if self._ioctl_socket is not None:
+            self._ioctl_socket.close()
         if self._own_fd is not None:
             os.close(self._own_fd)
             self._own_fd = None
@@ -163,6 +176,26 @@ class Netlink:
             if getattr(exc, "code", None) == 19:  # ENODEV
                 return None
             raise
+
+    def link_state(self, ifname):
+        """{"address": MAC, "up": bool} of a link, or None if there is none: two ioctls,
+        as ifconfig asks. A listing of hundreds of NICs would spend most of its time in
+        pyroute2 decoding every attribute of every link message."""
+        import socket
+        if self._ioctl_socket is None:
+            with in_netns(self.netns_fd):
+                self._ioctl_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        name = ifname.encode()
+        try:
+            flags = fcntl.ioctl(self._ioctl_socket, SIOCGIFFLAGS, struct.pack("16s24x", name))
+            hwaddr = fcntl.ioctl(self._ioctl_socket, SIOCGIFHWADDR, struct.pack("16s24x", name))
+        except OSError as exc:
+            if exc.errno == 19:  # ENODEV
+                return None
+            raise NetError("cannot read link %s in the %s namespace: %s" % (
+                ifname, self.where, exc.strerror)) from None
+        return {"address": ":".join("%02x" % byte for byte in hwaddr[18:24]),
+                "up": bool(struct.unpack_from("H", flags, 16)[0] & 1)}
 
     def index(self, ifname):
         link = self.link(ifname)

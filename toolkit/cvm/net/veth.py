@@ -67,6 +67,6 @@ def veth_plugged(w, nic, master=None):
 
 
 def describe_veth(w, nic):
-    link = w.host.link(host_name(w, nic))
+    link = w.host.link_state(host_name(w, nic))
     return {"host_side": host_name(w, nic),
-            "host_state": ("up" if link["flags"] & 1 else "down") if link else "missing"}
+            "host_state": ("up" if link["up"] else "down") if link else "missing"}
