@@ -7,11 +7,13 @@ creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_V
   idle host; beside `docker run --net=none` of the same image at both points, and
   with a few creates at each point made in-process, split into the time Docker took to
   answer cvm's requests and cvm's own;
+- a NIC attached to each (IPv6, on a host-only bridge);
 - with N running, once they have booted and the host is mostly idle: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
   `docker ps -a` and `docker stats --no-stream`; an exporter scrape cold and warm;
 - `cvm rm -f` of all N at once (one command; netd removes them in parallel).
 """
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -109,7 +111,7 @@ def _timed(argv, env):
 
 def main(count=None):
     count = count or int(os.environ.get("BENCH_SCALE_VMS", "40"))
-    header("scale: %d idle systemd VMs (%s, 64m each, no NIC)" % (count, DEBIAN))
+    header("scale: %d idle systemd VMs (%s, 64m each, a NIC each)" % (count, DEBIAN))
     with realm() as (ctx, env):
         tenth = max(1, count // 10)
         docker_first = docker_runs(env)
@@ -134,52 +136,83 @@ def main(count=None):
             print("in-process create %-11s %4.0f ms: Docker answering %4.0f ms, cvm's own "
                   "%3.0f ms" % (label, total * 1000, in_docker * 1000,
                                 (total - in_docker) * 1000))
-        print("the host settled %.0f s after the last create" % settle())
-        pairs = [("cvm ls", [CVM, "ls"], "docker ps -a", ["docker", "ps", "-a"]),
-                 ("cvm net ls", [CVM, "net", "ls"], "docker ps -a", ["docker", "ps", "-a"]),
-                 ("cvm stats", [CVM, "stats"], "docker stats --no-stream",
-                  ["docker", "stats", "--no-stream"]),
-                 ("cvm stats --json", [CVM, "stats", "--json"], "docker stats --no-stream",
-                  ["docker", "stats", "--no-stream"])]
-        baselines = {}
-        for ours, argv, theirs, baseline in pairs:
-            if theirs not in baselines:
-                baselines[theirs] = whole(baseline, env, rounds=3 if "stats" in theirs
-                                          else ROUNDS)
-            mine = whole(argv, env)
-            print("%-18s %7.0f ms   %-24s %7.0f ms   (x%.2f)" % (
-                ours, mine * 1000, theirs, baselines[theirs] * 1000,
-                mine / baselines[theirs]))
-        exporter = subprocess.Popen([CVM, "exporter", "--listen", "127.0.0.1:9739"], env=env,
-                                    stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    cold = scrape("http://127.0.0.1:9739/metrics")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            warm = []
-            for _ in range(2 * ROUNDS):
-                time.sleep(1.1)  # past the exporter's cache: a sweep each time
-                warm.append(scrape("http://127.0.0.1:9739/metrics"))
-            # The first scrapes are swept on demand; once they come steadily the
-            # exporter sweeps just ahead of each (cvm.exporter).
-            print("exporter scrape: cold %.0f ms, warm on demand %.0f ms, warm steady "
-                  "(scrapes %d-%d) %.0f ms" % (
-                      cold * 1000, statistics.median(warm[:2]) * 1000, ROUNDS + 1,
-                      2 * ROUNDS, statistics.median(warm[ROUNDS:]) * 1000))
-        finally:
-            exporter.terminate()
-            exporter.wait()
-        started = time.perf_counter()
-        cvm(env, "rm", "-f", *["sc%d" % i for i in range(count)])
-        print("cvm rm -f of %d VMs: %.1f s" % (count, time.perf_counter() - started))
+        with lan_nics(ctx, ["sc%d" % i for i in range(count)]) as attached:
+            print("cvm net attach, in-process, into every VM: median %.0f ms" % (
+                attached * 1000))
+            print("the host settled %.0f s after the last create" % settle())
+            listings(env, count)
+            started = time.perf_counter()
+            cvm(env, "rm", "-f", *["sc%d" % i for i in range(count)])
+            print("cvm rm -f of %d VMs: %.1f s" % (count, time.perf_counter() - started))
         cvm(env, "rm", "-f", *["sc-%s%d" % (point, i) for point in "ab"
                                for i in range(ROUNDS)])
+
+
+@contextlib.contextmanager
+def lan_nics(ctx, names):
+    """A NIC in every VM, on a host-only bridge of the benchmark's own (IPv6, from
+    2001:db8::/32: 480 IPv4 addresses are more than the test ranges hold), so that
+    listings, stats and the exporter see one per VM; yields the median attach time."""
+    from pyroute2 import IPRoute
+    from cvm import nics
+    bridge = "cvmscale%d" % os.getpid()
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=bridge, kind="bridge")
+        try:
+            ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
+            took = []
+            for index, name in enumerate(names):
+                started = time.perf_counter()
+                nics.attach(ctx, name, {"mode": "bridge", "link": bridge,
+                                        "ip6": "2001:db8:5ca1::%x/64" % (index + 16)})
+                took.append(time.perf_counter() - started)
+            yield statistics.median(took)
+        finally:
+            ipr.link("del", ifname=bridge)
+
+
+def listings(env, count):
+    """Listings, stats and the exporter against Docker's, with `count` VMs."""
+    pairs = [("cvm ls", [CVM, "ls"], "docker ps -a", ["docker", "ps", "-a"]),
+             ("cvm net ls", [CVM, "net", "ls"], "docker ps -a", ["docker", "ps", "-a"]),
+             ("cvm stats", [CVM, "stats"], "docker stats --no-stream",
+              ["docker", "stats", "--no-stream"]),
+             ("cvm stats --json", [CVM, "stats", "--json"], "docker stats --no-stream",
+              ["docker", "stats", "--no-stream"])]
+    baselines = {}
+    for ours, argv, theirs, baseline in pairs:
+        if theirs not in baselines:
+            baselines[theirs] = whole(baseline, env, rounds=3 if "stats" in theirs
+                                      else ROUNDS)
+        mine = whole(argv, env)
+        print("%-18s %7.0f ms   %-24s %7.0f ms   (x%.2f)" % (
+            ours, mine * 1000, theirs, baselines[theirs] * 1000,
+            mine / baselines[theirs]))
+    exporter = subprocess.Popen([CVM, "exporter", "--listen", "127.0.0.1:9739"], env=env,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                cold = scrape("http://127.0.0.1:9739/metrics")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        warm = []
+        for _ in range(2 * ROUNDS):
+            time.sleep(1.1)  # past the exporter's cache: a sweep each time
+            warm.append(scrape("http://127.0.0.1:9739/metrics"))
+        # The first scrapes are swept on demand; once they come steadily the
+        # exporter sweeps just ahead of each (cvm.exporter).
+        print("exporter scrape: cold %.0f ms, warm on demand %.0f ms, warm steady "
+              "(scrapes %d-%d) %.0f ms" % (
+                  cold * 1000, statistics.median(warm[:2]) * 1000, ROUNDS + 1,
+                  2 * ROUNDS, statistics.median(warm[ROUNDS:]) * 1000))
+    finally:
+        exporter.terminate()
+        exporter.wait()
 
 
 if __name__ == "__main__":

@@ -151,8 +151,9 @@ def test_no_probe_where_cvm_knows_every_holder(ctx, images, lab, name):
     assert not driver.holders_known(ctx.realm + "x", nic)
     address = "%s.42" % SUBNET
     assert arp_probes_seen(bridge, address, lambda: nics.attach(
-        ctx, name, bridge_nic(bridge, 42, name="eth1", gw=None))) == 0
+        ctx, name, bridge_nic(bridge, 42, name="eth1", gw=None, ip6="2001:db8:42::42/64"))) == 0
     assert ping(address)
+    assert v6_flags(ctx, name, "eth1", "2001:db8:42::42") == {"nodad"}  # no IPv6 DAD either
 
     unfiltered = api.create(vm_spec(name + "u", bridge_nic(bridge, 43, filtering=False)),
                             ctx=ctx)
@@ -169,8 +170,19 @@ def test_no_probe_where_cvm_knows_every_holder(ctx, images, lab, name):
     assert not driver.holders_known(ctx.realm, nic)
     address = "%s.45" % SUBNET
     assert arp_probes_seen(bridge, address, lambda: nics.attach(
-        ctx, name, bridge_nic(bridge, 45, name="eth2", gw=None))) >= 1
+        ctx, name, bridge_nic(bridge, 45, name="eth2", gw=None, ip6="2001:db8:42::45/64"))) >= 1
     assert ping(address)
+    assert v6_flags(ctx, name, "eth2", "2001:db8:42::45") == set()  # DAD ran, and passed
+
+
+def v6_flags(ctx, vm_name, ifname, address):
+    """The flags iproute2 shows on one IPv6 address in a VM (nodad, tentative, ...)."""
+    pid = str(api.get(vm_name, ctx).pid)
+    out = subprocess.run(["nsenter", "-t", pid, "-n", "ip", "-6", "-o", "addr", "show", "dev",
+                          ifname], capture_output=True, text=True, check=True).stdout
+    (line,) = [line for line in out.splitlines() if " %s/" % address in line]
+    words = line.split("\\")[0].split()
+    return set(words[words.index("scope") + 2:]) - {"noprefixroute"}
 
 
 def test_routed_mode(ctx, images, lab, name):
@@ -500,6 +512,12 @@ def test_attach_detach_and_ls(cvm, ctx, images, lab, name):
     rows = json.loads(cvm("net", "ls", name, "--json", check=True).stdout)
     assert [(r["vm_side"], r["host_side"], r["mode"], r["state"]) for r in rows] == [
         ("eth0", name + "-e0", "bridge", "up"), ("eth1", name + "-e1", "bridge", "up")]
+    assert [r["mac"] for r in rows] == [n.mac for n in api.get(name, ctx).spec.nics]
+    in_netns = ["nsenter", "-t", str(api.get(name, ctx).pid), "-n", "ip", "link", "set", "eth1"]
+    subprocess.run(in_netns + ["down"], check=True)
+    rows = json.loads(cvm("net", "ls", name, "--json", check=True).stdout)
+    assert [(r["state"], r["host_state"]) for r in rows] == [("up", "up"), ("down", "up")]
+    subprocess.run(in_netns + ["up"], check=True)
     table = cvm("net", "ls", check=True).stdout
     assert "eth1" in table and "%s.141/24" % SUBNET in table
     cvm("net", "detach", name, "eth0", check=True)

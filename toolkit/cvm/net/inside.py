@@ -24,11 +24,13 @@ class EarlyProbes:
     def __init__(self, nics, drivers, realm):
         import concurrent.futures
         self.futures = {}
+        self.known = set()  # NICs whose every possible holder cvm knows
         jobs = []
         for nic in nics:
             driver = drivers[nic.mode]
             if driver.holders_known(realm, nic):
                 self.futures[nic.name] = []  # proven free by claim_addresses
+                self.known.add(nic.name)
                 continue
             target = driver.host_probe_target(nic)
             v4 = [a for a in nic.addresses() if a.version == 4]
@@ -44,6 +46,11 @@ class EarlyProbes:
 
     def covers(self, nic):
         return nic.name in self.futures
+
+    def holders_known(self, nic):
+        """Nothing on the segment can answer that claim_addresses did not check: no
+        duplicate address detection either (IPv6's, ~0.1-1 s)."""
+        return nic.name in self.known
 
     def check(self, nic):
         """Wait for this NIC's probes; Conflict if an address answered."""
@@ -74,7 +81,8 @@ def configure(tx, w, nic, driver, probe=True, early=None):
     v6 = [a for a in addresses if a.version == 6]
     if probe and early is not None and early.covers(nic):
         tx.step("probes of %s" % nic.name, lambda: early.check(nic))
-        probe = bool(v6)  # IPv4 is proven free; IPv6 still needs DAD inside
+        # IPv4 is proven free; IPv6 still needs DAD inside, unless nothing could answer.
+        probe = bool(v6) and not early.holders_known(nic)
         v4_probed = True
     else:
         v4_probed = False
