@@ -71,6 +71,15 @@ class RecordingNetlink:
 
     delete_link = Netlink.delete_link  # built on request(), as for the kernel
 
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
     # the seam
     def request(self, family, command, **kwargs):
         self.log.append((self.where, family, command, copy.deepcopy(kwargs)))

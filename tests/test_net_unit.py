@@ -347,3 +347,29 @@ def test_hosts_file_names_the_vm_on_its_first_address():
     text = hosts_file(spec).decode()
     assert "127.0.0.1\tlocalhost\n" in text
     assert "2001:db8::5\tvm1.example.com vm1\n" in text and "198.51.100.5" not in text
+
+
+def test_unused_vlans_are_looked_for_only_after_a_nic_on_one(monkeypatch, tmp_path):
+    """Looking for VLAN sub-interfaces no NIC needs dumps every host link and reads every
+    VM's record: at hundreds of VMs that was most of a `cvm rm`. Only a NIC stacked on
+    a VLAN can leave one unused."""
+    import types
+    from cvm.net import wiring
+    from cvm.state import Store
+    looked = []
+    monkeypatch.setattr(wiring.Netlink, "open", classmethod(
+        lambda cls, netns_fd=None, where="host": RecordingNetlink([fake_link("eth9")])))
+    monkeypatch.setattr(wiring, "remove_unused", lambda host, realm, in_use: looked.append(
+        in_use))
+    ctx = types.SimpleNamespace(store=Store(str(tmp_path)), realm="test")
+    other = parse_spec({"name": "vm2", "image": "x", "nics": [
+        {"mode": "ipvlan", "link": "eth9", "vlan": 7, "ip": "198.51.100.12/24"}]}, host=HOST)
+    ctx.store.write_vm("vm2", {"spec": other.to_dict()})
+    for options, expected in (({"mode": "bridge", "link": "br0"}, []),
+                              ({"vlan": 5}, [{("eth9", 7)}])):
+        spec = parse_spec({"name": "vm1", "image": "x", "nics": [dict(
+            {"mode": "macvlan", "link": "eth9", "ip": "198.51.100.10/24"}, **options)]},
+            host=HOST)
+        looked.clear()
+        wiring.unwire_vm(ctx, "vm1", spec)
+        assert looked == expected

@@ -137,16 +137,23 @@ def add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None,
 
 
 def host_addresses(host, skip=()):
-    """[(ip_interface, interface name)] of the host's addresses, link-local ones aside."""
-    names = {link["index"]: link.get("ifname") for link in host.links()}
+    """[(ip_interface, interface name)] of the host's addresses, link-local ones aside.
+    Names come from the kernel one address at a time: a dump of every link (hundreds of
+    VMs' veths) would cost more than the whole claim."""
+    import socket
     found = []
     for message in host.addresses():
-        ifname = names.get(message["index"])
         address = message.get("local") or message.get("address")  # local: IPv4's own
-        if ifname in skip or not address:
+        if not address:
             continue
         iface = ipaddress.ip_interface("%s/%d" % (address, message["prefixlen"]))
-        if not iface.ip.is_link_local:
+        if iface.ip.is_link_local:
+            continue
+        try:
+            ifname = socket.if_indextoname(message["index"])
+        except OSError:
+            continue  # gone since the dump
+        if ifname not in skip:
             found.append((iface, ifname))
     return found
 

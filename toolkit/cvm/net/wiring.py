@@ -144,7 +144,10 @@ def unwire_vm(ctx, name, spec, pid=None):
             finally:
                 if vm is not None:
                     vm.close()
-            remove_unused(host, ctx.realm, _vlans_in_use(ctx, exclude=name))
+            if any(_on_vlan(nic.to_dict()) for nic in spec.nics):
+                # A dump of every host link and a read of every VM's record: only for
+                # the NICs that may leave a VLAN unused (netd's sweep catches the rest).
+                remove_unused(host, ctx.realm, _vlans_in_use(ctx, exclude=name))
     finally:
         if netns_fd is not None:
             os.close(netns_fd)
@@ -157,9 +160,14 @@ def _vlans_in_use(ctx, exclude=None, only=None):
         if vm_name == exclude or (only is not None and vm_name not in only):
             continue
         for nic in record["spec"].get("nics", []):
-            if nic.get("vlan") and nic.get("mode") in ("macvlan", "ipvlan"):
+            if _on_vlan(nic):
                 used.add((nic.get("link"), int(nic["vlan"])))
     return used
+
+
+def _on_vlan(raw_nic):
+    """Does this NIC (as stored) stack on a VLAN sub-interface that cvm makes?"""
+    return bool(raw_nic.get("vlan")) and raw_nic.get("mode") in ("macvlan", "ipvlan")
 
 
 def sweep(ctx, running):
