@@ -73,9 +73,9 @@ def list_nics(ctx, name=None):
     rows = []
     with Netlink.open() as host:
         for vm in vms:
-            spec = vm.spec
-            if not spec.nics:
+            if not vm.record["spec"].get("nics"):
                 continue
+            spec = vm.spec
             inner = None
             if vm.status == "running":
                 try:
@@ -84,7 +84,7 @@ def list_nics(ctx, name=None):
                     inner = None
             try:
                 for index, nic in enumerate(spec.nics):
-                    w = wiring_for(ctx, host, inner, vm.name, index, spec)
+                    w = wiring_for(ctx, host, inner, vm.name, index, spec, vm.record)
                     link = inner.link_state(nic.name) if inner is not None else None
                     row = {"vm": vm.name, "vm_side": nic.name, "mode": nic.mode,
                            "link": nic.link, "addresses": [str(a) for a in nic.addresses()],

@@ -58,8 +58,9 @@ def _persist_saved(ctx, name, index):
     return persist
 
 
-def wiring_for(ctx, host, vm, name, index, spec=None):
-    record = ctx.store.read_vm(name) or {}
+def wiring_for(ctx, host, vm, name, index, spec=None, record=None):
+    """`record`: the VM's as just read, if the caller has it."""
+    record = (ctx.store.read_vm(name) if record is None else record) or {}
     saved = (record.get("net") or {}).get(str(index))
     return Wiring(host, vm, name, index, ctx.realm, saved, _persist_saved(ctx, name, index),
                   Sysfs(), spec)
