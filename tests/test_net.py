@@ -72,6 +72,9 @@ def test_bridge_mode_traffic_between_vms_host_and_lan(ctx, images, lab, name):
     info = json.loads(subprocess.run(["ip", "-j", "-d", "link", "show", name + "a-e0"],
                                      capture_output=True, text=True).stdout)[0]
     assert info["master"] == bridge and info["ifalias"].startswith("cvm:%s:" % ctx.realm)
+    # The host end, a bridge port, makes no IPv6 link-local address: it needs none.
+    assert info["inet6_addr_gen_mode"] == "none"
+    assert ip("-6", "addr", "show", "dev", name + "b-e0").strip() == ""
 
 
 def _try_tcp(address, port):

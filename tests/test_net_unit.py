@@ -128,6 +128,9 @@ def test_bridge_vlan_builds_port_vlan_requests(world):
                             "mtu": 1500}  # the bridge's
     assert host.log[1][3]["master"] == host.index("br0")
     assert host.log[1][3]["ifalias"] == "cvm:realm1:vm1:0"
+    # a bridge port with no IPv6 link-local address (IN6_ADDR_GEN_MODE_NONE)
+    assert host.log[1][3]["IFLA_AF_SPEC"] == {"attrs": [["AF_INET6", {"attrs": [
+        ["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]}
     assert host.log[2][3]["hairpin_mode"] == 1
     assert host.log[3][3]["vlan_info"] == {"vid": 30, "flags": ["pvid", "untagged"]}
 

@@ -43,7 +43,7 @@ class BridgeDriver(NicDriver):
         bridge = w.host.link(nic.link)
         self.filter_step(tx, w, nic)
         # The bridge's MTU unless the NIC says: an overlay bridge's is the underlay's - 50.
-        port = plug_veth(tx, w, nic, {"master": bridge["index"]},
+        port = plug_veth(tx, w, nic, dict({"master": bridge["index"]}, **no_link_local()),
                          mtu=nic.mtu or bridge.get("mtu"))
         hairpin, vlan = nic.option("hairpin"), nic.option("vlan")
         if hairpin or vlan:
@@ -90,6 +90,17 @@ class BridgeDriver(NicDriver):
 
     def describe(self, w, nic):
         return describe_veth(w, nic)
+
+
+def no_link_local():
+    """Settings that keep a bridge port from making an IPv6 link-local address: it
+    needs none, and without one it sends no DAD or MLD, and hundreds of VMs' ports add
+    nothing to the host's address table (each address claim reads it). Only where the
+    kernel has IPv6: without it the attribute is refused."""
+    if not os.path.isdir("/proc/sys/net/ipv6"):
+        return {}
+    return {"IFLA_AF_SPEC": {"attrs": [["AF_INET6", {"attrs": [
+        ["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]}}  # IN6_ADDR_GEN_MODE_NONE
 
 
 def _vlan_filtering(bridge):
