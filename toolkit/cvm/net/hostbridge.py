@@ -140,7 +140,6 @@ def host_addresses(host, skip=()):
     """[(ip_interface, interface name)] of the host's addresses, link-local ones aside.
     Names come from the kernel one address at a time: a dump of every link (hundreds of
     VMs' veths) would cost more than the whole claim."""
-    import socket
     found = []
     for message in host.addresses():
         address = message.get("local") or message.get("address")  # local: IPv4's own
@@ -149,11 +148,8 @@ def host_addresses(host, skip=()):
         iface = ipaddress.ip_interface("%s/%d" % (address, message["prefixlen"]))
         if iface.ip.is_link_local:
             continue
-        try:
-            ifname = socket.if_indextoname(message["index"])
-        except OSError:
-            continue  # gone since the dump
-        if ifname not in skip:
+        ifname = host.link_name(message["index"])
+        if ifname is not None and ifname not in skip:  # None: gone since the dump
             found.append((iface, ifname))
     return found
 

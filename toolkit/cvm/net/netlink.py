@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import socket
 import struct
 
 from ..errors import NetError
@@ -181,7 +182,6 @@ class Netlink:
         """{"address": MAC, "up": bool} of a link, or None if there is none: two ioctls,
         as ifconfig asks. A listing of hundreds of NICs would spend most of its time in
         pyroute2 decoding every attribute of every link message."""
-        import socket
         if self._ioctl_socket is None:
             with in_netns(self.netns_fd):
                 self._ioctl_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -196,6 +196,15 @@ class Netlink:
                 ifname, self.where, exc.strerror)) from None
         return {"address": ":".join("%02x" % byte for byte in hwaddr[18:24]),
                 "up": bool(struct.unpack_from("H", flags, 16)[0] & 1)}
+
+    def link_name(self, index):
+        """The name of link `index`, or None if there is none: one ioctl, where a link
+        message would be decoded whole."""
+        with in_netns(self.netns_fd):
+            try:
+                return socket.if_indextoname(index)
+            except OSError:
+                return None
 
     def index(self, ifname):
         link = self.link(ifname)
