@@ -97,3 +97,22 @@ def test_nsrun_drops_to_the_vms_capabilities_unless_told(cvm, vm, name):
     kept = cvm("nsrun", name, "--keep-caps", "--", "grep", "^CapEff", "/proc/self/status",
                check=True).stdout
     assert kept.split(":\t")[1].strip() == host_status_lines(os.getpid())["CapEff"]
+
+
+def test_cvms_writes_into_a_vm_stay_in_its_tree(vm, name, tmp_path):
+    """ns.write_file resolves paths, symlinks included, in the VM's own root: a link the
+    VM's root makes to /etc writes the VM's /etc, never the host's. Only the writing
+    thread joins the VM's mount namespace; the caller's root stays the host's."""
+    from cvm import ns
+    from cvm.errors import CvmError
+    subprocess.run(["docker", "exec", name, "ln", "-s", "/etc", "/tmp/to-etc"], check=True)
+    marker = "cvm-test-%s" % name
+    host_root = os.stat("/")
+    ns.write_file(vm.pid, "/tmp/to-etc/%s" % marker, b"the VM's\n")
+    inside = subprocess.run(["docker", "exec", name, "cat", "/etc/%s" % marker],
+                            capture_output=True, text=True, check=True).stdout
+    assert inside == "the VM's\n"
+    assert not os.path.exists("/etc/%s" % marker)
+    assert (os.stat("/").st_dev, os.stat("/").st_ino) == (host_root.st_dev, host_root.st_ino)
+    with pytest.raises(CvmError, match="No such file or directory"):
+        ns.overwrite_mounted_file(vm.pid, "/no/such/file", b"")

@@ -140,18 +140,25 @@ def nsrun(pid, namespaces, argv, keep_caps=False):
     os.execve(command[0], command, dict(os.environ))
 
 
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_FS = 0x00020000, 0x00000200
 MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
 
 
 def in_mount_namespace(pid, action, what):
-    """Run `action()` in a forked child that has joined the VM's mount namespace.
+    """Run `action(libc)` in a thread of its own that has joined the VM's mount namespace.
 
     Paths then resolve in the VM's own tree: going through /proc/<pid>/root instead
     would follow the VM's symlinks against the host's root, and would miss the VM's
     tmpfs mounts (/run) that Docker's archive API does not see either.
+
+    Only that thread moves, and it ends with the action: unshare(CLONE_FS) gives it a
+    root and working directory of its own, which setns(CLONE_NEWNS) requires. (A forked
+    child did this before, at 1.5 ms, or 17 ms when a packet socket had just been used:
+    the child's exit then made the final close, which waits out an RCU grace period.)
+    The action must not import anything new: imports would resolve in the VM's tree.
     """
     import ctypes
+    import threading
 
     libc = ctypes.CDLL(None, use_errno=True)
     try:
@@ -159,21 +166,24 @@ def in_mount_namespace(pid, action, what):
     except (FileNotFoundError, ProcessLookupError):
         raise NotFound("cannot %s inside the VM: its init (pid %d) is gone (the VM stopped "
                        "or was removed meanwhile)" % (what, pid)) from None
+    failure = []
+
+    def run():
+        try:
+            if libc.unshare(CLONE_FS) != 0 or libc.setns(ns_fd, CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "joining its mount namespace")
+            action(libc)
+        except Exception as exc:
+            failure.append(exc)
+
     try:
-        child = os.fork()
-        if child == 0:
-            code = 1
-            try:
-                if libc.setns(ns_fd, CLONE_NEWNS) == 0:  # root and cwd become the VM's
-                    action(libc)
-                    code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(child, 0)
+        thread = threading.Thread(target=run, name="in-vm-mount-namespace")
+        thread.start()
+        thread.join()
     finally:
         os.close(ns_fd)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise CvmError("cannot %s inside the VM (pid %d)" % (what, pid))
+    if failure:
+        raise CvmError("cannot %s inside the VM (pid %d): %s" % (what, pid, failure[0]))
 
 
 def write_file(pid, path, content, mode=0o644, dir_mode=0o755):
