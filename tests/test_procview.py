@@ -184,6 +184,30 @@ BAD_FLAGS = [("free", ["--bogus"], "free: unrecognized option '--bogus'"),
              ("mpstat", ["-P", "99"], "Usage: mpstat [ options ] [ <interval> [ <count> ] ]")]
 
 
+GETOPT_CASES = [["-m"], ["-ms", "2", "-c3"], ["--mega", "--count", "4", "--seconds=1"],
+                ["--sec", "2"], ["--cou=5", "x", "-t", "y"], ["a", "--", "-m", "--bogus"],
+                ["-", "-w"], ["--to"], ["-c", "-1"], ["--human", "b", "-hw"]]
+
+
+@pytest.mark.parametrize("argv", GETOPT_CASES)
+def test_option_parser_is_gnu_getopt(argv):
+    import getopt
+    from cvm.procview import common
+    assert common._gnu_getopt(list(argv), free.SHORT, free.LONG) == \
+        getopt.gnu_getopt(argv, free.SHORT, free.LONG)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--t"], "option '--t' is ambiguous"),
+    (["--human=yes"], "option '--human' doesn't allow an argument"),
+    (["--count"], "option '--count' requires an argument"),
+    (["-wx"], "invalid option -- 'x'")])
+def test_option_errors_in_gnus_words(argv, message):
+    from cvm.procview import common
+    with pytest.raises(common._OptionError, match="^%s$" % re.escape(message)):
+        common._gnu_getopt(list(argv), free.SHORT, free.LONG)
+
+
 @pytest.mark.parametrize("tool,flags,message", BAD_FLAGS)
 def test_bad_flags_as_the_originals(tool, flags, message):
     result = ours(tool, *flags)
@@ -394,3 +418,17 @@ def test_tools_install_into_any_container(cvm, engine, images, name):
         assert output.splitlines()[1].split()[1] == "300"
     finally:
         engine.remove(container["Id"], force=True)
+
+
+def test_saved_samples_round_trip_and_trust_only_their_user(tmp_path, monkeypatch):
+    from cvm.procview import state
+    path = str(tmp_path / "procview-k.state")
+    monkeypatch.setattr(state, "_candidates", lambda key: iter([path]))
+    sample = {"time": 1.5, "loads": [0.5, 0.25, 0.0], "boot": 12.0, "pid": 7}
+    assert state.save("k", sample) and state.load("k") == sample
+    os.chown(path, 65534, 65534)  # planted by another user of a shared /tmp
+    assert state.load("k") is None
+    os.chown(path, os.getuid(), os.getgid())
+    with open(path, "wb") as handle:
+        handle.write(b"\xffnot a sample")
+    assert state.load("k") is None

@@ -148,8 +148,8 @@ def docker_setting(key, config="/etc/docker/daemon.json"):
     if not _docker_settings:
         settings = {}
         try:
-            import json
             with open(config) as handle:
+                import json  # only where there is a file: inside a VM there is none
                 settings = json.load(handle) or {}
         except (IOError, OSError, ValueError):
             pass
