@@ -287,3 +287,22 @@ def test_os_release_mapping():
     assert images.distro_of("ubuntu", "22.04") == "ubuntu2204"
     assert images.distro_of("almalinux", "8.9") == "alma8"
     assert images.distro_of("arch", "") is None
+
+
+def test_tool_wrappers(tmp_path):
+    """free and uptime are shell scripts that pick procps' binary where cvm bound LXCFS's
+    files (and they are readable), else cvm's: they pass shellcheck. The others are
+    Python started isolated (-IS: no site, no user paths, no PYTHON* variables)."""
+    wrappers = {path: content for path, (content, mode) in images.tools_files().items()
+                if path.startswith("/usr/local/bin/") and mode == 0o755}
+    assert sorted(wrappers) == sorted("/usr/local/bin/" + tool for tool in images.TOOLS)
+    for tool in images.TOOLS:
+        text = wrappers["/usr/local/bin/" + tool].decode()
+        if tool in images.NATIVE_UNDER_LXCFS:
+            script = tmp_path / tool
+            script.write_text(text)
+            assert text.startswith("#!/bin/sh\n") and "[ -e /etc/cvm/lxcfs ]" in text
+            result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout
+        else:
+            assert text.startswith("#!/usr/bin/python3 -IS\n")

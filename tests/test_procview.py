@@ -271,6 +271,21 @@ def test_unlimited_values_mean_the_host(tmp_path):
     assert source.memory().total == 16384000  # the fixture host's MemTotal
 
 
+def test_free_without_a_readable_meminfo_uses_the_limit(tmp_path):
+    """A VM bound to an LXCFS that died reads ENOTCONN from /proc/meminfo; its `free` then
+    falls back to cvm's, which needs the host's total only to cap an unlimited VM."""
+    base, proc = v1_host_tree_bind(str(tmp_path))
+    os.remove(os.path.join(proc, "meminfo"))
+    source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
+    memory = source.memory()
+    assert memory.total == 524288 and memory.available == 524288 - 204800 + 102400
+    with open(os.path.join(base, "memory", "docker", "abc123", "memory.limit_in_bytes"),
+              "w") as handle:
+        handle.write("9223372036854771712\n")
+    with pytest.raises(OSError):
+        VMSource(Cgroup.of_vm(1, proc), 1, proc=proc).memory()
+
+
 def test_missing_cgroup_file_is_one_line(tmp_path):
     base, proc = v2_tree(str(tmp_path))
     os.unlink(os.path.join(base, "memory.stat"))
@@ -376,7 +391,11 @@ def test_host_side_tools(cvm, limited_vm, name):
 
 
 @pytest.mark.engine
-def test_lxcfs_gives_unmodified_programs_the_vm(ctx, images, name):
+def test_lxcfs_gives_unmodified_programs_the_vm(cvm, ctx, images, name):
+    """Where LXCFS serves the VM's /proc, `free` and `uptime` are procps' own (at its speed,
+    no Python start) and print the numbers cvm's print: cvm's from the host (which adds
+    nothing to the VM's memory while it measures) and cvm's inside (CVM_PROCVIEW=cgroup)."""
+    import datetime
     from cvm import api
     from cvm.engine import lxcfs_running
     from cvm.spec import parse_spec
@@ -388,6 +407,27 @@ def test_lxcfs_gives_unmodified_programs_the_vm(ctx, images, name):
     assert in_vm(vm, "awk '/^MemTotal/{print $2}' /proc/meminfo").strip() == str(768 * 1024)
     assert in_vm(vm, "/usr/bin/free -m | awk '/^Mem:/{print $2}'").strip() == "768"
     assert in_vm(vm, "nproc").strip() == "2"  # lxcfs --enable-cfs: ceil(1.5)
+    assert in_vm(vm, "free -V").startswith("free from procps-ng")
+    assert in_vm(vm, "uptime -V").startswith("uptime from procps-ng")
+    assert in_vm(vm, "CVM_PROCVIEW=cgroup free -V").startswith("free from cvm procview")
+
+    def memory_row(text):
+        return [int(v) for v in text.splitlines()[1].split()[1:]]
+
+    procps = memory_row(in_vm(vm, "free -k"))
+    cvms = memory_row(cvm("free", name, "-k", check=True).stdout)
+    assert procps[0] == cvms[0] == 768 * 1024 and procps[3] == cvms[3]  # total, shared
+    for mine, theirs in zip(cvms[1:], procps[1:]):  # procps' own run is in the VM: ~1 MiB
+        assert abs(mine - theirs) <= 2048, (cvms, procps)
+
+    def since(text):
+        return datetime.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S")
+    booted = since(in_vm(vm, "uptime -s"))
+    assert abs((booted - since(cvm("uptime", name, "-s", check=True).stdout)).total_seconds()) <= 1
+    assert abs((booted - since(in_vm(vm, "CVM_PROCVIEW=cgroup uptime -s"))).total_seconds()) <= 1
+    loads = in_vm(vm, "uptime; CVM_PROCVIEW=cgroup uptime").splitlines()
+    procps_load, cvms_load = (line.split("load average:")[1].split(",") for line in loads)
+    assert all(abs(float(a) - float(b)) <= 0.05 for a, b in zip(procps_load, cvms_load)), loads
 
 
 @pytest.mark.engine

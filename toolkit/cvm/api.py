@@ -512,7 +512,7 @@ def _build(ctx, spec, record, start, made, early=None):
         _update_record(ctx, spec.name, record)
         _make_dirs(missing)
     pause_point("create", "volumes")
-    files = guestfiles.bound_files(spec, made["init"], HostFacts.read())
+    files = guestfiles.bound_files(spec, made["init"], HostFacts.read(), record["lxcfs"])
     guestfiles.write(ctx.store, spec.name, files)
     _update_record(ctx, spec.name, record)
     pause_point("create", "files")

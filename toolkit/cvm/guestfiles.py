@@ -1,7 +1,7 @@
 """Files cvm gives every VM, kept on the host and bind-mounted read-only into it, and the
 one directory a VM writes for the host: how its last shutdown went.
 
-/etc/cvm/limits.env, /etc/cvm/limits.json, /etc/cvm/network.env and the wait-ready
+/etc/cvm/limits.env, /etc/cvm/limits.json, /etc/cvm/network.env, /etc/cvm/lxcfs and the wait-ready
 entrypoint live in <state>/guests/<vm>/ and are bound file by file (so /etc/cvm stays
 the VM's own directory). Writing them costs a host file write: no copy into the
 container at create (Docker's put_archive mounts the container's filesystem, ~40 ms),
@@ -11,7 +11,7 @@ mount holds on to the file it was given.
 
 import os
 
-from .engine import WAIT_SCRIPT, WAIT_SCRIPT_TEXT, network_env
+from .engine import LXCFS_FILES, LXCFS_MARKER, WAIT_SCRIPT, WAIT_SCRIPT_TEXT, network_env
 from .errors import NotFound
 
 # The VM's shutdown path writes here (read-write, the VM's own): `shutdown` holds the
@@ -20,8 +20,9 @@ from .errors import NotFound
 REPORT_DIR = "/run/cvm/report"
 
 
-def bound_files(spec, init_mode, host):
-    """{guest path: bytes} of the files bound into a VM of `spec`."""
+def bound_files(spec, init_mode, host, lxcfs=False):
+    """{guest path: bytes} of the files bound into a VM of `spec` (`lxcfs`: with LXCFS's
+    /proc files)."""
     from . import limits
     files = {path: content for path, (content, _) in limits.files(spec, host).items()}
     env = network_env(spec)
@@ -30,6 +31,8 @@ def bound_files(spec, init_mode, host):
             "%s=%s\n" % (k, v) for k, v in sorted(env.items())).encode()
     if init_mode in ("systemd", "compat"):
         files[WAIT_SCRIPT] = WAIT_SCRIPT_TEXT.encode()
+    if lxcfs:
+        files[LXCFS_MARKER] = ("LXCFS serves this VM's %s\n" % " ".join(LXCFS_FILES)).encode()
     return files
 
 

@@ -187,10 +187,32 @@ def tools_files():
     return files
 
 
+# Tools whose every number LXCFS's /proc files already make the VM's: there procps' own
+# binary answers, at its speed (no Python start, which a VM's CPU quota throttles), from
+# the files it needs. vmstat is not one: LXCFS serves neither /proc/vmstat nor the task
+# and interrupt counts of /proc/stat, and mpstat/top need per-CPU lines and steal.
+NATIVE_UNDER_LXCFS = {"free": ("/usr/bin/free", ["/proc/meminfo"]),
+                      "uptime": ("/usr/bin/uptime", ["/proc/uptime", "/proc/loadavg"])}
+
+
 def _tool_wrapper(tool):
-    return ("#!/usr/bin/python3\n# cvm: %s from the VM's cgroup; the original is at its usual "
-            "path.\nimport sys\nsys.path.insert(0, '/usr/lib/cvm/python')\nfrom "
-            "cvm.procview.%s import main\nsys.exit(main())\n" % (tool, tool))
+    from .engine import LXCFS_MARKER
+    run_cvms = ("import sys; sys.argv[0] = '%s'; sys.path.insert(0, '/usr/lib/cvm/python'); "
+                "from cvm.procview.%s import main; sys.exit(main())" % (tool, tool))
+    if tool not in NATIVE_UNDER_LXCFS:
+        return ("#!/usr/bin/python3 -IS\n# cvm: %s from the VM's cgroup; the original is at "
+                "its usual path.\n%s\n" % (tool, run_cvms))
+    native, files = NATIVE_UNDER_LXCFS[tool]
+    # A dead LXCFS fails the -r tests (ENOTCONN): cvm's own tool answers then.
+    readable = " ".join("[ -r %s ] &&" % path for path in files)
+    return ("#!/bin/sh\n"
+            "# cvm: %s with the VM's numbers. Where cvm bound LXCFS's /proc files into this\n"
+            "# VM (%s), procps' own reads them; elsewhere, or with CVM_PROCVIEW set, cvm's\n"
+            "# reads the VM's cgroup.\n"
+            "if [ -z \"$CVM_PROCVIEW\" ] && [ -e %s ] && %s [ -x %s ]; then\n"
+            "    exec %s \"$@\"\nfi\n"
+            "exec /usr/bin/python3 -IS -c \"%s\" \"$@\"\n"
+            % (tool, LXCFS_MARKER, LXCFS_MARKER, readable, native, native, run_cvms))
 
 
 def _compat_init_script():

@@ -302,7 +302,6 @@ class VMSource(Source):
     # ---------------------------------------------------------- memory
 
     def memory(self):
-        host = self._host().memory()
         cg = self.cgroup
         try:
             limit = cg.memory_limit()
@@ -310,6 +309,14 @@ class VMSource(Source):
             stat = cg.memory_stat()
         except CgroupError as exc:
             raise SourceError(str(exc))
+        try:
+            host = self._host().memory()
+        except (IOError, OSError):
+            if not limit:
+                raise
+            # LXCFS's /proc/meminfo with LXCFS dead (ENOTCONN): memory from the VM's limit
+            # alone, and no swap shown.
+            host = Memory(limit // 1024, 0, 0, 0, 0, 0, 0, 0)
         total = min(limit // 1024, host.total) if limit else host.total
         usage //= 1024
         cache = stat.get("file", 0) // 1024
@@ -475,7 +482,9 @@ def count_utmp_users(path):
 
 
 def default_source():
-    """The VM this tool runs in, or the whole machine with CVM_PROCVIEW=host."""
+    """The VM this tool runs in, or the whole machine with CVM_PROCVIEW=host. (Any value
+    of it, such as CVM_PROCVIEW=cgroup, also keeps `free` and `uptime` cvm's own where
+    LXCFS would let procps' answer: see images.NATIVE_UNDER_LXCFS.)"""
     if os.environ.get("CVM_PROCVIEW") == "host":
         return HostSource()
     return VMSource.inside()
