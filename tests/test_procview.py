@@ -15,7 +15,7 @@ import pytest
 
 from cvm.cgroups import Cgroup
 from cvm.procview import free, top, uptime
-from cvm.procview.sources import VMSource
+from cvm.procview.sources import VMSource, context_switches
 
 from .cgroupfixtures import v1_host_tree_bind, v2_tree
 from .conftest import DEBIAN
@@ -284,6 +284,22 @@ def test_free_without_a_readable_meminfo_uses_the_limit(tmp_path):
         handle.write("9223372036854771712\n")
     with pytest.raises(OSError):
         VMSource(Cgroup.of_vm(1, proc), 1, proc=proc).memory()
+
+
+def test_vms_threads_and_context_switches(tmp_path):
+    """vmstat's r and b: each thread of the cgroup (cgroup.threads on v2, tasks on v1),
+    its state after the command, which may itself hold ") R (". cs: every process's."""
+    from .cgroupfixtures import write
+    base, proc = v2_tree(str(tmp_path))
+    write(os.path.join(base, "init.scope", "cgroup.threads"), "1\n7\n")
+    write(os.path.join(base, "system.slice", "cgroup.threads"), "8\n9\n404\n")
+    for tid, comm, state in ((7, "worker", "R"), (8, "odd) R (name", "D"), (9, "sshd", "S")):
+        write(os.path.join(proc, str(tid), "stat"), "%d (%s) %s 1 1 1 0 -1\n" % (tid, comm, state))
+    write(os.path.join(proc, "8", "status"), "Name:\tx\nvoluntary_ctxt_switches:\t100\n"
+          "nonvoluntary_ctxt_switches:\t7\nx86_Thread_features:\t\n")
+    source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
+    assert source.threads() == (1, 1)  # 7 runs, 8 waits on a disk, 404 has gone
+    assert context_switches(proc, [1, 8, 404]) == 10 + 5 + 100 + 7
 
 
 def test_missing_cgroup_file_is_one_line(tmp_path):

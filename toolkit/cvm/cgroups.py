@@ -14,6 +14,8 @@ live at mountpoint(H) + (P relative to the mount's root), both read from
 import os
 import time
 
+from . import procfs
+
 UNLIMITED = 1 << 62  # anything at or above this is "no limit" (v1 prints 9223372036854771712)
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio")
 
@@ -24,9 +26,7 @@ class CgroupError(Exception):
 
 def read_text(path):
     try:
-        # Binary and one read: a monitor sweep opens ~13 of these per VM.
-        with open(path, "rb", buffering=0) as handle:
-            return handle.read().decode("utf-8", "replace")
+        return procfs.read(path)
     except (IOError, OSError) as exc:
         raise CgroupError("cannot read %s: %s" % (path, exc.strerror or exc))
 
@@ -353,16 +353,19 @@ class Cgroup(object):
 
     # ---------------------------------------------------------- processes
 
-    def pids(self, recursive=True):
-        """PIDs (as seen by whoever reads the file) of every process in the cgroup."""
+    def pids(self, recursive=True, threads=False):
+        """PIDs (as seen by whoever reads the file) of every process in the cgroup, or
+        with `threads` the IDs of every thread."""
         if self.version == 2:
             top = self.dirs["unified"]
+            listing = "cgroup.threads" if threads else "cgroup.procs"
         else:
             top = self.dirs.get("pids") or self.dirs.get("memory") or self.dirs.get("cpu")
+            listing = "tasks" if threads else "cgroup.procs"
         result = []
         for directory, _, _ in (os.walk(top) if recursive else [(top, None, None)]):
             try:
-                text = self.read(os.path.join(directory, "cgroup.procs"))
+                text = self.read(os.path.join(directory, listing))
             except CgroupError:
                 continue
             result.extend(int(p) for p in text.split())

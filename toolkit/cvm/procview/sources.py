@@ -105,11 +105,13 @@ def context_switches(proc, pids):
     total = 0
     for pid in pids:
         try:
-            for line in read_text("%s/%s/status" % (proc, pid)).splitlines():
-                if "ctxt_switches:" in line:
-                    total += int(line.split()[1])
-        except CgroupError:
+            status = procfs.read("%s/%s/status" % (proc, pid))
+        except (IOError, OSError):
             continue
+        for key in ("\nvoluntary_ctxt_switches:", "\nnonvoluntary_ctxt_switches:"):
+            at = status.find(key)
+            if at >= 0:
+                total += int(status[at + len(key):].split(None, 1)[0])
     return total
 
 
@@ -423,21 +425,21 @@ class VMSource(Source):
 
     def threads(self):
         """(runnable, blocked) threads of the VM: its load, as the kernel counts it."""
+        try:
+            tids = self.cgroup.pids(threads=True)
+        except CgroupError as exc:
+            raise SourceError(str(exc))
         running = blocked = 0
-        for pid in self.host_pids():
+        for tid in tids:
             try:
-                tids = os.listdir("%s/%d/task" % (self.proc, pid))
-            except OSError:
+                stat = procfs.read("%s/%d/stat" % (self.proc, tid))
+            except (IOError, OSError):
                 continue
-            for tid in tids:
-                try:
-                    state = procfs.process_stat(tid, "%s/%d/task" % (self.proc, pid))[3]
-                except (IOError, OSError, IndexError):
-                    continue
-                if state == "R":
-                    running += 1
-                elif state == "D":
-                    blocked += 1
+            state = stat[stat.rfind(")") + 2:][:1]  # after the command, which may hold ")"
+            if state == "R":
+                running += 1
+            elif state == "D":
+                blocked += 1
         return running, blocked
 
     def runnable(self):
