@@ -1,9 +1,9 @@
 """Files cvm gives every VM, kept on the host and bind-mounted read-only into it, and the
 one directory a VM writes for the host: how its last shutdown went.
 
-/etc/cvm/limits.env, /etc/cvm/limits.json, /etc/cvm/network.env, /etc/cvm/lxcfs and the wait-ready
-entrypoint live in <state>/guests/<vm>/ and are bound file by file (so /etc/cvm stays
-the VM's own directory). Writing them costs a host file write: no copy into the
+/etc/cvm/limits.env, /etc/cvm/limits.json, /etc/cvm/network.env, /etc/cvm/lxcfs and the
+wait-ready entrypoint live in <state>/guests/<vm>/ and are bound file by file (so /etc/cvm
+stays the VM's own directory). Writing them costs a host file write: no copy into the
 container at create (Docker's put_archive mounts the container's filesystem, ~40 ms),
 no entering the VM on resize. They are rewritten in place, never replaced, since a bind
 mount holds on to the file it was given.

@@ -206,13 +206,14 @@ def _tool_wrapper(tool):
     # A dead LXCFS fails the -r tests (ENOTCONN): cvm's own tool answers then.
     readable = " ".join("[ -r %s ] &&" % path for path in files)
     return ("#!/bin/sh\n"
-            "# cvm: %s with the VM's numbers. Where cvm bound LXCFS's /proc files into this\n"
-            "# VM (%s), procps' own reads them; elsewhere, or with CVM_PROCVIEW set, cvm's\n"
-            "# reads the VM's cgroup.\n"
-            "if [ -z \"$CVM_PROCVIEW\" ] && [ -e %s ] && %s [ -x %s ]; then\n"
-            "    exec %s \"$@\"\nfi\n"
-            "exec /usr/bin/python3 -IS -c \"%s\" \"$@\"\n"
-            % (tool, LXCFS_MARKER, LXCFS_MARKER, readable, native, native, run_cvms))
+            "# cvm: %(tool)s with the VM's numbers. Where cvm bound LXCFS's /proc files into\n"
+            "# this VM (%(marker)s), procps' own reads them; elsewhere, or with CVM_PROCVIEW\n"
+            "# set, cvm's reads the VM's cgroup.\n"
+            "if [ -z \"$CVM_PROCVIEW\" ] && [ -e %(marker)s ] && %(readable)s [ -x %(native)s ]; "
+            "then\n    exec %(native)s \"$@\"\nfi\n"
+            "exec /usr/bin/python3 -IS -c \"%(run_cvms)s\" \"$@\"\n"
+            % dict(tool=tool, marker=LXCFS_MARKER, readable=readable, native=native,
+                   run_cvms=run_cvms))
 
 
 def _compat_init_script():

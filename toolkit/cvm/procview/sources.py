@@ -432,10 +432,9 @@ class VMSource(Source):
         running = blocked = 0
         for tid in tids:
             try:
-                stat = procfs.read("%s/%d/stat" % (self.proc, tid))
-            except (IOError, OSError):
+                state = procfs.process_stat(tid, self.proc)[3]
+            except (IOError, OSError, IndexError):
                 continue
-            state = stat[stat.rfind(")") + 2:][:1]  # after the command, which may hold ")"
             if state == "R":
                 running += 1
             elif state == "D":
