@@ -84,6 +84,14 @@ def read_report(store, name):
     return report
 
 
+def report_written_at(store, name, key):
+    """When the VM wrote `key` of its shutdown report (epoch seconds), or None."""
+    try:
+        return os.stat(os.path.join(report_dir(store, name), key)).st_mtime
+    except OSError:
+        return None
+
+
 def clear_report(store, name):
     """Forget the last shutdown's report: a new boot writes its own."""
     for key in ("shutdown", "initiator"):

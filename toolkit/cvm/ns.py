@@ -11,8 +11,9 @@ VM has (--keep-caps gives it the host's: it is then as powerful as root on the h
 import os
 
 from .cgroups import Cgroup, CgroupError, read_text
-from .engine import WAIT_SCRIPT
+from .engine import READY_FILE
 from .errors import CvmError, NotFound, PermissionDenied
+from .procfs import start_ticks
 
 NAMESPACE_FLAGS = {"mount": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net",
                    "pid": "--pid", "cgroup": "--cgroup"}
@@ -44,22 +45,14 @@ _inits = {}
 def init_pid(container_id):
     """Host PID of the VM's PID 1, found from its cgroup without asking Docker."""
     known = _inits.get(container_id)
-    if known is not None and _start_ticks(known[0]) == known[1]:
+    if known is not None and start_ticks(known[0]) == known[1]:
         return known[0]
     _inits.pop(container_id, None)
     pid = _find_init(container_id)
-    ticks = _start_ticks(pid)
+    ticks = start_ticks(pid)
     if ticks is not None:
         _inits[container_id] = (pid, ticks)
     return pid
-
-
-def _start_ticks(pid):
-    from .procfs import process_stat
-    try:
-        return process_stat(pid)[22]
-    except (OSError, IndexError):
-        return None
 
 
 def _find_init(container_id):
@@ -221,13 +214,19 @@ def make_cgroup_writable(pid):
     in_mount_namespace(pid, action, "remount /sys/fs/cgroup read-write")
 
 
-def init_released(pid):
-    """Has PID 1 of this start left cvm's wait for the host (exec'd the real init)?"""
+def released_at(pid):
+    """When the host released this start of the VM (wrote its ready file), in epoch
+    seconds; None if it has not. Each start has a new /run, so the file tells one boot
+    from the next. PID 1's command line could not: at Docker's start event it may still
+    be runc's, before it execs the wait script."""
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            return WAIT_SCRIPT.encode() not in handle.read()
+        return os.lstat("/proc/%d/root%s" % (pid, READY_FILE)).st_mtime
     except OSError:
-        return False
+        return None
+
+
+def init_released(pid):
+    return released_at(pid) is not None
 
 
 def new_boot_id(pid):

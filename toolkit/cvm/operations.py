@@ -19,13 +19,13 @@ from . import paths, procfs
 def owner():
     """Who runs an operation: this process (its pid and its start time)."""
     pid = os.getpid()
-    return {"pid": pid, "since": procfs.process_stat(pid)[22]}
+    return {"pid": pid, "since": procfs.start_ticks(pid)}
 
 
 def alive(operation):
     try:
-        return procfs.process_stat(operation["pid"])[22] == operation["since"]
-    except (OSError, IndexError, KeyError, TypeError):
+        return procfs.start_ticks(operation["pid"]) == operation["since"]
+    except (KeyError, TypeError):
         return False
 
 

@@ -38,6 +38,15 @@ def process_stat(pid, proc="/proc", reader=read):
     return [None] + fields  # fields[1] = pid, fields[2] = comm, fields[3] = state ...
 
 
+def start_ticks(pid):
+    """When process `pid` started, in clock ticks since boot: with its pid, it names the
+    process (a pid alone may be reused); None if it is gone."""
+    try:
+        return process_stat(pid)[22]
+    except (OSError, IndexError):
+        return None
+
+
 def process_start_time(pid, proc="/proc"):
     """Epoch seconds at which process `pid` started."""
     return boot_time(proc) + int(process_stat(pid, proc)[22]) / float(_CLK_TCK)
