@@ -32,8 +32,8 @@ def fake_proc(root, mountinfo, init_cgroup, pid=1, start_ticks=1000, uptime=5000
         pid, start_ticks)
     write(os.path.join(proc, str(pid), "stat"), stat + " 0" * 30 + "\n")
     write(os.path.join(proc, str(pid), "statm"), "1000 200 100 10 0 300 0\n")
-    write(os.path.join(proc, str(pid), "status"), "Name:\tsystemd\nUid:\t0\t0\t0\t0\n"
-          "voluntary_ctxt_switches:\t10\nnonvoluntary_ctxt_switches:\t5\n")
+    write(os.path.join(proc, str(pid), "status"), "Name:\tsystemd\nState:\tS (sleeping)\n"
+          "Uid:\t0\t0\t0\t0\nvoluntary_ctxt_switches:\t10\nnonvoluntary_ctxt_switches:\t5\n")
     write(os.path.join(proc, "meminfo"), HOST_MEMINFO)
     write(os.path.join(proc, "stat"), "cpu  100 0 50 1000 0 0 0 0 0 0\ncpu0 25 0 12 250 0 0 "
           "0 0 0 0\ncpu1 25 0 13 250 0 0 0 0 0 0\ncpu2 25 0 12 250 0 0 0 0 0 0\ncpu3 25 0 13 "

@@ -15,7 +15,7 @@ import pytest
 
 from cvm.cgroups import Cgroup
 from cvm.procview import free, top, uptime
-from cvm.procview.sources import VMSource, context_switches
+from cvm.procview.sources import VMSource
 
 from .cgroupfixtures import v1_host_tree_bind, v2_tree
 from .conftest import DEBIAN
@@ -287,19 +287,23 @@ def test_free_without_a_readable_meminfo_uses_the_limit(tmp_path):
 
 
 def test_vms_threads_and_context_switches(tmp_path):
-    """vmstat's r and b: each thread of the cgroup (cgroup.threads on v2, tasks on v1),
-    its state after the command, which may itself hold ") R (". cs: every process's."""
+    """vmstat's r, b and cs: each thread of the cgroup (cgroup.threads on v2, tasks on
+    v1), its state and its own switches, from its status (a name is escaped there, so
+    "\\nState:" in one is not a line)."""
     from .cgroupfixtures import write
     base, proc = v2_tree(str(tmp_path))
     write(os.path.join(base, "init.scope", "cgroup.threads"), "1\n7\n")
     write(os.path.join(base, "system.slice", "cgroup.threads"), "8\n9\n404\n")
-    for tid, comm, state in ((7, "worker", "R"), (8, "odd) R (name", "D"), (9, "sshd", "S")):
-        write(os.path.join(proc, str(tid), "stat"), "%d (%s) %s 1 1 1 0 -1\n" % (tid, comm, state))
-    write(os.path.join(proc, "8", "status"), "Name:\tx\nvoluntary_ctxt_switches:\t100\n"
-          "nonvoluntary_ctxt_switches:\t7\nx86_Thread_features:\t\n")
+    for tid, name, state, switches in ((7, "worker", "R", (3, 4)),
+                                       (8, "odd\\nState:\\tR", "D", (100, 7)),
+                                       (9, "sshd", "S", (20, 0))):
+        write(os.path.join(proc, str(tid), "status"),
+              "Name:\t%s\nUmask:\t0022\nState:\t%s (x)\nTgid:\t%d\n"
+              "voluntary_ctxt_switches:\t%d\nnonvoluntary_ctxt_switches:\t%d\n"
+              "x86_Thread_features:\t\n" % ((name, state, tid) + switches))
     source = VMSource(Cgroup.of_vm(1, proc), 1, proc=proc)
-    assert source.threads() == (1, 1)  # 7 runs, 8 waits on a disk, 404 has gone
-    assert context_switches(proc, [1, 8, 404]) == 10 + 5 + 100 + 7
+    # 7 runs, 8 waits on a disk, 404 has gone; pid 1's status is the fixture's own
+    assert source.activity() == (1, 1, 10 + 5 + 3 + 4 + 100 + 7 + 20)
 
 
 def test_missing_cgroup_file_is_one_line(tmp_path):

@@ -40,7 +40,7 @@ def vm_loadavg(source):
     if not source.host_side and lxcfs_file("/proc/loadavg"):
         with open("/proc/loadavg") as handle:
             return tuple(float(v) for v in handle.read().split()[:3])
-    running, blocked = source.threads()
+    running, blocked, _ = source.activity()
     if not source.host_side:
         running = max(0, running - 1)  # this tool itself is running now; the kernel would
         # not usually have caught it on a 5 s tick

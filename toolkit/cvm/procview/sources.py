@@ -101,18 +101,25 @@ def task_ticks(proc, pids):
     return ticks
 
 
-def context_switches(proc, pids):
-    total = 0
-    for pid in pids:
+def thread_activity(proc, tids):
+    """(running, blocked, context switches) of threads `tids`, from one file each: the
+    status that holds both a thread's state and its own switch counts."""
+    running = blocked = switches = 0
+    for tid in tids:
         try:
-            status = procfs.read("%s/%s/status" % (proc, pid))
+            status = procfs.read("%s/%s/status" % (proc, tid))
         except (IOError, OSError):
-            continue
+            continue  # it ended
+        at = status.find("\nState:\t")
+        if at >= 0:
+            state = status[at + 8:at + 9]
+            running += state == "R"
+            blocked += state == "D"
         for key in ("\nvoluntary_ctxt_switches:", "\nnonvoluntary_ctxt_switches:"):
             at = status.find(key)
             if at >= 0:
-                total += int(status[at + len(key):].split(None, 1)[0])
-    return total
+                switches += int(status[at + len(key):].split(None, 1)[0])
+    return running, blocked, switches
 
 
 def ns_pid(proc, pid):
@@ -222,20 +229,20 @@ class HostSource(Source):
                 result.append(task)
         return result
 
-    def stat_counter(self, key):
+    def stat_counters(self, *keys):
+        """The values of /proc/stat's lines `keys` (0 for a line it lacks)."""
+        values = dict.fromkeys(keys, 0)
         for line in read_text(self.proc + "/stat").splitlines():
-            if line.startswith(key + " "):
-                return int(line.split()[1])
-        return 0
+            key, _, rest = line.partition(" ")
+            if key in values:
+                values[key] = int(rest.split(None, 1)[0])
+        return [values[key] for key in keys]
 
     def interrupts(self):
-        return self.stat_counter("intr")
+        return self.stat_counters("intr")[0]
 
-    def context_switches(self):
-        return self.stat_counter("ctxt")
-
-    def runnable(self):
-        return self.stat_counter("procs_running"), self.stat_counter("procs_blocked")
+    def activity(self):
+        return tuple(self.stat_counters("procs_running", "procs_blocked", "ctxt"))
 
     def disk_blocks(self):
         """(blocks read, blocks written) in KiB, as vmstat's bi/bo count them."""
@@ -423,32 +430,17 @@ class VMSource(Source):
                 result.append(task)
         return result
 
-    def threads(self):
-        """(runnable, blocked) threads of the VM: its load, as the kernel counts it."""
+    def activity(self):
+        """(runnable, blocked, context switches) of the VM's threads: its load, as the
+        kernel counts it, and vmstat's cs."""
         try:
             tids = self.cgroup.pids(threads=True)
         except CgroupError as exc:
             raise SourceError(str(exc))
-        running = blocked = 0
-        for tid in tids:
-            try:
-                state = procfs.process_stat(tid, self.proc)[3]
-            except (IOError, OSError, IndexError):
-                continue
-            if state == "R":
-                running += 1
-            elif state == "D":
-                blocked += 1
-        return running, blocked
-
-    def runnable(self):
-        return self.threads()
+        return thread_activity(self.proc, tids)
 
     def interrupts(self):
         return 0  # interrupts belong to the host's CPUs, not to a cgroup
-
-    def context_switches(self):
-        return context_switches(self.proc, self.host_pids())
 
     def disk_blocks(self):
         read = written = 0

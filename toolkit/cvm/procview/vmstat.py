@@ -55,12 +55,11 @@ class Sample(object):
     def __init__(self, source):
         self.when = time.time()
         self.memory = source.memory()
-        self.running, self.blocked = source.runnable()
+        self.running, self.blocked, self.switches = source.activity()
         self.cpu = source.cpu_times()[0]
         self.blocks = source.disk_blocks()
         self.swap = source.swap_pages()
         self.interrupts = source.interrupts()
-        self.switches = source.context_switches()
 
 
 CPU_KEYS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
