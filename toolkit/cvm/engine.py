@@ -28,9 +28,11 @@ WAIT_SCRIPT = "/usr/lib/cvm/wait-ready"
 # NICs are wired (or a timeout passes), then execs the real init.
 WAIT_SCRIPT_TEXT = """#!/bin/sh
 # cvm: start init only once the host has wired this VM's NICs.
-# As PID 1 the shell ignores signals it does not trap: a stop before init runs must end it.
+# As PID 1 the shell ignores signals it does not trap: a stop before init runs must end it
+# (SIGPWR for cvm's images, 37 = SIGRTMIN+3 as Docker numbers it for another systemd).
 trap 'exit 0' TERM INT
 trap 'exit 0' PWR 2>/dev/null
+trap 'exit 0' 37 2>/dev/null
 t=${CVM_WAIT_TIMEOUT:-30}
 n=0
 while [ ! -e %(ready)s ] && [ "$n" -lt $((t * 100)) ]; do

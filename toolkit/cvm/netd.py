@@ -40,11 +40,16 @@ def _event_time(event):
     return event.get("timeNano", 0) / 1e9 or float(event.get("time", 0))
 
 
+STOP_SIGNALS = {str(int(signal.SIGPWR)): signal.SIGPWR,
+                str(int(stopsignal.SYSTEMD_HALT)): stopsignal.SYSTEMD_HALT}
+
+
 def _stop_signal(event):
-    """Is `event` Docker sending a VM's init its stop signal?"""
+    """The stop signal `event` is Docker sending a VM's init, or None."""
     attributes = (event.get("Actor") or {}).get("Attributes") or {}
-    return (event.get("Action") or event.get("status")) == "kill" and \
-        attributes.get("signal") == str(int(signal.SIGPWR))
+    if (event.get("Action") or event.get("status")) == "kill":
+        return STOP_SIGNALS.get(attributes.get("signal"))
+    return None
 
 
 class Daemon:
@@ -181,11 +186,12 @@ class Daemon:
         action = event.get("Action") or event.get("status")
         if not name:
             return
+        stop_signal = _stop_signal(event)
         if action == "start":
             self.pool.submit(self.wire, name)
-        elif _stop_signal(event):
+        elif stop_signal:
             stopsignal.follow(self.ctx.store, name, self.ctx.store.read_vm(name), event.get("id"),
-                              asked_at=_event_time(event))
+                              asked_at=_event_time(event), signum=stop_signal)
         elif action == "die":
             # Read now, in event order: the next start's wiring clears the report.
             report = guestfiles.read_report(self.ctx.store, name)

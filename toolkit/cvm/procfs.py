@@ -47,6 +47,22 @@ def start_ticks(pid):
         return None
 
 
+def takes_signal(pid, signum):
+    """Does process `pid` take signal `signum` now: block it (it waits, queued, for a
+    signalfd as systemd's do) or catch it? One that does neither as a namespace's PID 1
+    is dropped."""
+    try:
+        status = read("/proc/%d/status" % pid)
+    except OSError:
+        return False
+    bit = 1 << (signum - 1)
+    for key in ("\nSigBlk:\t", "\nSigCgt:\t"):
+        at = status.find(key)
+        if at >= 0 and int(status[at + len(key):at + len(key) + 16], 16) & bit:
+            return True
+    return False
+
+
 def process_start_time(pid, proc="/proc"):
     """Epoch seconds at which process `pid` started."""
     return boot_time(proc) + int(process_stat(pid, proc)[22]) / float(_CLK_TCK)

@@ -1,12 +1,15 @@
 """Making sure a VM's init takes its stop signal.
 
-A SIGPWR that reaches init in the first instants of its boot, before it takes the
+A stop signal that reaches init in the first instants of its boot, before it takes the
 signal, is lost, and Docker would wait out the stop timeout (90 s). Whoever asks for a
 stop -- `cvm stop`/`restart` themselves, and cvm netd for a `docker stop` or `restart`
-it sees in the event stream -- follows it: while that same init shows no sign of its
-shutdown (the initiator its stop writes into this boot's report, cvm.guestfiles), it is
-sent the signal again every AGAIN_AFTER seconds, for as long as Docker would wait. Both
-may send it: another SIGPWR to an init already shutting down changes nothing.
+it sees in the event stream -- follows it. Every AGAIN_AFTER seconds, for as long as
+Docker would wait, while that same init runs and takes the signal (blocks or catches
+it: sent earlier, it would be lost again), it is sent the signal again:
+- an init that reports its shutdown (cvm's images, the compat init: SIGPWR) until the
+  initiator its stop writes into this boot's report (cvm.guestfiles) shows it took it;
+- another systemd (SIGRTMIN+3), which reports nothing, once.
+Both may send it: another stop signal to an init already shutting down changes nothing.
 """
 
 import logging
@@ -18,17 +21,29 @@ import time
 from . import guestfiles, ns
 from .engine import STOP_TIMEOUT_SYSTEMD
 from .errors import CvmError
-from .procfs import process_start_time, start_ticks
+from .procfs import process_start_time, start_ticks, takes_signal
 
 log = logging.getLogger("cvm.stopsignal")
 AGAIN_AFTER = 2.0  # seconds a VM has to show its shutdown began
+SYSTEMD_HALT = signal.SIGRTMIN + 3  # 37, as Docker numbers "SIGRTMIN+3"
+
+
+def stop_signal_of(record):
+    """The signal Docker stops the VM's init with (cvm.engine.host_stop_signal), or None
+    for a VM without an init."""
+    if (record or {}).get("reports_shutdown"):
+        return signal.SIGPWR
+    if (record or {}).get("init") == "systemd":
+        return SYSTEMD_HALT
+    return None
 
 
 class Following:
     """The stop of one boot of a VM, followed in a thread until cancel() or its end."""
 
-    def __init__(self, store, name, pid):
+    def __init__(self, store, name, pid, signum, reports):
         self.store, self.name, self.pid = store, name, pid
+        self.signum, self.reports = signum, reports
         self.since = start_ticks(pid)
         self.over = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="stop of %s" % name,
@@ -41,30 +56,36 @@ class Following:
     def _follow(self):
         deadline = time.monotonic() + STOP_TIMEOUT_SYSTEMD
         while not self.over.wait(AGAIN_AFTER) and time.monotonic() < deadline:
+            if start_ticks(self.pid) != self.since:
+                return  # it ended (its pid may be another process's by now)
+            if self.reports and self._shutdown_shown():
+                return
+            if not takes_signal(self.pid, self.signum):
+                continue
             try:
-                if not self._stop_not_taken():
-                    return
-                os.kill(self.pid, signal.SIGPWR)
+                os.kill(self.pid, self.signum)
             except ProcessLookupError:
                 return
             log.info("%s: its init had not taken the stop signal; sent it again", self.name)
+            if not self.reports:
+                return
 
-    def _stop_not_taken(self):
-        """Does this boot's init still run without having begun its shutdown? An
-        initiator written before this boot was released is the last boot's."""
-        if start_ticks(self.pid) != self.since:
-            return False  # it ended (its pid may be another process's by now)
+    def _shutdown_shown(self):
+        """Has this boot's init begun its shutdown? An initiator written before this boot
+        was released is the last boot's."""
         released = ns.released_at(self.pid)
         written = guestfiles.report_written_at(self.store, self.name, "initiator")
-        return released is None or written is None or written < released
+        return released is not None and written is not None and written >= released
 
 
-def follow(store, name, record, container_id, asked_at=None):
+def follow(store, name, record, container_id, asked_at=None, signum=None):
     """Start following a stop of VM `name` about to be (or, at epoch `asked_at`, just)
-    asked; returns the Following (cancel it once the container stopped), or None when
-    there is nothing to follow: the VM's init does not report its shutdown, is not
-    running, or started after the stop was asked (that stop is over)."""
-    if not (record or {}).get("reports_shutdown"):
+    asked (with `signum`, when known); returns the Following (cancel it once the
+    container stopped), or None when there is nothing to follow: the VM has no init,
+    `signum` is not its stop signal, its init is not running, or it started after the
+    stop was asked (that stop is over)."""
+    stop_signal = stop_signal_of(record)
+    if stop_signal is None or (signum is not None and signum != stop_signal):
         return None
     try:
         pid = ns.init_pid(container_id)
@@ -72,4 +93,4 @@ def follow(store, name, record, container_id, asked_at=None):
             return None
     except (CvmError, OSError):
         return None
-    return Following(store, name, pid)
+    return Following(store, name, pid, stop_signal, record.get("reports_shutdown", False))
