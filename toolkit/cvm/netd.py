@@ -310,6 +310,21 @@ class Daemon:
         log.info("serving on %s", path)
 
     def run(self):
+        """Serve until SIGTERM or SIGINT. The signal only wakes the main thread, through a
+        pipe: raised into whatever that thread was doing (as a KeyboardInterrupt), it could
+        leave a lock held -- logging's, say -- that the workers then wait on forever, and
+        netd would never exit."""
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        self.start()
+        threading.Thread(target=self.follow_events, name="events", daemon=True).start()
+        os.read(wake_read, 1)
+        self.shutdown()
+
+    def start(self):
         ops.LOADED_CODE = code_stamp()
         self.ctx.store.make()  # its socket lives there; and it fails early without root
         self.serve()
@@ -324,10 +339,6 @@ class Daemon:
         from .scheduled_snapshots import keep_taking
         threading.Thread(target=keep_taking, args=(self.ctx, self.stopping),
                          name="snapshots", daemon=True).start()
-        try:
-            self.follow_events()
-        finally:
-            self.shutdown()
 
     def shutdown(self):
         self.stopping.set()

@@ -96,12 +96,7 @@ def netd(once, install_unit, workers, status, stop):
         daemon.reconcile()
         daemon.pool.shutdown()
         return
-    import signal
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        daemon.run()
-    except KeyboardInterrupt:
-        pass
+    daemon.run()
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
