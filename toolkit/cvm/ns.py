@@ -13,7 +13,7 @@ import os
 from .cgroups import Cgroup, CgroupError, read_text
 from .engine import READY_FILE
 from .errors import CvmError, NotFound, PermissionDenied
-from .procfs import start_ticks
+from .procfs import start_ticks, status_field
 
 NAMESPACE_FLAGS = {"mount": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net",
                    "pid": "--pid", "cgroup": "--cgroup"}
@@ -66,9 +66,9 @@ def _find_init(container_id):
             status = read_text("/proc/%d/status" % pid)
         except CgroupError:
             continue
-        for line in status.splitlines():
-            if line.startswith("NSpid:") and line.split()[-1] == "1" and len(line.split()) > 2:
-                return pid
+        ids = status_field(status, "NSpid").split()
+        if len(ids) > 1 and ids[-1] == "1":
+            return pid
     raise NotFound("VM container %s has no init process (is it running?)" % container_id[:12])
 
 

@@ -47,6 +47,17 @@ def start_ticks(pid):
         return None
 
 
+def status_field(status, name):
+    """The value of field `name` (after its line's first field, Name) in the text of a
+    /proc/<pid>/status, or "" when the kernel writes no such line."""
+    key = "\n%s:" % name
+    at = status.find(key)
+    if at < 0:
+        return ""
+    end = status.find("\n", at + len(key))
+    return status[at + len(key):end if end >= 0 else len(status)].strip()
+
+
 def takes_signal(pid, signum):
     """Does process `pid` take signal `signum` now: block it (it waits, queued, for a
     signalfd as systemd's do) or catch it? One that does neither as a namespace's PID 1
@@ -56,11 +67,8 @@ def takes_signal(pid, signum):
     except OSError:
         return False
     bit = 1 << (signum - 1)
-    for key in ("\nSigBlk:\t", "\nSigCgt:\t"):
-        at = status.find(key)
-        if at >= 0 and int(status[at + len(key):at + len(key) + 16], 16) & bit:
-            return True
-    return False
+    return any(int(status_field(status, mask) or "0", 16) & bit
+               for mask in ("SigBlk", "SigCgt"))
 
 
 def process_start_time(pid, proc="/proc"):

@@ -110,27 +110,21 @@ def thread_activity(proc, tids):
             status = procfs.read("%s/%s/status" % (proc, tid))
         except (IOError, OSError):
             continue  # it ended
-        at = status.find("\nState:\t")
-        if at >= 0:
-            state = status[at + 8:at + 9]
-            running += state == "R"
-            blocked += state == "D"
-        for key in ("\nvoluntary_ctxt_switches:", "\nnonvoluntary_ctxt_switches:"):
-            at = status.find(key)
-            if at >= 0:
-                switches += int(status[at + len(key):].split(None, 1)[0])
+        state = procfs.status_field(status, "State")[:1]
+        running += state == "R"
+        blocked += state == "D"
+        for key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+            switches += int(procfs.status_field(status, key) or 0)
     return running, blocked, switches
 
 
 def ns_pid(proc, pid):
     """The PID as the VM sees it (last field of NSpid), or the host PID."""
     try:
-        for line in read_text("%s/%s/status" % (proc, pid)).splitlines():
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
+        ids = procfs.status_field(read_text("%s/%s/status" % (proc, pid)), "NSpid").split()
     except CgroupError:
-        pass
-    return int(pid)
+        ids = []
+    return int(ids[-1]) if ids else int(pid)
 
 
 class Source(object):
