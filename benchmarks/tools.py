@@ -16,22 +16,26 @@ RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 PROCESSES = int(os.environ.get("BENCH_PROCESSES", "300"))
 
 TIMER = r"""
-import subprocess, sys, time, statistics
+import resource, subprocess, sys, time, statistics
 argv = sys.argv[2:]
 times = []
-for _ in range(int(sys.argv[1])):
+runs = int(sys.argv[1])
+for _ in range(runs):
     started = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
     times.append(time.perf_counter() - started)
-print(statistics.median(times))
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(statistics.median(times), (used.ru_utime + used.ru_stime) / runs)
 """
 
 
 def timed(vm, argv):
+    """(median seconds, CPU seconds per run): the CPU shows what the VM's quota throttles."""
     code, out, err = vm.exec(["python3", "-c", TIMER, str(RUNS)] + argv)
     if code:
         raise SystemExit("bench: %s failed in the VM: %s" % (" ".join(argv), err.decode()))
-    return float(out)
+    median, cpu = out.split()
+    return float(median), float(cpu)
 
 
 CVMS = ["env", "CVM_PROCVIEW=cgroup"]
@@ -76,11 +80,13 @@ def main():
                 ("top -b -n1 (procps)", "top", ["/usr/bin/top", "-b", "-n1"])]
         timings = [(label, tool, timed(vm, argv)) for label, tool, argv in rows]
         # Each tool's baseline is its original: the last row of its group.
-        baselines = {tool: value for _, tool, value in timings}
-        print("%d processes in the VM" % count)
-        print("%-54s %10s %8s" % ("", "median", "ratio"))
-        for label, tool, value in timings:
-            print("%-54s %8.1f ms %8.2f" % (label, value * 1000, value / baselines[tool]))
+        baselines = {tool: value for _, tool, (value, _) in timings}
+        print("%d processes in the VM; a bare `python3 -IS -c pass` uses %.1f ms of CPU" % (
+            count, timed(vm, ["python3", "-IS", "-c", "pass"])[1] * 1000))
+        print("%-54s %10s %8s %12s" % ("", "median", "ratio", "CPU per run"))
+        for label, tool, (value, cpu) in timings:
+            print("%-54s %8.1f ms %8.2f %9.1f ms" % (label, value * 1000,
+                                                     value / baselines[tool], cpu * 1000))
 
 
 if __name__ == "__main__":

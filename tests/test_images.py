@@ -50,6 +50,7 @@ def test_every_recipe_renders_and_lints(distro, tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     setup = tmp_path / "rootfs/usr/lib/cvm/image/setup.sh"
     assert subprocess.run(["sh", "-n", str(setup)]).returncode == 0
+    assert "\n    %s || " % " ".join(images.COMPILE_TOOLS) in setup.read_text()
     for path in ("usr/local/bin/free", "usr/local/bin/top", "usr/local/bin/mpstat",
                  "usr/lib/cvm/wait-ready", "usr/lib/cvm/compat/init",
                  "usr/lib/cvm/compat/systemctl3.py", "usr/local/sbin/hwclock",

@@ -6,6 +6,7 @@ a small tolerance. VM tests boot real VMs with limits; cgroup v2 is checked agai
 fixture trees with values computed by hand.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -13,12 +14,13 @@ import sys
 
 import pytest
 
+from cvm import images as images_module
 from cvm.cgroups import Cgroup
 from cvm.procview import free, top, uptime
 from cvm.procview.sources import VMSource
 
 from .cgroupfixtures import v1_host_tree_bind, v2_tree
-from .conftest import DEBIAN
+from .conftest import BUSYBOX, DEBIAN
 
 TOOLKIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "toolkit")
 
@@ -465,6 +467,18 @@ def test_nproc_counts_the_vms_cpus(ctx, images, name):
     assert bad[0] == 1 and bad[2] == b"nproc: invalid number: 'x'\n"
 
 
+UNCOMPILED = ("import importlib.util, json, pathlib; print(json.dumps(["
+              "str(p) for p in pathlib.Path(%r).rglob('*.py') if not "
+              "pathlib.Path(importlib.util.cache_from_source(str(p))).exists()]))"
+              % images_module.TOOLS_LIBRARY)
+
+
+def in_container(engine, container, argv, user=""):
+    exec_id = engine.api.exec_create(container, argv, user=user)
+    output = engine.api.exec_start(exec_id).decode()
+    return engine.api.exec_inspect(exec_id)["ExitCode"], output
+
+
 @pytest.mark.engine
 def test_tools_install_into_any_container(cvm, engine, images, name):
     container = engine.api.create_container(DEBIAN, ["sleep", "100000"], name=name,
@@ -472,10 +486,46 @@ def test_tools_install_into_any_container(cvm, engine, images, name):
                                                 mem_limit="300m", network_mode="none"))
     try:
         engine.start(container["Id"])
-        cvm("tools", "install", name, check=True)
-        exec_id = engine.api.exec_create(container["Id"], ["/usr/local/bin/free", "-m"])
-        output = engine.api.exec_start(exec_id).decode()
-        assert output.splitlines()[1].split()[1] == "300"
+        for pycache in ("procview/__pycache__", "__pycache__"):  # the image's compiled ones
+            in_container(engine, name, ["rm", "-r", images_module.TOOLS_LIBRARY + "/cvm/"
+                                        + pycache])
+        assert json.loads(in_container(engine, name, ["python3", "-c", UNCOMPILED])[1])
+        result = cvm("tools", "install", name, check=True)
+        assert result.stdout == name + "\n" and result.stderr == ""
+        assert in_container(engine, name, ["python3", "-c", UNCOMPILED]) == (0, "[]\n")
+        code, output = in_container(engine, name, ["/usr/local/bin/free", "-m"], user="nobody")
+        assert code == 0 and output.splitlines()[1].split()[1] == "300"
+    finally:
+        engine.remove(container["Id"], force=True)
+
+
+@pytest.mark.engine
+def test_the_image_holds_its_tools_compiled(engine, images):
+    """A user who cannot write __pycache__ would otherwise compile them on every run."""
+    output = engine.api.create_container(DEBIAN, ["python3", "-c", UNCOMPILED],
+                                         network_disabled=True)
+    try:
+        engine.start(output["Id"])
+        assert engine.api.wait(output["Id"], timeout=60)["StatusCode"] == 0
+        assert engine.api.logs(output["Id"]).decode() == "[]\n"
+    finally:
+        engine.remove(output["Id"], force=True)
+
+
+@pytest.mark.engine
+def test_tools_install_refuses_a_container_without_python3(cvm, engine, images, name):
+    container = engine.api.create_container(BUSYBOX, ["sleep", "100000"],
+                                            name=name, host_config=engine.api.create_host_config(
+                                                network_mode="none"))
+    try:
+        engine.start(container["Id"])
+        result = cvm("tools", "install", name)
+        assert result.returncode == 1 and result.stdout == ""
+        assert re.fullmatch(r"cvm: %s has no python3 that runs \(.*executable file not found.*"
+                            r"\), and cvm's tools need one; nothing was copied\n" % name,
+                            result.stderr), result.stderr
+        nothing_copied = ["sh", "-c", "! test -e /usr/lib/cvm && ! test -e /usr/local/bin/free"]
+        assert in_container(engine, name, nothing_copied)[0] == 0
     finally:
         engine.remove(container["Id"], force=True)
 

@@ -91,12 +91,9 @@ def tools():
 @click.argument("containers", nargs=-1, required=True)
 def tools_install(containers):
     """Copy the tools into running containers (any container; needs its python3)."""
-    from ..context import default_context
-    from ..images import tools_files
-    engine = default_context().engine
-    files = tools_files()
+    from ..images import install_tools
     for container in containers:
-        engine.put_files(container, files)
+        install_tools(container)
         click.echo(container)
 
 
