@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from cvm import api, images
+from cvm import api, images, vmtools
 from cvm.api import resolve_init
 from cvm.spec import parse_spec
 
@@ -50,7 +50,7 @@ def test_every_recipe_renders_and_lints(distro, tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     setup = tmp_path / "rootfs/usr/lib/cvm/image/setup.sh"
     assert subprocess.run(["sh", "-n", str(setup)]).returncode == 0
-    assert "\n    %s || " % " ".join(images.COMPILE_TOOLS) in setup.read_text()
+    assert "\n    %s || " % " ".join(vmtools.COMPILE_TOOLS) in setup.read_text()
     for path in ("usr/local/bin/free", "usr/local/bin/top", "usr/local/bin/mpstat",
                  "usr/lib/cvm/wait-ready", "usr/lib/cvm/compat/init",
                  "usr/lib/cvm/compat/systemctl3.py", "usr/local/sbin/hwclock",
@@ -294,12 +294,12 @@ def test_tool_wrappers(tmp_path):
     """free and uptime are shell scripts that pick procps' binary where cvm bound LXCFS's
     files (and they are readable), else cvm's: they pass shellcheck. The others are
     Python started isolated (-IS: no site, no user paths, no PYTHON* variables)."""
-    wrappers = {path: content for path, (content, mode) in images.tools_files().items()
+    wrappers = {path: content for path, (content, mode) in vmtools.tools_files().items()
                 if path.startswith("/usr/local/bin/") and mode == 0o755}
-    assert sorted(wrappers) == sorted("/usr/local/bin/" + tool for tool in images.TOOLS)
-    for tool in images.TOOLS:
+    assert sorted(wrappers) == sorted("/usr/local/bin/" + tool for tool in vmtools.TOOLS)
+    for tool in vmtools.TOOLS:
         text = wrappers["/usr/local/bin/" + tool].decode()
-        if tool in images.NATIVE_UNDER_LXCFS:
+        if tool in vmtools.NATIVE_UNDER_LXCFS:
             script = tmp_path / tool
             script.write_text(text)
             assert text.startswith("#!/bin/sh\n") and "[ -e /etc/cvm/lxcfs ]" in text

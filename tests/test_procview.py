@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from cvm import images as images_module
+from cvm import vmtools
 from cvm.cgroups import Cgroup
 from cvm.procview import free, top, uptime
 from cvm.procview.sources import VMSource
@@ -470,7 +470,7 @@ def test_nproc_counts_the_vms_cpus(ctx, images, name):
 UNCOMPILED = ("import importlib.util, json, pathlib; print(json.dumps(["
               "str(p) for p in pathlib.Path(%r).rglob('*.py') if not "
               "pathlib.Path(importlib.util.cache_from_source(str(p))).exists()]))"
-              % images_module.TOOLS_LIBRARY)
+              % vmtools.TOOLS_LIBRARY)
 
 
 def in_container(engine, container, argv, user=""):
@@ -487,7 +487,7 @@ def test_tools_install_into_any_container(cvm, engine, images, name):
     try:
         engine.start(container["Id"])
         for pycache in ("procview/__pycache__", "__pycache__"):  # the image's compiled ones
-            in_container(engine, name, ["rm", "-r", images_module.TOOLS_LIBRARY + "/cvm/"
+            in_container(engine, name, ["rm", "-r", vmtools.TOOLS_LIBRARY + "/cvm/"
                                         + pycache])
         assert json.loads(in_container(engine, name, ["python3", "-c", UNCOMPILED])[1])
         result = cvm("tools", "install", name, check=True)

@@ -51,7 +51,7 @@ def cgroup_version():
 LXCFS_DIR = "/var/lib/lxcfs"
 LXCFS_FILES = ["/proc/cpuinfo", "/proc/diskstats", "/proc/loadavg", "/proc/meminfo",
                "/proc/stat", "/proc/swaps", "/proc/uptime", "/sys/devices/system/cpu/online"]
-# Bound into a VM that has LXCFS's files, so that its tools can tell (see images.py).
+# Bound into a VM that has LXCFS's files, so that its tools can tell (see vmtools.py).
 LXCFS_MARKER = "/etc/cvm/lxcfs"
 
 

@@ -23,17 +23,12 @@ import tarfile
 import tempfile
 import time
 
-from . import __version__
+from . import __version__, vmtools
 from .paths import project_root
-from .errors import CvmError, ImageError, SpecError
+from .errors import ImageError, SpecError
 
 LOG_DIR = os.environ.get("CVM_LOG_DIR", "/var/log/cvm")
 CACHE_DIR = os.environ.get("CVM_CACHE_DIR", "/var/cache/cvm/rootfs")
-TOOLS = ("free", "top", "mpstat", "uptime", "vmstat", "nproc")
-TOOLS_LIBRARY = "/usr/lib/cvm/python"  # where the tools' modules go in a VM
-# Compiled where they land, by the VM's own python3: a user who cannot write __pycache__
-# would otherwise compile cvm's modules on every run (half of vmstat's CPU time).
-COMPILE_TOOLS = ["python3", "-m", "compileall", "-q", TOOLS_LIBRARY]
 # Units masked in every image: devices, consoles other than the VM's one (/dev/console,
 # whose getty `cvm console` reaches), kernel mounts, host-owned network and clock.
 MASKED_UNITS = [
@@ -113,7 +108,7 @@ def render(recipe, base, base_description, install_packages, extra_packages=(), 
         "enabled_units": ENABLED_UNITS[recipe["family"]],
         "image_json": json.dumps({k.replace("io.cvm.", ""): v for k, v in labels.items()},
                                  indent=2, sort_keys=True),
-        "compile_tools": " ".join(COMPILE_TOOLS),
+        "compile_tools": " ".join(vmtools.COMPILE_TOOLS),
     }
     env = _template_env()
     return {"Dockerfile": env.get_template("image/Dockerfile.j2").render(**values),
@@ -153,7 +148,7 @@ def recipe_hash(distro):
             family = re.search(r"^family:\s*(\w+)", handle.read(), re.M).group(1)
     sources = [recipe, "os-images/common", "os-images/profiles.yml", "templates/image",
                "toolkit/cvm/procview", "toolkit/cvm/cgroups.py", "toolkit/cvm/procfs.py",
-               "toolkit/cvm/sizes.py", "toolkit/cvm/images.py"]  # images.py: the wrappers
+               "toolkit/cvm/sizes.py", "toolkit/cvm/vmtools.py"]
     if family:
         sources.append("os-images/families/" + family)
     for source in sources:
@@ -168,83 +163,6 @@ def recipe_hash(distro):
 
 
 # ---------------------------------------------------------------- files put into images
-
-
-def tools_files():
-    """{path in the VM: (bytes, mode)}: cvm's procview tools and the modules they need.
-
-    The same tree goes into images and, through `cvm tools install`, into any container.
-    """
-    package = os.path.dirname(os.path.abspath(__file__))
-    library = TOOLS_LIBRARY + "/cvm/"
-    files = {library + "__init__.py": (b'"""cvm in-VM tools."""\n', 0o644)}
-    for module in ("cgroups.py", "procfs.py", "sizes.py"):
-        with open(os.path.join(package, module), "rb") as handle:
-            files[library + module] = (handle.read(), 0o644)
-    procview = os.path.join(package, "procview")
-    if os.path.isdir(procview):
-        for name in sorted(os.listdir(procview)):
-            if name.endswith(".py"):
-                with open(os.path.join(procview, name), "rb") as handle:
-                    files[library + "procview/" + name] = (handle.read(), 0o644)
-        for tool in TOOLS:
-            if os.path.exists(os.path.join(procview, tool + ".py")):
-                files["/usr/local/bin/" + tool] = (_tool_wrapper(tool).encode(), 0o755)
-    return files
-
-
-def install_tools(container, ctx=None):
-    """Copy cvm's tools into running `container` and compile them there with its python3,
-    which they need: a container without one is refused and gets nothing."""
-    from .context import default_context
-    engine = (ctx or default_context()).engine
-    code, said = _run_in(engine, container, ["python3", "-c", ""])
-    if code != 0:
-        raise CvmError("%s has no python3 that runs (%s), and cvm's tools need one; nothing "
-                       "was copied" % (container, said or "exit %s" % code))
-    engine.put_files(container, tools_files())
-    code, said = _run_in(engine, container, COMPILE_TOOLS)
-    if code != 0:
-        raise CvmError("%s: `%s` failed (%s)" % (container, " ".join(COMPILE_TOOLS),
-                                                 said or "exit %s" % code))
-
-
-def _run_in(engine, container, argv):
-    """(exit code, the last line it printed) of `argv` run in `container`."""
-    from . import relay
-    process, stdio = engine.exec_start(container, argv)
-    output = relay.collect(stdio, deadline=time.monotonic() + 60)
-    said = b"".join(output or ()).decode(errors="replace").strip().splitlines()
-    return engine.exec_exit_code(process), said[-1] if said else ""
-
-
-# Tools whose every number LXCFS's /proc files already make the VM's: there procps' own
-# binary answers, at its speed (no Python start, which a VM's CPU quota throttles), from
-# the files it needs. vmstat is not one: LXCFS serves neither /proc/vmstat nor the task
-# and interrupt counts of /proc/stat, and mpstat/top need per-CPU lines and steal.
-NATIVE_UNDER_LXCFS = {"free": ("/usr/bin/free", ["/proc/meminfo"]),
-                      "uptime": ("/usr/bin/uptime", ["/proc/uptime", "/proc/loadavg"])}
-
-
-def _tool_wrapper(tool):
-    from .engine import LXCFS_MARKER
-    run_cvms = ("import sys; sys.argv[0] = '%s'; sys.path.insert(0, '%s'); "
-                "from cvm.procview.%s import main; sys.exit(main())" % (tool, TOOLS_LIBRARY, tool))
-    if tool not in NATIVE_UNDER_LXCFS:
-        return ("#!/usr/bin/python3 -IS\n# cvm: %s from the VM's cgroup; the original is at "
-                "its usual path.\n%s\n" % (tool, run_cvms))
-    native, files = NATIVE_UNDER_LXCFS[tool]
-    # A dead LXCFS fails the -r tests (ENOTCONN): cvm's own tool answers then.
-    readable = " ".join("[ -r %s ] &&" % path for path in files)
-    return ("#!/bin/sh\n"
-            "# cvm: %(tool)s with the VM's numbers. Where cvm bound LXCFS's /proc files into\n"
-            "# this VM (%(marker)s), procps' own reads them; elsewhere, or with CVM_PROCVIEW\n"
-            "# set, cvm's reads the VM's cgroup.\n"
-            "if [ -z \"$CVM_PROCVIEW\" ] && [ -e %(marker)s ] && %(readable)s [ -x %(native)s ]; "
-            "then\n    exec %(native)s \"$@\"\nfi\n"
-            "exec /usr/bin/python3 -IS -c \"%(run_cvms)s\" \"$@\"\n"
-            % dict(tool=tool, marker=LXCFS_MARKER, readable=readable, native=native,
-                   run_cvms=run_cvms))
 
 
 def _compat_init_script():
@@ -273,7 +191,7 @@ def write_context(directory, recipe, rendered):
         if os.path.isdir(overlay):
             shutil.copytree(overlay, rootfs, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".keep"))
-    generated = dict(tools_files())
+    generated = dict(vmtools.tools_files())
     generated[WAIT_SCRIPT] = (WAIT_SCRIPT_TEXT.encode(), 0o755)
     generated["/usr/lib/cvm/compat/systemctl3.py"] = (_compat_init_script(), 0o755)
     generated["/usr/lib/cvm/image/setup.sh"] = (rendered["setup.sh"].encode(), 0o755)

@@ -91,7 +91,7 @@ def tools():
 @click.argument("containers", nargs=-1, required=True)
 def tools_install(containers):
     """Copy the tools into running containers (any container; needs its python3)."""
-    from ..images import install_tools
+    from ..vmtools import install_tools
     for container in containers:
         install_tools(container)
         click.echo(container)

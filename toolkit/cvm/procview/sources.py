@@ -471,7 +471,7 @@ def count_utmp_users(path):
 def default_source():
     """The VM this tool runs in, or the whole machine with CVM_PROCVIEW=host. (Any value
     of it, such as CVM_PROCVIEW=cgroup, also keeps `free` and `uptime` cvm's own where
-    LXCFS would let procps' answer: see images.NATIVE_UNDER_LXCFS.)"""
+    LXCFS would let procps' answer: see vmtools.NATIVE_UNDER_LXCFS.)"""
     if os.environ.get("CVM_PROCVIEW") == "host":
         return HostSource()
     return VMSource.inside()
