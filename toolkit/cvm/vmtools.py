@@ -10,7 +10,7 @@ from .errors import CvmError
 TOOLS = ("free", "top", "mpstat", "uptime", "vmstat", "nproc")
 TOOLS_LIBRARY = "/usr/lib/cvm/python"  # where the tools' modules go in a VM
 # Compiled where they land, by the VM's own python3: a user who cannot write __pycache__
-# would otherwise compile cvm's modules on every run (half of vmstat's CPU time).
+# would otherwise compile cvm's modules on every run (a third of vmstat's CPU time).
 COMPILE_TOOLS = ["python3", "-m", "compileall", "-q", TOOLS_LIBRARY]
 
 
