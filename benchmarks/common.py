@@ -66,6 +66,10 @@ def realm(with_netd=True):
                     raise SystemExit("bench: cvm netd did not start")
                 time.sleep(0.05)
         yield ctx, env
+        if daemon is not None and not (client.status(root) or {}).get("current"):
+            # The CLI then ran every command in-process, so its figures are not netd's.
+            raise SystemExit("bench: cvm's code changed during the run and its netd stopped "
+                             "serving the CLI; the figures above are void, run it again")
     finally:
         for vm in api.ls(ctx):
             with contextlib.suppress(Exception):
