@@ -213,6 +213,7 @@ class Cgroup(object):
         self.version = version
         self.read = read  # path -> text; the monitor passes one that keeps files open
         self._paths = {}  # (controller, name) -> path: a sweep asks for ~13 per VM
+        self._lineage = None
 
     def _int(self, path, default=None):
         return read_int(path, default, self.read)
@@ -345,11 +346,16 @@ class Cgroup(object):
         return Cgroup(parents, self.version, self.read)
 
     def lineage(self):
-        """This cgroup and its visible ancestors, nearest first."""
-        node = self
-        while node is not None:
-            yield node
-            node = node.parent()
+        """This cgroup and its visible ancestors, nearest first: found once, since a
+        cgroup's ancestors never change (each limit is the smallest on the lineage, and
+        a sweep reads four, so this was a third of a first sweep)."""
+        if self._lineage is None:
+            nodes, node = [], self
+            while node is not None:
+                nodes.append(node)
+                node = node.parent()
+            self._lineage = nodes
+        return self._lineage
 
     # ---------------------------------------------------------- processes
 
