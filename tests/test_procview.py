@@ -172,6 +172,12 @@ def test_top_formatting_helpers():
     assert top.scale_tics(3600 * 100) == "6000:00"
     assert top.scale_pcnt(6.66) == "6.7"
     assert top.scale_pcnt(1234.5) == "1234"
+    # A host of 480 VMs runs thousands of tasks: procps pads each count to three digits
+    # after its space, and longer ones push the line right.
+    assert top.tasks_line(["S"] * 4393 + ["R", "Z"]) == (
+        "Tasks: 4395 total,   1 running, 4393 sleeping,   0 stopped,   1 zombie")
+    assert top.tasks_line(["S", "R", "t"]) == (
+        "Tasks:   3 total,   1 running,   1 sleeping,   1 stopped,   0 zombie")
 
 
 BAD_FLAGS = [("free", ["--bogus"], "free: unrecognized option '--bogus'"),

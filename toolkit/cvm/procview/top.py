@@ -145,15 +145,18 @@ def cpu_line(label, now, before):
         pct["softirq"], pct["steal"]))
 
 
-def summary(frame, per_cpu):
-    tasks = frame.tasks
-    states = [t.state for t in tasks]
+def tasks_line(states):
+    """procps' line of task counts (" %3u " each: wider counts push the line right)."""
     running = states.count("R")
     stopped = states.count("T") + states.count("t")
     zombie = states.count("Z")
+    return "Tasks: %3d total, %3d running, %3d sleeping, %3d stopped, %3d zombie" % (
+        len(states), running, len(states) - running - stopped - zombie, stopped, zombie)
+
+
+def summary(frame, per_cpu):
     lines = ["top - " + uptime_line(frame.reader, frame.when).lstrip(),
-             "Tasks:%4d total,%4d running,%4d sleeping,%4d stopped,%4d zombie" % (
-                 len(tasks), running, len(tasks) - running - stopped - zombie, stopped, zombie)]
+             tasks_line([t.state for t in frame.tasks])]
     before = frame.previous_cpu
     if per_cpu:
         for cpu in sorted(frame.cpu[1]):
