@@ -335,26 +335,28 @@ class Cgroup(object):
             path = self._paths[controller, name] = os.path.join(directory, name)
         return path
 
+    _parents = {}  # (version, directories) -> Cgroup: /docker is every VM's parent
+
     def parent(self):
         """The parent cgroup, or None at the top of what is visible."""
-        parents = {}
-        for controller, directory in self.dirs.items():
-            up = os.path.dirname(directory.rstrip("/"))
-            if not os.path.exists(os.path.join(up, "cgroup.procs")):
+        parents = dict((controller, os.path.dirname(directory.rstrip("/")))
+                       for controller, directory in self.dirs.items())
+        key = (self.version, tuple(sorted(parents.items())))
+        if key not in Cgroup._parents:
+            if not all(os.path.exists(os.path.join(up, "cgroup.procs"))
+                       for up in set(parents.values())):
                 return None
-            parents[controller] = up
-        return Cgroup(parents, self.version, self.read)
+            Cgroup._parents[key] = Cgroup(parents, self.version)
+        return Cgroup._parents[key]
 
     def lineage(self):
         """This cgroup and its visible ancestors, nearest first: found once, since a
-        cgroup's ancestors never change (each limit is the smallest on the lineage, and
-        a sweep reads four, so this was a third of a first sweep)."""
+        cgroup's ancestors never change, and shared with the cgroups beside it (each
+        limit is the smallest on the lineage: walking it for each of the four a sweep
+        reads, for every VM, was half of a first sweep)."""
         if self._lineage is None:
-            nodes, node = [], self
-            while node is not None:
-                nodes.append(node)
-                node = node.parent()
-            self._lineage = nodes
+            parent = self.parent()
+            self._lineage = [self] + (parent.lineage() if parent is not None else [])
         return self._lineage
 
     # ---------------------------------------------------------- processes
