@@ -302,10 +302,13 @@ class VM:
     def start_process(self, argv, tty=False, env=None):
         """Start `argv` inside the VM as `docker exec` would (the VM's capabilities,
         seccomp, label and cgroups): (process id, socket carrying its stdio; cvm.relay)."""
+        self._require_running()
+        return self.ctx.engine.exec_start(self.container_id, argv, tty=tty, env=env)
+
+    def _require_running(self):
         ns.require_root("running a command in a VM")
         if not self.running:
             raise NotFound("VM %s is not running (it is %s)" % (self.name, self.status))
-        return self.ctx.engine.exec_start(self.container_id, argv, tty=tty, env=env)
 
     def logs(self, follow=False, this_boot=False):
         """What the VM printed on its console, as chunks of bytes: every boot of its
@@ -333,17 +336,12 @@ class VM:
 
     def exec(self, argv, input=None, timeout=None):
         """Run a command inside the VM: (exit code, stdout bytes, stderr bytes)."""
-        from . import relay
-        process, sock = self.start_process(argv)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        output = relay.collect(sock, input=input, deadline=deadline)
-        if output is None:
-            _, _, pid = self.ctx.engine.exec_status(process)
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
+        self._require_running()
+        result = self.ctx.engine.run(self.container_id, argv, input=input, timeout=timeout)
+        if result is None:
             raise CvmError("%s: `%s` did not finish within %s s" % (
                 self.name, " ".join(argv)[:80], timeout))
-        return (self.ctx.engine.exec_exit_code(process),) + output
+        return result
 
     # ---------------------------------------------------------- views
 

@@ -545,6 +545,21 @@ class Engine:
                 return code if code is not None else 1
             time.sleep(0.01)
 
+    def run(self, container, argv, input=None, timeout=None):
+        """Run `argv` in a running container as exec_start does, feed it `input` and wait:
+        (exit code, stdout bytes, stderr bytes), or None if it did not finish within
+        `timeout` seconds (it is killed then)."""
+        from . import relay
+        process, stdio = self.exec_start(container, argv)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        output = relay.collect(stdio, input=input, deadline=deadline)
+        if output is None:
+            _, _, pid = self.exec_status(process)
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+            return None
+        return (self.exec_exit_code(process),) + output
+
     def exec_resize(self, exec_id, rows, columns):
         with self._translated("exec %s" % exec_id[:12]):
             self.api.exec_resize(exec_id, height=rows, width=columns)

@@ -3,7 +3,6 @@ them into a VM, each tool's wrapper on PATH, and their installation into any run
 container. Images get the same files at build (cvm.images)."""
 
 import os
-import time
 
 from .errors import CvmError
 
@@ -53,13 +52,14 @@ def install_tools(container, ctx=None):
                                                  said or "exit %s" % code))
 
 
-def _run_in(engine, container, argv):
+def _run_in(engine, container, argv, timeout=60):
     """(exit code, the last line it printed) of `argv` run in `container`."""
-    from . import relay
-    process, stdio = engine.exec_start(container, argv)
-    output = relay.collect(stdio, deadline=time.monotonic() + 60)
-    said = b"".join(output or ()).decode(errors="replace").strip().splitlines()
-    return engine.exec_exit_code(process), said[-1] if said else ""
+    result = engine.run(container, argv, timeout=timeout)
+    if result is None:
+        return None, "it did not finish within %d s" % timeout
+    code, out, err = result
+    said = (out + err).decode(errors="replace").strip().splitlines()
+    return code, said[-1] if said else ""
 
 
 # Tools whose every number LXCFS's /proc files already make the VM's: there procps' own
