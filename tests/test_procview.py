@@ -442,9 +442,20 @@ def test_lxcfs_gives_unmodified_programs_the_vm(cvm, ctx, images, name):
     def memory_row(text):
         return [int(v) for v in text.splitlines()[1].split()[1:]]
 
-    procps = memory_row(in_vm(vm, "free -k"))
-    cvms = memory_row(cvm("free", name, "-k", check=True).stdout)
-    assert procps[0] == cvms[0] == 768 * 1024 and procps[3] == cvms[3]  # total, shared
+    def sandwiched_reading():
+        """cvm's reading between two of procps': a booting VM's shared memory (its /run)
+        moves by pages between reads, so one reading each may rightly differ."""
+        before = memory_row(in_vm(vm, "free -k"))
+        cvms = memory_row(cvm("free", name, "-k", check=True).stdout)
+        after = memory_row(in_vm(vm, "free -k"))
+        return before, cvms, min(before[3], after[3]) <= cvms[3] <= max(before[3], after[3])
+
+    for _ in range(5):
+        procps, cvms, shared_agrees = sandwiched_reading()
+        if shared_agrees:
+            break
+    assert shared_agrees, (procps, cvms)
+    assert procps[0] == cvms[0] == 768 * 1024  # total
     for mine, theirs in zip(cvms[1:], procps[1:]):  # procps' own run is in the VM: ~1 MiB
         assert abs(mine - theirs) <= 2048, (cvms, procps)
 
