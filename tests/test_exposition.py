@@ -93,6 +93,20 @@ def test_exposition_is_byte_for_byte_prometheus_clients():
     assert b"container_spec_cpu_quota{" in text and text.count(b"container_spec_cpu_quota{") == 1
 
 
+def test_later_scrapes_follow_renames_new_images_and_new_values():
+    """Label sets are kept from scrape to scrape, and a scrape's value texts are shared
+    among its samples: neither may leak a VM's old name, image or value."""
+    first = sweep()
+    assert exposition(FixedSweep(first)) == library_text(first, {})
+    later = sweep()
+    later[0].name, later[1].image = "web-renamed", "cvm/debian12:v2"
+    later[0].memory_usage, later[1].memory_usage = 1 << 30, 0.0
+    later[1].block = {"8:0": {"rbytes": 1, "wbytes": 2, "rios": 3, "wios": 4}}
+    text = exposition(FixedSweep(later))
+    assert text == library_text(later, {})
+    assert b'name="web"' not in text and b'image="cvm/debian12:v2",name="db"} 0.0' in text
+
+
 def test_values_read_back_with_prometheus_clients_parser():
     from prometheus_client.parser import text_string_to_metric_families
     stats = sweep()

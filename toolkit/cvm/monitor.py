@@ -12,6 +12,7 @@ The cgroup readers are cvm.cgroups', the same ones the in-VM tools use.
 
 import copy
 import fcntl
+import functools
 import os
 import threading
 import time
@@ -509,20 +510,30 @@ def _label_value(text):
 
 
 class _VMLabels:
-    """A VM's label set, escaped once per exposition, with one further label placed in
-    name order (as prometheus_client writes them)."""
+    """A VM's label set, escaped once, with one further label placed in name order (as
+    prometheus_client writes them). Kept from scrape to scrape (see `_labels_of`): each
+    VM's block device and NIC label sets are the same every time."""
 
-    def __init__(self, stats):
+    def __init__(self, name, container_id, image):
         self.id_image = 'id="%s",image="%s"' % (_label_value("/docker/" + (
-            stats.container_id or "")), _label_value(stats.image or ""))
-        self.name = 'name="%s"' % _label_value(stats.name)
+            container_id or "")), _label_value(image or ""))
+        self.name = 'name="%s"' % _label_value(name)
         self.plain = "{%s,%s}" % (self.id_image, self.name)
+        self._with = {}
 
     def with_label(self, key, value):
-        label = '%s="%s"' % (key, _label_value(value))
-        parts = [self.id_image, self.name]
-        parts.insert(0 if key < "id" else 1 if key < "name" else 2, label)
-        return "{%s}" % ",".join(parts)
+        labels = self._with.get((key, value))
+        if labels is None:
+            parts = [self.id_image, self.name]
+            parts.insert(0 if key < "id" else 1 if key < "name" else 2,
+                         '%s="%s"' % (key, _label_value(value)))
+            labels = self._with[key, value] = "{%s}" % ",".join(parts)
+        return labels
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels_of(name, container_id, image):
+    return _VMLabels(name, container_id, image)
 
 
 def exposition(monitor, names=None):
@@ -531,12 +542,19 @@ def exposition(monitor, names=None):
     registry, which escapes and checks every label of every sample: at 480 VMs that was
     most of a scrape."""
     from prometheus_client.utils import floatToGoString
-    running = [(stats, _VMLabels(stats)) for stats in monitor.sweep(names)
-               if stats.status == "running"]
+    running = [(stats, _labels_of(stats.name, stats.container_id, stats.image))
+               for stats in monitor.sweep(names) if stats.status == "running"]
     out = []
+    written = {}  # value -> its text: most samples are 0 or a limit many VMs share
+
+    def text_of(value):
+        text = written.get(value)
+        if text is None:
+            text = written[value] = floatToGoString(value)
+        return text
 
     def family(kind, metric, help_text, samples, always=False):
-        lines = ["%s%s %s\n" % (metric, labels, floatToGoString(value))
+        lines = ["%s%s %s\n" % (metric, labels, text_of(value))
                  for labels, value in samples if value is not None]
         if lines or always:
             out.append("# HELP %s %s\n# TYPE %s %s\n" % (metric, help_text, metric, kind))
