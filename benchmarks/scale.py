@@ -200,16 +200,21 @@ def listings(env, count):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        warm = []
+        # Each past the exporter's cache, so each is a sweep. At uneven intervals the
+        # exporter sweeps on demand; once scrapes come steadily, it sweeps just ahead of
+        # each (cvm.monitor.Exporter), after a few scrapes to learn their interval.
+        on_demand = []
+        for gap in [1.1, 1.7] * ROUNDS:
+            time.sleep(gap)
+            on_demand.append(scrape("http://127.0.0.1:9739/metrics"))
+        steady = []
         for _ in range(2 * ROUNDS):
-            time.sleep(1.1)  # past the exporter's cache: a sweep each time
-            warm.append(scrape("http://127.0.0.1:9739/metrics"))
-        # The first scrapes are swept on demand; once they come steadily the
-        # exporter sweeps just ahead of each (cvm.exporter).
-        print("exporter scrape: cold %.0f ms, warm on demand %.0f ms, warm steady "
-              "(scrapes %d-%d) %.0f ms" % (
-                  cold * 1000, statistics.median(warm[:2]) * 1000, ROUNDS + 1,
-                  2 * ROUNDS, statistics.median(warm[ROUNDS:]) * 1000))
+            time.sleep(1.1)
+            steady.append(scrape("http://127.0.0.1:9739/metrics"))
+        print("exporter scrape: cold %.0f ms, warm on demand %.0f ms (median of %d), warm "
+              "steady %.0f ms (scrapes %d-%d)" % (
+                  cold * 1000, statistics.median(on_demand) * 1000, len(on_demand),
+                  statistics.median(steady[ROUNDS:]) * 1000, ROUNDS + 1, 2 * ROUNDS))
     finally:
         exporter.terminate()
         exporter.wait()
