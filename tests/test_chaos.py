@@ -766,6 +766,7 @@ class Storm:
     KINDS = ("docker restart", "cvm restart", "docker kill + start", "kill -9 of PID 1",
              "reboot inside")
     SLOW = 30
+    LOOK_INSIDE_AFTER = 15  # seconds: what a VM whose restart runs this long is doing
 
     def __init__(self, ctx, state_dir, lab):
         self.ctx, self.state = ctx, state_dir
@@ -775,6 +776,7 @@ class Storm:
         self.vms = {"chst%d" % i: "198.51.100.%d" % (200 + i) for i in range(4)}
         self.times = []
         self.slow = []  # accounts of restarts of SLOW seconds or more
+        self.inside = {}  # name: what the VM showed of itself during a long restart
         self.lock = threading.Lock()
 
     def boot(self):
@@ -787,6 +789,21 @@ class Storm:
         list(ThreadPoolExecutor(4).map(make, self.vms.items()))
 
     def restart(self, name, kind):
+        watchdog = threading.Timer(self.LOOK_INSIDE_AFTER, self.look_inside, (name,))
+        watchdog.start()
+        try:
+            self._restart(name, kind)
+        finally:
+            watchdog.cancel()
+
+    def look_inside(self, name):
+        """The VM's own view of a restart that takes long: its jobs, and its journal."""
+        result = self.cvm("exec", name, "--", "sh", "-c",
+                          "systemctl list-jobs --no-pager; journalctl -b --no-pager -n 80",
+                          timeout=30)
+        self.inside[name] = result.stdout + result.stderr
+
+    def _restart(self, name, kind):
         before = _started_at(self.ctx, name)
         started = time.monotonic()
         if kind == "docker restart":
@@ -841,8 +858,9 @@ class Storm:
     def account(self, name, kind, seconds):
         """What netd said about a slow restart, for its reader."""
         netd = [line for line in self.netd.log().splitlines() if name in line]
-        return "%s: %s took %.1f s; netd's log about it:\n%s" % (name, kind, seconds,
-                                                                 "\n".join(netd[-30:]))
+        return "%s: %s took %.1f s; netd's log about it:\n%s\nthe VM, %d s in:\n%s" % (
+            name, kind, seconds, "\n".join(netd[-30:]), self.LOOK_INSIDE_AFTER,
+            self.inside.pop(name, "(nothing)"))
 
     def whole(self):
         """Every VM running, desired running, answering, and every filter in place."""

@@ -157,3 +157,38 @@ def test_a_vm_of_another_systemd_stopped_before_its_release_ends_at_once(ctx, im
         with contextlib.suppress(Exception):
             api.get(name, ctx).remove(force=True)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+FAIL_ONCE = """#!/bin/sh
+# The first call fails, as a poweroff request can early in a boot; later ones go through.
+[ -e /run/failed-once ] || { touch /run/failed-once; exit 1; }
+exec /usr/bin/systemctl.real "$@"
+"""
+
+
+def test_a_vm_whose_first_poweroff_request_fails_is_sent_its_stop_signal_again(
+        ctx, images, name, caplog):
+    """cvm's image tells the host that its shutdown began only once the poweroff is queued.
+    Were it told before, a failed request would stop the follower, and the stop would wait
+    out its whole timeout."""
+    from cvm import api
+    from cvm.spec import parse_spec
+    caplog.set_level(logging.INFO, logger="cvm.stopsignal")
+    try:
+        vm = api.create(parse_spec({"name": name, "image": images["debian"],
+                                    "memory": "256m"}), ctx=ctx)
+        wait_for(lambda: vm.exec(["systemctl", "is-system-running"])[1].strip() in
+                 (b"running", b"degraded"), timeout=60, what="the VM's boot")
+        code, _, err = vm.exec(["sh", "-c", "mv /usr/bin/systemctl /usr/bin/systemctl.real && "
+                                "cat > /usr/bin/systemctl && chmod 755 /usr/bin/systemctl"],
+                               input=FAIL_ONCE.encode())
+        assert code == 0, err
+        started = time.monotonic()
+        vm.stop(timeout=30)
+        assert time.monotonic() - started < 3 * stopsignal.AGAIN_AFTER + 5
+        assert caplog.text.count("sent it again") == 1
+        assert guestfiles.read_report(ctx.store, name) == {"shutdown": "poweroff",
+                                                           "initiator": "host"}
+    finally:
+        with contextlib.suppress(Exception):
+            api.get(name, ctx).remove(force=True)

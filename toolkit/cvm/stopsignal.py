@@ -7,7 +7,9 @@ it sees in the event stream -- follows it. Every AGAIN_AFTER seconds, for as lon
 Docker would wait, while that same init runs and takes the signal (blocks or catches
 it: sent earlier, it would be lost again), it is sent the signal again:
 - an init that reports its shutdown (cvm's images, the compat init: SIGPWR) until the
-  initiator its stop writes into this boot's report (cvm.guestfiles) shows it took it;
+  initiator its stop writes into this boot's report (cvm.guestfiles) shows it took it:
+  cvm's images write it once their poweroff is queued, so that a request that failed
+  is made again;
 - another systemd (SIGRTMIN+3), which reports nothing, once.
 Both may send it: another stop signal to an init already shutting down changes nothing.
 """
