@@ -207,6 +207,33 @@ def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
 
 
+def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_dir):
+    """v1's memory.stat counts swap exactly (memsw.usage_in_bytes less usage_in_bytes is
+    two reads and fuzzier); v2's memory.stat has no swap line: memory.swap.current."""
+    from cvm.cgroups import Cgroup
+    from cvm.state import Store
+    from .cgroupfixtures import v1_host_tree_bind
+    monitor = Monitor(Store(state_dir))
+    v1_base, _ = v1_host_tree_bind(str(tmp_path / "v1"))
+    memory = os.path.join(v1_base, "memory", "docker", "abc123")
+    with open(os.path.join(memory, "memory.stat"), "a") as handle:
+        handle.write("swap 0\ntotal_swap 8388608\n")
+    os.unlink(os.path.join(memory, "memory.memsw.usage_in_bytes"))
+    v2_base, _ = v2_tree(str(tmp_path / "v2"))
+    with open(os.path.join(v2_base, "memory.swap.current"), "w") as handle:
+        handle.write("4194304\n")
+    v1 = {c: os.path.join(v1_base, c, "docker", "abc123")
+          for c in ("memory", "cpu", "cpuacct", "pids", "blkio")}
+    for name, cgroup, swap in (("v1", Cgroup.at(v1, 1), 8388608),
+                               ("v2", Cgroup.at(v2_base, 2), 4194304)):
+        target = Target(name, {"container_id": name, "spec": {}})
+        target.cgroup, target.pid, target.started_at = cgroup, os.getpid(), time.time()
+        stats = VMStats(name, name)
+        monitor._read(target, stats)
+        assert stats.memory_swap == swap, name
+        assert "swap usage" not in [what for what, _ in stats.errors], name
+
+
 def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_missed(
         tmp_path, monkeypatch):
     """Listings look up every VM's cgroup: the mount table is read once, and again only

@@ -400,7 +400,10 @@ class Monitor:
         stats.memory_working_set = max(0, stats.memory_usage - memory.get("inactive_file", 0))
         stats.memory_limit = limits["memory limit"]
         stats.swap_limit = limits["swap limit"]
-        stats.memory_swap = attempt("swap usage", cg.swap_usage) or 0
+        # v1's memory.stat has it exactly (0 without swap accounting): two reads fewer
+        # than memsw.usage_in_bytes less usage_in_bytes. v2's has no swap line.
+        stats.memory_swap = memory["swap"] if "swap" in memory else \
+            attempt("swap usage", cg.swap_usage) or 0
         stats.oom_kills = attempt("oom kills", cg.oom_kills) or 0
         stats.pids = attempt("pids.current", cg.pids_current) or 0
         stats.pids_limit = limits["pids.max"]
