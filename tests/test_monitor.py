@@ -234,6 +234,25 @@ def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_di
         assert "swap usage" not in [what for what, _ in stats.errors], name
 
 
+def test_a_kept_proc_file_stops_reading_once_its_process_ended():
+    """How a sweep knows a VM's init still runs: its /proc/<pid>/stat, kept open, reads
+    until that process ends, and never again (the kernel binds it to the process, not to
+    the pid number, which another process may take)."""
+    from cvm.monitor import OpenFiles
+    files = OpenFiles()
+    child = subprocess.Popen(["sleep", "60"])
+    path = "/proc/%d/stat" % child.pid
+    try:
+        files.read(path)
+        assert files.still_readable(path)
+        child.kill()
+        child.wait()
+        assert not files.still_readable(path)
+        assert not files.still_readable("/proc/%d/stat" % os.getpid())  # never opened
+    finally:
+        files.close()
+
+
 def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_missed(
         tmp_path, monkeypatch):
     """Listings look up every VM's cgroup: the mount table is read once, and again only

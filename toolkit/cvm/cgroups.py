@@ -501,9 +501,9 @@ class Cgroup(object):
             return (stat.get("usage_usec", 0) / 1e6, stat.get("user_usec", 0) / 1e6,
                     stat.get("system_usec", 0) / 1e6)
         total = self._int(self.path("cpuacct", "cpuacct.usage")) / 1e9
-        ticks = os.sysconf("SC_CLK_TCK")
         stat = self._keyed(self.path("cpuacct", "cpuacct.stat"))
-        return total, stat.get("user", 0) / float(ticks), stat.get("system", 0) / float(ticks)
+        return (total, stat.get("user", 0) / float(procfs.CLK_TCK),
+                stat.get("system", 0) / float(procfs.CLK_TCK))
 
     def cpu_usage_percpu(self):
         """{cpu: (user_s, system_s)} on v1; None on v2, which has no per-CPU data."""

@@ -228,6 +228,19 @@ class OpenFiles:
                 if attempt == 2:
                     raise CgroupError("cannot read %s: %s" % (path, exc.strerror or exc))
 
+    def still_readable(self, path):
+        """Does the file kept open at `path` still read? A /proc/<pid> file stays bound to
+        the process it was opened for: once that process is gone it never reads again,
+        even when its pid is another process's by now."""
+        fd = self.fds.get(path)
+        if fd is None:
+            return False
+        try:
+            os.pread(fd, 1, 0)
+            return True
+        except OSError:
+            return False
+
     def _forget(self, path):
         fd = self.fds.pop(path, None)
         if fd is not None:
@@ -249,7 +262,6 @@ class Target:
         self.cgroup = None
         self.pid = None
         self.started_at = None
-        self.start_ticks = None
         self.limits = None      # {"cpu quota": ..., "memory limit": ..., ...}
         self.limits_read_at = 0.0
         self.files = OpenFiles()
@@ -260,13 +272,13 @@ class Target:
         from .errors import NotFound
         if not self.container_id:
             return False
-        from .procfs import process_start_time, process_stat
+        from .procfs import process_start_time
         self.files.close()
         try:
             self.pid = init_pid(self.container_id)
             self.cgroup = Cgroup.of_vm(self.pid)
             self.cgroup.read = self.files.read
-            self.start_ticks = process_stat(self.pid, reader=self.files.read)[22]
+            self.files.read("/proc/%d/stat" % self.pid)  # kept open: alive() asks it
             self.started_at = process_start_time(self.pid)
             self.limits = None
         except (NotFound, CgroupError, OSError, IndexError):
@@ -275,14 +287,9 @@ class Target:
         return True
 
     def alive(self):
-        """Is the init we found still the VM's (not gone, not replaced by a restart)?"""
-        if self.pid is None:
-            return False
-        from .procfs import process_stat
-        try:
-            return process_stat(self.pid, reader=self.files.read)[22] == self.start_ticks
-        except (CgroupError, OSError, IndexError):
-            return False
+        """Is the init we found still the VM's (not gone, not replaced by a restart)? Its
+        /proc stat file, kept open since locate(), tells: no parse, no start time."""
+        return self.pid is not None and self.files.still_readable("/proc/%d/stat" % self.pid)
 
     def close(self):
         self.files.close()

@@ -3,7 +3,7 @@ into VMs with procview, and used on the host by ls, the tools and the monitor.""
 
 import os
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def read(path):
@@ -73,7 +73,7 @@ def takes_signal(pid, signum):
 
 def process_start_time(pid, proc="/proc"):
     """Epoch seconds at which process `pid` started."""
-    return boot_time(proc) + int(process_stat(pid, proc)[22]) / float(_CLK_TCK)
+    return boot_time(proc) + int(process_stat(pid, proc)[22]) / float(CLK_TCK)
 
 
 def process_age(pid, proc="/proc"):
