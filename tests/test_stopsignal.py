@@ -3,8 +3,8 @@ the host tells one boot from the next by its ready file (cvm.ns), and cvm's wait
 ends on either stop signal.
 
 The "VM" here is a container whose PID 1 is a shell that, like systemd in its first
-instants, drops its stop signal for a while, then takes it as cvm's images do (it writes
-"host" into its shutdown report and ends) or as another systemd does (it ends).
+instants, drops its stop signal for a while, then takes it as cvm's images do (it reports
+the host's stop, and that it is stopping, and ends) or as another systemd does (it ends).
 """
 
 import contextlib
@@ -30,7 +30,8 @@ def deaf_init(ctx, name, image, deaf_seconds, signum=signal.SIGPWR, released=Tru
     report = guestfiles.report_dir(ctx.store, name)
     os.makedirs(report, exist_ok=True)
     script = "%s trap '' %d; sleep %d; " \
-             "trap 'echo host > /run/cvm/report/initiator; exit 0' %d; " \
+             "trap 'echo host > /run/cvm/report/initiator; " \
+             "echo poweroff > /run/cvm/report/stopping; exit 0' %d; " \
              "while :; do sleep 0.1; done" % (
                  "touch %s;" % READY_FILE if released else "", signum, deaf_seconds, signum)
     container = subprocess.run(
@@ -85,10 +86,11 @@ def test_the_last_boots_report_does_not_pass_for_this_boots_stop(ctx, images, na
     say that this boot took its stop signal."""
     report = guestfiles.report_dir(ctx.store, name)
     os.makedirs(report, exist_ok=True)
-    with open(os.path.join(report, "initiator"), "w") as handle:
-        handle.write("host\n")
     old = time.time() - 5
-    os.utime(os.path.join(report, "initiator"), (old, old))
+    for key, value in (("initiator", "host"), ("stopping", "poweroff")):
+        with open(os.path.join(report, key), "w") as handle:
+            handle.write(value + "\n")
+        os.utime(os.path.join(report, key), (old, old))
     try:
         container, pid = deaf_init(ctx, name, images["busybox"], deaf_seconds=1)
         stopsignal.follow(ctx.store, name, CVM_IMAGE, container)
@@ -168,9 +170,9 @@ exec /usr/bin/systemctl.real "$@"
 
 def test_a_vm_whose_first_poweroff_request_fails_is_sent_its_stop_signal_again(
         ctx, images, name, caplog):
-    """cvm's image tells the host that its shutdown began only once the poweroff is queued.
+    """cvm's image tells the host that it is stopping only once its poweroff is queued.
     Were it told before, a failed request would stop the follower, and the stop would wait
-    out its whole timeout."""
+    out its whole timeout. That the host asked is written first, and stays."""
     from cvm import api
     from cvm.spec import parse_spec
     caplog.set_level(logging.INFO, logger="cvm.stopsignal")

@@ -16,8 +16,10 @@ from .errors import NotFound
 
 # The VM's shutdown path writes here (read-write, the VM's own): `shutdown` holds the
 # verb systemd-shutdown ran (poweroff, halt, reboot), `initiator` says "host" when the
-# host's stop signal started it. See os-images/common and the compat init.
+# host's stop signal started it, `stopping` that the stop it asked for is under way (see
+# cvm.stopsignal). See os-images/common and the compat init.
 REPORT_DIR = "/run/cvm/report"
+REPORT_KEYS = ("shutdown", "initiator", "stopping")
 
 
 def bound_files(spec, init_mode, host, lxcfs=False):
@@ -94,7 +96,7 @@ def report_written_at(store, name, key):
 
 def clear_report(store, name):
     """Forget the last shutdown's report: a new boot writes its own."""
-    for key in ("shutdown", "initiator"):
+    for key in REPORT_KEYS:
         try:
             os.unlink(os.path.join(report_dir(store, name), key))
         except OSError:

@@ -56,19 +56,22 @@ def init_pid(container_id):
 
 
 def _find_init(container_id):
-    try:
-        cgroup = Cgroup.of_container(container_id)
-        pids = cgroup.pids()
-    except CgroupError:
-        raise NotFound("VM container %s is not running" % container_id[:12]) from None
-    for pid in pids:
+    # Looked for twice: early in its boot the VM's systemd makes init.scope and moves
+    # itself there, which a walk that listed the directories before and read the
+    # processes after misses.
+    for _ in range(2):
         try:
-            status = read_text("/proc/%d/status" % pid)
+            pids = Cgroup.of_container(container_id).pids()
         except CgroupError:
-            continue
-        ids = status_field(status, "NSpid").split()
-        if len(ids) > 1 and ids[-1] == "1":
-            return pid
+            raise NotFound("VM container %s is not running" % container_id[:12]) from None
+        for pid in pids:
+            try:
+                status = read_text("/proc/%d/status" % pid)
+            except CgroupError:
+                continue
+            ids = status_field(status, "NSpid").split()
+            if len(ids) > 1 and ids[-1] == "1":
+                return pid
     raise NotFound("VM container %s has no init process (is it running?)" % container_id[:12])
 
 

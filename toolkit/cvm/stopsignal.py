@@ -6,10 +6,9 @@ stop -- `cvm stop`/`restart` themselves, and cvm netd for a `docker stop` or `re
 it sees in the event stream -- follows it. Every AGAIN_AFTER seconds, for as long as
 Docker would wait, while that same init runs and takes the signal (blocks or catches
 it: sent earlier, it would be lost again), it is sent the signal again:
-- an init that reports its shutdown (cvm's images, the compat init: SIGPWR) until the
-  initiator its stop writes into this boot's report (cvm.guestfiles) shows it took it:
-  cvm's images write it once their poweroff is queued, so that a request that failed
-  is made again;
+- an init that reports its shutdown (cvm's images, the compat init: SIGPWR) until this
+  boot's report (cvm.guestfiles) says it is `stopping`: cvm's images write that once
+  their poweroff is queued, so that a request that failed is made again;
 - another systemd (SIGRTMIN+3), which reports nothing, once.
 Both may send it: another stop signal to an init already shutting down changes nothing.
 """
@@ -73,10 +72,10 @@ class Following:
                 return
 
     def _shutdown_shown(self):
-        """Has this boot's init begun its shutdown? An initiator written before this boot
-        was released is the last boot's."""
+        """Has this boot's init begun its shutdown? A report written before this boot was
+        released is the last boot's."""
         released = ns.released_at(self.pid)
-        written = guestfiles.report_written_at(self.store, self.name, "initiator")
+        written = guestfiles.report_written_at(self.store, self.name, "stopping")
         return released is not None and written is not None and written >= released
 
 
@@ -93,6 +92,7 @@ def follow(store, name, record, container_id, asked_at=None, signum=None):
         pid = ns.init_pid(container_id)
         if asked_at is not None and process_start_time(pid) > asked_at:
             return None
-    except (CvmError, OSError):
+    except (CvmError, OSError) as exc:
+        log.info("%s: its stop is not followed: %s", name, exc)
         return None
     return Following(store, name, pid, stop_signal, record.get("reports_shutdown", False))
