@@ -199,6 +199,12 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise AssertionError("timed out after %.0fs waiting for %s (last: %r)" % (timeout, what, last))
 
 
+def wait_booted(vm, timeout=60, states=(b"running", b"degraded")):
+    """Wait until the VM's systemd says its boot is over (`systemctl is-system-running`)."""
+    wait_for(lambda: vm.exec(["systemctl", "is-system-running"])[1].strip() in states,
+             timeout=timeout, what="%s to boot" % vm.name)
+
+
 def enter_session(cvm, name, script, timeout=20):
     """What `cvm enter NAME` shows on a pseudo-terminal when `script` is typed at the VM's
     prompt (as a user types: keys sent before the shell runs are not read by it)."""

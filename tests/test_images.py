@@ -21,7 +21,7 @@ from cvm import api, images, vmtools
 from cvm.api import resolve_init
 from cvm.spec import parse_spec
 
-from .conftest import BUILD_LOG_DIR, DEBIAN, wait_for
+from .conftest import BUILD_LOG_DIR, DEBIAN, wait_booted
 
 HADOLINT = os.path.join(os.path.dirname(sys.executable), "hadolint")
 DISTROS = ["alma8", "alma9", "centos7", "debian12", "labhost", "rocky8", "rocky9", "ubuntu2204",
@@ -244,8 +244,7 @@ def test_import_a_vm_root_filesystem(cvm, ctx, engine, vm_tarball, name):
     assert result.returncode == 0, result.stderr
     try:
         vm = api.create(parse_spec({"name": name, "image": tag}), ctx=ctx)
-        wait_for(lambda: vm.exec(["systemctl", "is-system-running"])[1].strip() == b"running",
-                 timeout=30, what="the imported VM to boot")
+        wait_booted(vm, timeout=30, states=(b"running",))
 
         def run(script):
             return vm.exec(["sh", "-c", script])[1].decode()

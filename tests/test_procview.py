@@ -363,9 +363,8 @@ def limited_vm(ctx, images, name):
     from cvm.spec import parse_spec
     vm = api.create(parse_spec({"name": name, "image": DEBIAN, "memory": "512m", "cpus": 1.5,
                                 "cpuset": "0", "lxcfs": False}), ctx=ctx)
-    from .conftest import wait_for
-    wait_for(lambda: vm.exec(["systemctl", "is-system-running"])[1].strip() in (
-        b"running", b"degraded"), timeout=30, what="the VM to boot")
+    from .conftest import wait_booted
+    wait_booted(vm, timeout=30)
     return vm
 
 

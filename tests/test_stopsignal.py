@@ -19,7 +19,7 @@ import pytest
 from cvm import guestfiles, ns, procfs, stopsignal
 from cvm.engine import READY_FILE, WAIT_SCRIPT_TEXT
 
-from .conftest import wait_for
+from .conftest import wait_booted, wait_for
 
 CVM_IMAGE = {"init": "systemd", "reports_shutdown": True}  # stopped with SIGPWR
 OTHER_SYSTEMD = {"init": "systemd", "reports_shutdown": False}  # with SIGRTMIN+3
@@ -179,8 +179,7 @@ def test_a_vm_whose_first_poweroff_request_fails_is_sent_its_stop_signal_again(
     try:
         vm = api.create(parse_spec({"name": name, "image": images["debian"],
                                     "memory": "256m"}), ctx=ctx)
-        wait_for(lambda: vm.exec(["systemctl", "is-system-running"])[1].strip() in
-                 (b"running", b"degraded"), timeout=60, what="the VM's boot")
+        wait_booted(vm)
         code, _, err = vm.exec(["sh", "-c", "mv /usr/bin/systemctl /usr/bin/systemctl.real && "
                                 "cat > /usr/bin/systemctl && chmod 755 /usr/bin/systemctl"],
                                input=FAIL_ONCE.encode())

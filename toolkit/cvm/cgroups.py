@@ -429,9 +429,8 @@ class Cgroup(object):
             stat.setdefault("mapped_file", raw.get("file_mapped", 0))
             return stat
 
-        def total(key):  # a hierarchical v1 always writes total_*; a fixture may not
-            value = raw.get("total_" + key)
-            return raw.get(key, 0) if value is None else value
+        def total(key):
+            return raw.get("total_" + key, raw.get(key, 0))
 
         return {
             "anon": total("rss") + total("rss_huge") if "total_rss_huge" not in raw
