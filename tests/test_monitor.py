@@ -253,6 +253,27 @@ def test_a_kept_proc_file_stops_reading_once_its_process_ended():
         files.close()
 
 
+def test_process_exits_names_the_ended_processes_in_one_call():
+    """How a sweep knows which VMs' inits ended: one epoll over their pidfds names those
+    that ended since it last asked, and only once; the others stay watched."""
+    from cvm.monitor import ProcessExits
+    exits = ProcessExits()
+    ending, staying = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
+    try:
+        assert exits.watch(ending.pid, "ending") is not None
+        exits.watch(staying.pid, "staying")
+        assert exits.ended() == []
+        ending.kill()
+        ending.wait()
+        assert exits.ended() == ["ending"]
+        assert exits.ended() == []
+    finally:
+        for child in (ending, staying):
+            child.kill()
+            child.wait()
+        exits.close()
+
+
 def test_container_cgroups_are_found_without_rereading_mounts_until_one_is_missed(
         tmp_path, monkeypatch):
     """Listings look up every VM's cgroup: the mount table is read once, and again only

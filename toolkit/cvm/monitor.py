@@ -11,9 +11,11 @@ The cgroup readers are cvm.cgroups', the same ones the in-VM tools use.
 """
 
 import copy
+import errno
 import fcntl
 import functools
 import os
+import select
 import threading
 import time
 
@@ -184,30 +186,74 @@ def allow_open_files():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class OpenFiles:
-    """The files a sweep reads again and again, kept open and re-read from offset 0
-    (cgroup and /proc files are generated on each read): one pread per file and sweep
-    instead of an open, a read and a close.
+FIRST_KEPT_FD = 1024
 
-    Kept at descriptors from 1024 up where the limit allows: below, C code that waits
-    with select(2) -- libnftables does, in cvm netd -- aborts the process on any
-    descriptor it gets numbered 1024 or more, and new descriptors take the lowest free
-    number."""
+
+def keep_high(fd):
+    """`fd`, moved to a number from 1024 up where the limit allows. Descriptors a sweeper
+    keeps for long must leave the low numbers free: C code that waits with select(2) --
+    libnftables does, in cvm netd -- aborts the process on any descriptor it gets
+    numbered 1024 or more, and new descriptors take the lowest free number."""
+    try:
+        kept = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FIRST_KEPT_FD)
+    except OSError:  # the limit is 1024 or the high numbers are all taken
+        return fd
+    os.close(fd)
+    return kept
+
+
+class ProcessExits:
+    """Which of the watched processes have ended, for all of them in one system call.
+    Each is watched through a pidfd, which is bound to the process (not to its pid
+    number, which another process may take) and polls readable once it has ended."""
+
+    def __init__(self):
+        self._epoll = select.epoll()
+        self._watched = {}  # pidfd -> what the caller called it
+
+    def watch(self, pid, key):
+        """Watch process `pid` as `key`; its pidfd, or None where the kernel has no
+        pidfds (before 5.3)."""
+        try:
+            pidfd = keep_high(os.pidfd_open(pid))
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise
+            return None
+        self._epoll.register(pidfd, select.EPOLLIN)
+        self._watched[pidfd] = key
+        return pidfd
+
+    def forget(self, pidfd):
+        if self._watched.pop(pidfd, None) is not None:
+            os.close(pidfd)  # which takes it out of the epoll set
+
+    def ended(self):
+        """The keys of the processes that ended since the last call (forgotten since)."""
+        keys = []
+        for pidfd, _ in self._epoll.poll(0):
+            keys.append(self._watched.get(pidfd))
+            self.forget(pidfd)
+        return keys
+
+    def close(self):
+        for pidfd in list(self._watched):
+            self.forget(pidfd)
+        self._epoll.close()
+
+
+class OpenFiles:
+    """The files a sweep reads again and again, kept open (see keep_high) and re-read
+    from offset 0 (cgroup and /proc files are generated on each read): one pread per
+    file and sweep instead of an open, a read and a close."""
 
     CHUNK = 65536
-    FIRST_KEPT_FD = 1024
 
     def __init__(self):
         self.fds = {}
 
     def _open(self, path):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            kept = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self.FIRST_KEPT_FD)
-        except OSError:  # the limit is 1024 or the high numbers are all taken
-            return fd
-        os.close(fd)
-        return kept
+        return keep_high(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
 
     def read(self, path):
         for attempt in (1, 2):
@@ -254,45 +300,62 @@ class OpenFiles:
 class Target:
     """What a sweep needs to know about one VM, found once per start of the VM."""
 
-    def __init__(self, name, record):
+    def __init__(self, name, record, exits=None):
         self.name = name
         self.container_id = record.get("container_id")
         self.record = record
         self.spec = record.get("spec", {})
         self.cgroup = None
         self.pid = None
+        self.pidfd = None       # watched by `exits`, which clears pid once the init ends
         self.started_at = None
         self.limits = None      # {"cpu quota": ..., "memory limit": ..., ...}
         self.limits_read_at = 0.0
         self.files = OpenFiles()
+        self.exits = exits
 
     def locate(self):
-        """Find the VM's init and cgroup; False if it is not running."""
+        """Find the VM's init and cgroup, and watch for the init's end; False if it is not
+        running."""
         from .ns import init_pid
         from .errors import NotFound
         if not self.container_id:
             return False
         from .procfs import process_start_time
-        self.files.close()
+        self.close()
         try:
             self.pid = init_pid(self.container_id)
+            if self.exits is not None:
+                self.pidfd = self.exits.watch(self.pid, self)
+            if self.pidfd is None:
+                self.files.read("/proc/%d/stat" % self.pid)  # kept open: alive() asks it
             self.cgroup = Cgroup.of_vm(self.pid)
             self.cgroup.read = self.files.read
-            self.files.read("/proc/%d/stat" % self.pid)  # kept open: alive() asks it
             self.started_at = process_start_time(self.pid)
             self.limits = None
         except (NotFound, CgroupError, OSError, IndexError):
-            self.cgroup = self.pid = None
+            self.close()
             return False
         return True
 
     def alive(self):
-        """Is the init we found still the VM's (not gone, not replaced by a restart)? Its
-        /proc stat file, kept open since locate(), tells: no parse, no start time."""
-        return self.pid is not None and self.files.still_readable("/proc/%d/stat" % self.pid)
+        """Is the init we found still the VM's (not gone, not replaced by a restart)?
+        Watched, it is until the monitor hears of its end. Otherwise its /proc stat file,
+        kept open since locate(), tells: it never reads again once that process ended."""
+        if self.pid is None:
+            return False
+        return self.pidfd is not None or \
+            self.files.still_readable("/proc/%d/stat" % self.pid)
+
+    def ended(self):
+        """Its init has ended (the watch is over)."""
+        self.pid = self.pidfd = self.cgroup = None
 
     def close(self):
         self.files.close()
+        if self.pidfd is not None:
+            self.exits.forget(self.pidfd)
+        self.pid = self.pidfd = self.cgroup = None
 
 
 class Monitor:
@@ -301,6 +364,7 @@ class Monitor:
     def __init__(self, store):
         self.store = store
         self.targets = {}
+        self.exits = ProcessExits()
         self._listing_mtime = None
         self.errors_total = {}  # (vm, file) -> count, for cvm_collector_errors_total
         self.lock = threading.Lock()
@@ -323,12 +387,16 @@ class Monitor:
             if target is None or target.container_id != record.get("container_id"):
                 if target is not None:
                     target.close()
-                self.targets[name] = Target(name, record)
+                self.targets[name] = Target(name, record, self.exits)
             elif target.spec != record.get("spec", {}):
                 target.spec = record.get("spec", {})
                 target.limits = None  # resized: read the new limits now
             self.targets[name].record = record
         self._listing_mtime = mtime
+
+    def _notice_exits(self):
+        for target in self.exits.ended():
+            target.ended()
 
     def records(self):
         """{name: record} of every VM, as the sweeps keep them: listings need no file
@@ -340,6 +408,7 @@ class Monitor:
     def started_at(self, names):
         """{name: epoch its init started} of the running VMs among `names`."""
         with self.lock:
+            self._notice_exits()
             return {name: self.targets[name].started_at for name in names
                     if name in self.targets and (self.targets[name].alive() or
                                                  self.targets[name].locate())}
@@ -348,6 +417,7 @@ class Monitor:
         """[VMStats] for every VM (or those named), from files only."""
         with self.lock:
             self._refresh()
+            self._notice_exits()
             result = []
             for name in sorted(self.targets):
                 if names and name not in names:
@@ -385,7 +455,7 @@ class Monitor:
                 "unified") or "/nonexistent"):
             stats.status = "gone"  # removed or stopped between finding it and reading it
             stats.errors = []
-            target.pid = None
+            target.close()
             return
         if usage:
             stats.cpu_seconds, stats.cpu_user_seconds, stats.cpu_system_seconds = usage
