@@ -438,3 +438,37 @@ def test_the_exporter_sweeps_ahead_of_steady_scrapes():
         assert len(sweeps) <= 8, len(sweeps)  # not more sweeps than scrapes (+ the first)
     finally:
         stopping.set()
+
+
+def test_the_exporter_sweeps_ahead_of_each_of_two_steady_scrapers():
+    """Two Prometheus servers scraping the same host every second, 0.35 s apart (a
+    high-availability pair): together their scrapes come unevenly, each on its own is
+    steady. Each is served at once from a sweep made just before its scrape."""
+    from cvm.monitor import Exporter
+    sweeps = []
+
+    def render():
+        time.sleep(0.1)
+        sweeps.append(time.monotonic())
+        return b"metrics %d\n" % len(sweeps)
+
+    exporter = Exporter(None, "127.0.0.1:0", cache_seconds=0.0, render=render)
+    exporter.MARGIN = 0.2
+    stopping = threading.Event()
+    threading.Thread(target=exporter.prepare_ahead, args=(stopping,), daemon=True).start()
+    try:
+        served = []
+        started = time.monotonic() + 0.2
+        for at, scraper in sorted((index + offset, scraper) for index in range(7)
+                                  for offset, scraper in ((0.0, "a"), (0.35, "b"))):
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            asked = time.monotonic()
+            exporter.metrics(scraper)
+            served.append((round(at, 2), scraper, time.monotonic() - asked,
+                           asked - sweeps[-1]))
+        later = served[8:]  # from each one's fifth scrape
+        assert all(took < 0.05 for _, _, took, _ in later), served
+        assert all(age < 0.5 for _, _, _, age in later), served
+        assert len(sweeps) <= 15, len(sweeps)
+    finally:
+        stopping.set()

@@ -670,13 +670,16 @@ def write_textfile(monitor, path, names=None):
 
 class Exporter:
     """An HTTP /metrics endpoint. Scrapes within `cache_seconds` of a sweep share it, so
-    concurrent scrapers do not multiply the cost. Once Prometheus scrapes at a steady
-    interval, the sweep is made ahead of the next scrape (as long before it as the last
-    sweep took, and a margin), so that a scrape is served at once with numbers at most
-    that old, and the host sweeps once per interval, as it would on scrape."""
+    concurrent scrapers do not multiply the cost. Once a scraper (a client address)
+    comes at a steady interval, the sweep is made ahead of its next scrape (as long
+    before it as the last sweep took, and a margin), so that the scrape is served at
+    once with numbers at most that old, and the host sweeps once per scrape, as it would
+    on scrape. Each scraper is followed on its own: a pair of Prometheus servers scraping
+    the host in turn (the usual high-availability setup) are two steady scrapers."""
 
     MARGIN = 0.5  # seconds between a sweep made ahead and the scrape it is for
     STEADY = 0.2  # the last gaps between scrapes within this fraction of each other
+    FORGET_AFTER = 600.0  # seconds without a scrape after which a scraper is gone
 
     def __init__(self, monitor, address, cache_seconds=1.0, render=None):
         self.monitor = monitor
@@ -685,15 +688,18 @@ class Exporter:
         self.render = render or (lambda: exposition(self.monitor))
         self._cached = (0.0, b"")
         self._render_seconds = 0.0
-        self._scrapes = []  # monotonic times of the last scrapes
+        self._scrapes = {}  # scraper -> monotonic times of its last scrapes
         self._lock = threading.Lock()
         self._scraped = threading.Condition(self._lock)
         self.server = None
 
-    def metrics(self):
+    def metrics(self, scraper=None):
         now = time.monotonic()  # when it came: a sweep may hold the lock for a while
         with self._lock:
-            self._scrapes = (self._scrapes + [now])[-4:]
+            self._scrapes[scraper] = (self._scrapes.get(scraper, []) + [now])[-4:]
+            for gone in [k for k, times in self._scrapes.items()
+                         if now - times[-1] > self.FORGET_AFTER]:
+                del self._scrapes[gone]
             self._scraped.notify()
             taken, data = self._cached
             if now - taken > max(self.cache_seconds, self._render_seconds + self.MARGIN):
@@ -707,16 +713,22 @@ class Exporter:
         self._cached = (time.monotonic(), data)
         return data
 
-    def _next_scrape(self):
-        """When the next scrape is due, if the scrapes keep a steady interval."""
-        if len(self._scrapes) < 3:
+    def _next_scrape(self, now):
+        """When the next scrape of a steady scraper is due (at most a second ago)."""
+        dues = [due for due in map(self._due, self._scrapes.values())
+                if due is not None and due + 1.0 >= now]
+        return min(dues) if dues else None
+
+    def _due(self, scrapes):
+        """When a scraper's next scrape is due, if it keeps a steady interval."""
+        if len(scrapes) < 3:
             return None
-        gaps = [b - a for a, b in zip(self._scrapes, self._scrapes[1:])]
+        gaps = [b - a for a, b in zip(scrapes, scrapes[1:])]
         interval = sum(gaps) / len(gaps)
         if interval <= self._render_seconds + self.MARGIN or \
                 max(gaps) - min(gaps) > self.STEADY * interval:
             return None  # sweeping on scrape costs the same then
-        return self._scrapes[-1] + interval
+        return scrapes[-1] + interval
 
     def prepare_ahead(self, stopping):
         """Make each sweep ahead of the scrape it is for, until `stopping` is set. The
@@ -725,8 +737,8 @@ class Exporter:
         with self._lock:
             self._render_locked()
             while not stopping.is_set():
-                due = self._next_scrape()
-                if due is None or due + 1.0 < time.monotonic():
+                due = self._next_scrape(time.monotonic())
+                if due is None:
                     self._scraped.wait(1.0)  # not steady, or no scrapes any more
                     continue
                 start_at = due - self._render_seconds - self.MARGIN
@@ -746,7 +758,7 @@ class Exporter:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics here")
                     return
-                body = exporter.metrics()
+                body = exporter.metrics(self.client_address[0])
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
