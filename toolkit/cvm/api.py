@@ -236,6 +236,8 @@ class VM:
                 raise Conflict("VM %s is running; stop it first or use -f" % self.name)
             paths = [v.host for v in self.spec.volumes] if volumes else []
             _remove(self.ctx, self.name, self.record)
+        if not paths:
+            return  # and no reading of every VM's record: `rm -f` of hundreds at once
         used = {v.split(":")[0] for record in self.ctx.store.vm_records().values()
                 for v in record["spec"].get("volumes", [])}
         for path in paths:
