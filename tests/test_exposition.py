@@ -94,8 +94,8 @@ def test_exposition_is_byte_for_byte_prometheus_clients():
 
 
 def test_later_scrapes_follow_renames_new_images_and_new_values():
-    """Label sets are kept from scrape to scrape, and a scrape's value texts are shared
-    among its samples: neither may leak a VM's old name, image or value."""
+    """Each series' line is kept from scrape to scrape, and a scrape's value texts are
+    shared among its samples: neither may leak a VM's old name, image or value."""
     first = sweep()
     assert exposition(FixedSweep(first)) == library_text(first, {})
     later = sweep()

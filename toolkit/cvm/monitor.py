@@ -589,31 +589,37 @@ def _label_value(text):
     return str(text).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class _VMLabels:
-    """A VM's label set, escaped once, with one further label placed in name order (as
-    prometheus_client writes them). Kept from scrape to scrape (see `_labels_of`): each
-    VM's block device and NIC label sets are the same every time."""
+class _VMSeries:
+    """A VM's time series: its label set, escaped once, and each series' last sample
+    line, written again only when its value changed (on an idle host most values stay:
+    limits, start times, idle NICs' counters). Kept from scrape to scrape (see
+    `_series_of`)."""
 
     def __init__(self, name, container_id, image):
         self.id_image = 'id="%s",image="%s"' % (_label_value("/docker/" + (
             container_id or "")), _label_value(image or ""))
         self.name = 'name="%s"' % _label_value(name)
-        self.plain = "{%s,%s}" % (self.id_image, self.name)
-        self._with = {}
+        self._series = {}
+        self.of_vm = [self.series(metric, label) for _, metric, _, _, label in VM_METRICS]
 
-    def with_label(self, key, value):
-        labels = self._with.get((key, value))
-        if labels is None:
+    def series(self, metric, label=None):
+        """[line prefix, last value, last line] of `metric` with one further `label`
+        (key, value) placed in name order, as prometheus_client writes them."""
+        series = self._series.get((metric, label))
+        if series is None:
             parts = [self.id_image, self.name]
-            parts.insert(0 if key < "id" else 1 if key < "name" else 2,
-                         '%s="%s"' % (key, _label_value(value)))
-            labels = self._with[key, value] = "{%s}" % ",".join(parts)
-        return labels
+            if label is not None:
+                key, value = label
+                parts.insert(0 if key < "id" else 1 if key < "name" else 2,
+                             '%s="%s"' % (key, _label_value(value)))
+            series = self._series[metric, label] = [
+                "%s{%s} " % (metric, ",".join(parts)), None, None]
+        return series
 
 
 @functools.lru_cache(maxsize=4096)
-def _labels_of(name, container_id, image):
-    return _VMLabels(name, container_id, image)
+def _series_of(name, container_id, image):
+    return _VMSeries(name, container_id, image)
 
 
 def exposition(monitor, names=None):
@@ -622,39 +628,40 @@ def exposition(monitor, names=None):
     registry, which escapes and checks every label of every sample: at 480 VMs that was
     most of a scrape."""
     from prometheus_client.utils import floatToGoString
-    running = [(stats, _labels_of(stats.name, stats.container_id, stats.image))
+    running = [(stats, _series_of(stats.name, stats.container_id, stats.image))
                for stats in monitor.sweep(names) if stats.status == "running"]
     out = []
     written = {}  # value -> its text: most samples are 0 or a limit many VMs share
 
-    def text_of(value):
+    def new_line(series, value):
         text = written.get(value)
         if text is None:
             text = written[value] = floatToGoString(value)
-        return text
+        series[1], series[2] = value, series[0] + text + "\n"
+        return series[2]
 
     def family(kind, metric, help_text, samples, always=False):
-        lines = ["%s%s %s\n" % (metric, labels, text_of(value))
-                 for labels, value in samples if value is not None]
+        lines = [series[2] if series[1] == value else new_line(series, value)
+                 for series, value in samples if value is not None]
         if lines or always:
             out.append("# HELP %s %s\n# TYPE %s %s\n" % (metric, help_text, metric, kind))
             out.extend(lines)
 
-    for kind, metric, help_text, value, label in VM_METRICS:
-        family(kind, metric, help_text, [
-            (labels.with_label(*label) if label else labels.plain, value(stats))
-            for stats, labels in running])
+    for index, (kind, metric, help_text, value, _) in enumerate(VM_METRICS):
+        family(kind, metric, help_text, [(vm.of_vm[index], value(stats))
+                                         for stats, vm in running])
     for metric, help_text, key in BLOCK_METRICS:
         family("counter", metric, help_text, [
-            (labels.with_label("device", device), stats.block[device][key])
-            for stats, labels in running for device in sorted(stats.block)])
+            (vm.series(metric, ("device", device)), stats.block[device][key])
+            for stats, vm in running for device in sorted(stats.block)])
     for metric, help_text, key in NIC_METRICS:
         family("counter", metric, help_text, [
-            (labels.with_label("interface", nic), stats.nics[nic][key])
-            for stats, labels in running for nic in sorted(stats.nics)])
+            (vm.series(metric, ("interface", nic)), stats.nics[nic][key])
+            for stats, vm in running for nic in sorted(stats.nics)])
     family("counter", "cvm_collector_errors_total", "cgroup or /proc files cvm could not "
            "read, per VM and file", [
-               ('{file="%s",name="%s"}' % (_label_value(what), _label_value(vm)), count)
+               (['cvm_collector_errors_total{file="%s",name="%s"} ' % (
+                   _label_value(what), _label_value(vm)), None, None], count)
                for (vm, what), count in sorted(monitor.errors_total.items())], always=True)
     return "".join(out).encode()
 
