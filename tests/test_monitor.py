@@ -207,6 +207,48 @@ def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
 
 
+def test_a_vm_whose_files_read_the_same_is_not_parsed_again(tmp_path, state_dir,
+                                                             monkeypatch):
+    """An idle VM's files read the same from one sweep to the next: its counters are
+    kept, not parsed again. A file that changed is parsed at once."""
+    from cvm.cgroups import Cgroup
+    from cvm.state import Store
+    base, _ = v2_tree(str(tmp_path))
+    monitor = Monitor(Store(state_dir))
+    parsed = []
+    parse = Monitor._parse_counters
+    monkeypatch.setattr(Monitor, "_parse_counters",
+                        staticmethod(lambda *args: parsed.append(1) or parse(*args)))
+    # Its own network namespace: /proc/<pid>/net/dev then counts only its idle lo.
+    child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        wait_for(lambda: os.readlink("/proc/%d/ns/net" % child.pid) !=
+                 os.readlink("/proc/self/ns/net"), 5, what="the child's own netns")
+        target = Target("idle", {"container_id": "c1", "spec": {}})
+        target.cgroup, target.pid, target.started_at = Cgroup.at(base, 2), child.pid, 0.0
+        target.cgroup.read = target.files.read
+
+        def sweep():
+            stats = VMStats("idle", "c1")
+            monitor._read(target, stats)
+            assert stats.status == "running"
+            return stats
+        first, second = sweep(), sweep()
+        assert len(parsed) == 1
+        assert (second.cpu_seconds, second.memory_rss, second.pids, second.block) == \
+            (first.cpu_seconds, first.memory_rss, first.pids, first.block) == \
+            (90.0, 104857600, 42, {"8:0": {"rbytes": 1048576, "wbytes": 2097152,
+                                           "rios": 10, "wios": 20}})
+        with open(os.path.join(base, "pids.current"), "w") as handle:
+            handle.write("43\n")
+        third = sweep()
+        assert len(parsed) == 2 and third.pids == 43 and third.cpu_seconds == 90.0
+    finally:
+        child.kill()
+        child.wait()
+        target.close()
+
+
 def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_dir):
     """v1's memory.stat counts swap exactly (memsw.usage_in_bytes less usage_in_bytes is
     two reads and fuzzier); v2's memory.stat has no swap line: memory.swap.current."""

@@ -26,6 +26,12 @@ from .cgroups import Cgroup, CgroupError, docker_container_dir, read_text
 # them walks the cgroup's ancestors, which is most of a sweep's cost.
 LIMITS_TTL = 10.0
 
+# What a sweep reads from a VM's files each time (its limits are read less often).
+COUNTERS = ("cpu_seconds", "cpu_user_seconds", "cpu_system_seconds", "cpu_periods",
+            "cpu_throttled_periods", "cpu_throttled_seconds", "memory_usage",
+            "memory_working_set", "memory_rss", "memory_cache", "memory_shmem",
+            "memory_swap", "memory_mapped", "oom_kills", "pids", "block", "nics")
+
 NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets",
               "tx_errors", "tx_dropped")
 
@@ -313,6 +319,8 @@ class Target:
         self.limits_read_at = 0.0
         self.files = OpenFiles()
         self.exits = exits
+        self.last_texts = None  # {path: text} the last counters were parsed from
+        self.last_counters = None
 
     def locate(self):
         """Find the VM's init and cgroup, and watch for the init's end; False if it is not
@@ -355,7 +363,7 @@ class Target:
         self.files.close()
         if self.pidfd is not None:
             self.exits.forget(self.pidfd)
-        self.pid = self.pidfd = self.cgroup = None
+        self.pid = self.pidfd = self.cgroup = self.last_texts = None
 
 
 class Monitor:
@@ -438,7 +446,6 @@ class Monitor:
             return result
 
     def _read(self, target, stats):
-        cg = target.cgroup
         stats.started_at = target.started_at
 
         def attempt(what, func):
@@ -450,12 +457,62 @@ class Monitor:
                 self.errors_total[key] = self.errors_total.get(key, 0) + 1
                 return None
 
+        if not self._counters(target, stats, attempt):
+            return
+        limits = self._limits(target, attempt)
+        quota = limits["cpu quota"]
+        if quota:
+            stats.cpu_quota_us, stats.cpu_period_us = quota
+            stats.cpu_quota = quota[0] / float(quota[1])
+        stats.memory_limit = limits["memory limit"]
+        stats.swap_limit = limits["swap limit"]
+        stats.pids_limit = limits["pids.max"]
+
+    def _counters(self, target, stats, attempt):
+        """Read the VM's counters into `stats`; False if the VM is gone. They are parsed
+        again only when a file they come from reads differently than at the last sweep:
+        on an idle host most VMs' files read the same from one sweep to the next."""
+        files = target.files
+        fresh = {}
+        if target.last_texts is not None:
+            try:
+                fresh = {path: files.read(path) for path in target.last_texts}
+            except CgroupError:
+                fresh = {}
+            if fresh == target.last_texts:
+                stats.__dict__.update(target.last_counters)
+                return True
+        texts = {}
+
+        def read(path):
+            text = fresh.get(path)
+            texts[path] = text = files.read(path) if text is None else text
+            return text
+
+        cg = target.cgroup
+        cg.read = read
+        try:
+            self._parse_counters(target, stats, attempt, read)
+        finally:
+            cg.read = files.read
+        if stats.status == "gone":
+            target.close()
+            return False
+        if stats.errors:
+            target.last_texts = None
+        else:
+            target.last_texts = texts
+            target.last_counters = {key: stats.__dict__[key] for key in COUNTERS}
+        return True
+
+    @staticmethod
+    def _parse_counters(target, stats, attempt, read):
+        cg = target.cgroup
         usage = attempt("cpu usage", cg.cpu_usage)
         if usage is None and not os.path.isdir(cg.dirs.get("cpuacct") or cg.dirs.get(
                 "unified") or "/nonexistent"):
             stats.status = "gone"  # removed or stopped between finding it and reading it
             stats.errors = []
-            target.close()
             return
         if usage:
             stats.cpu_seconds, stats.cpu_user_seconds, stats.cpu_system_seconds = usage
@@ -463,11 +520,6 @@ class Monitor:
         if throttling:
             stats.cpu_periods, stats.cpu_throttled_periods, stats.cpu_throttled_seconds = \
                 throttling
-        limits = self._limits(target, attempt)
-        quota = limits["cpu quota"]
-        if quota:
-            stats.cpu_quota_us, stats.cpu_period_us = quota
-            stats.cpu_quota = quota[0] / float(quota[1])
         stats.memory_usage = attempt("memory usage", cg.memory_usage) or 0
         memory = attempt("memory.stat", cg.memory_stat) or {}
         stats.memory_rss = memory.get("anon", 0)
@@ -475,17 +527,14 @@ class Monitor:
         stats.memory_shmem = memory.get("shmem", 0)
         stats.memory_mapped = memory.get("mapped_file", 0)
         stats.memory_working_set = max(0, stats.memory_usage - memory.get("inactive_file", 0))
-        stats.memory_limit = limits["memory limit"]
-        stats.swap_limit = limits["swap limit"]
         # v1's memory.stat has it exactly (0 without swap accounting): two reads fewer
         # than memsw.usage_in_bytes less usage_in_bytes. v2's has no swap line.
         stats.memory_swap = memory["swap"] if "swap" in memory else \
             attempt("swap usage", cg.swap_usage) or 0
         stats.oom_kills = attempt("oom kills", cg.oom_kills) or 0
         stats.pids = attempt("pids.current", cg.pids_current) or 0
-        stats.pids_limit = limits["pids.max"]
         stats.block = attempt("block io", cg.blkio) or {}
-        stats.nics = attempt("net/dev", lambda: net_dev(target.pid, target.files.read)) or {}
+        stats.nics = attempt("net/dev", lambda: net_dev(target.pid, read)) or {}
 
     @staticmethod
     def _limits(target, attempt):
