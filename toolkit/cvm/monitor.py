@@ -236,9 +236,9 @@ class ProcessExits:
 
     def ended(self):
         """The keys of the processes that ended since the last call (forgotten since)."""
-        keys = []
-        for pidfd, _ in self._epoll.poll(0):
-            keys.append(self._watched.get(pidfd))
+        ended = [pidfd for pidfd, _ in self._epoll.poll(0) if pidfd in self._watched]
+        keys = [self._watched[pidfd] for pidfd in ended]
+        for pidfd in ended:
             self.forget(pidfd)
         return keys
 
