@@ -295,6 +295,24 @@ def test_a_kept_proc_file_stops_reading_once_its_process_ended():
         files.close()
 
 
+def test_a_vm_with_many_interfaces_has_all_of_them_counted():
+    """A VM's /proc/<pid>/net/dev of 61 interfaces is 7.7 KB: the kernel's first read of
+    it ends after 4 KB (a page of whole lines). Every interface must still be counted."""
+    from cvm.monitor import OpenFiles, net_dev
+    script = "for i in $(seq 30); do ip link add v$i type veth peer name p$i || exit 1; " \
+             "done; exec sleep 60"
+    child = subprocess.Popen(["unshare", "--net", "sh", "-c", script])
+    files = OpenFiles()
+    try:
+        wait_for(lambda: len(net_dev(child.pid)) == 60, 10, what="60 interfaces")
+        assert len(net_dev(child.pid, files.read)) == 60
+        assert len(net_dev(child.pid, files.read)) == 60  # and again, from the kept file
+    finally:
+        child.kill()
+        child.wait()
+        files.close()
+
+
 def test_process_exits_names_the_ended_processes_in_one_call():
     """How a sweep knows which VMs' inits ended: one epoll over their pidfds names those
     that ended since it last asked, and only once; the others stay watched."""

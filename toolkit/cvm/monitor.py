@@ -254,6 +254,12 @@ class OpenFiles:
     file and sweep instead of an open, a read and a close."""
 
     CHUNK = 65536
+    # Kernel files are made by seq_file, whose buffer starts at a page and holds whole
+    # records: a read ends before the file does (after 4 KB of a /proc/<pid>/net/dev of
+    # 61 interfaces) only once it is past half a page, as long as each record is short.
+    # The files read here have short records (a line of net/dev) or one record (a cgroup
+    # file, however long): a shorter read is the whole file, one system call.
+    WHOLE_BELOW = 2048
 
     def __init__(self):
         self.fds = {}
@@ -267,12 +273,10 @@ class OpenFiles:
             try:
                 if fd is None:
                     fd = self.fds[path] = self._open(path)
-                data = os.pread(fd, self.CHUNK, 0)
-                while len(data) % self.CHUNK == 0 and data:
-                    more = os.pread(fd, self.CHUNK, len(data))
-                    if not more:
-                        break
-                    data += more
+                data = chunk = os.pread(fd, self.CHUNK, 0)
+                while len(chunk) >= self.WHOLE_BELOW:
+                    chunk = os.pread(fd, self.CHUNK, len(data))
+                    data += chunk
                 return data.decode("utf-8", "replace")
             except OSError as exc:
                 # A cgroup made again at the same path, or a process gone: open afresh once.
