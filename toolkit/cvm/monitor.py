@@ -317,7 +317,7 @@ class Target:
         self.spec = record.get("spec", {})
         self.cgroup = None
         self.pid = None
-        self.pidfd = None       # watched by `exits`, which clears pid once the init ends
+        self.pidfd = None       # watched by `exits`: the monitor closes us once it ends
         self.started_at = None
         self.limits = None      # {"cpu quota": ..., "memory limit": ..., ...}
         self.limits_read_at = 0.0
@@ -359,11 +359,8 @@ class Target:
         return self.pidfd is not None or \
             self.files.still_readable("/proc/%d/stat" % self.pid)
 
-    def ended(self):
-        """Its init has ended (the watch is over)."""
-        self.pid = self.pidfd = self.cgroup = None
-
     def close(self):
+        """Forget the init and its files: it ended, or the VM is gone or found again."""
         self.files.close()
         if self.pidfd is not None:
             self.exits.forget(self.pidfd)
@@ -408,7 +405,7 @@ class Monitor:
 
     def _notice_exits(self):
         for target in self.exits.ended():
-            target.ended()
+            target.close()
 
     def records(self):
         """{name: record} of every VM, as the sweeps keep them: listings need no file
