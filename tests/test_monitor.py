@@ -1,6 +1,7 @@
 """Host-side monitoring: counters from cgroup files and the VMs' own network namespaces,
 the Prometheus exposition with cAdvisor's names, the exporter under churn."""
 
+import contextlib
 import json
 import os
 import socket
@@ -470,21 +471,33 @@ def test_waiting_on_a_descriptor_above_1024_works():
             os.close(fd)
 
 
-def test_the_exporter_sweeps_ahead_of_steady_scrapes():
-    """A sweep of 0.3 s, scrapes every second: once they are steady (the third), each
-    scrape is served at once from a sweep made just before it, one sweep per scrape."""
+@contextlib.contextmanager
+def exporter_sweeping_ahead(sweep_seconds, margin=None):
+    """(an Exporter whose sweeps take `sweep_seconds`, the times they ended), with its
+    thread that sweeps ahead of steady scrapes running."""
     from cvm.monitor import Exporter
     sweeps = []
 
     def render():
-        time.sleep(0.3)
+        time.sleep(sweep_seconds)
         sweeps.append(time.monotonic())
         return b"metrics %d\n" % len(sweeps)
 
     exporter = Exporter(None, "127.0.0.1:0", cache_seconds=0.0, render=render)
+    if margin is not None:
+        exporter.MARGIN = margin
     stopping = threading.Event()
     threading.Thread(target=exporter.prepare_ahead, args=(stopping,), daemon=True).start()
     try:
+        yield exporter, sweeps
+    finally:
+        stopping.set()
+
+
+def test_the_exporter_sweeps_ahead_of_steady_scrapes():
+    """A sweep of 0.3 s, scrapes every second: once they are steady (the third), each
+    scrape is served at once from a sweep made just before it, one sweep per scrape."""
+    with exporter_sweeping_ahead(0.3) as (exporter, sweeps):
         served, ages = [], []
         started = time.monotonic()
         for index in range(7):
@@ -496,27 +509,13 @@ def test_the_exporter_sweeps_ahead_of_steady_scrapes():
         assert max(served[4:]) < 0.05, served  # sweeps made ahead: served at once
         assert all(age < 1.0 for age in ages[4:]), ages  # and fresh
         assert len(sweeps) <= 8, len(sweeps)  # not more sweeps than scrapes (+ the first)
-    finally:
-        stopping.set()
 
 
 def test_the_exporter_sweeps_ahead_of_each_of_two_steady_scrapers():
     """Two Prometheus servers scraping the same host every second, 0.35 s apart (a
     high-availability pair): together their scrapes come unevenly, each on its own is
     steady. Each is served at once from a sweep made just before its scrape."""
-    from cvm.monitor import Exporter
-    sweeps = []
-
-    def render():
-        time.sleep(0.1)
-        sweeps.append(time.monotonic())
-        return b"metrics %d\n" % len(sweeps)
-
-    exporter = Exporter(None, "127.0.0.1:0", cache_seconds=0.0, render=render)
-    exporter.MARGIN = 0.2
-    stopping = threading.Event()
-    threading.Thread(target=exporter.prepare_ahead, args=(stopping,), daemon=True).start()
-    try:
+    with exporter_sweeping_ahead(0.1, margin=0.2) as (exporter, sweeps):
         served = []
         started = time.monotonic() + 0.2
         for at, scraper in sorted((index + offset, scraper) for index in range(7)
@@ -530,5 +529,3 @@ def test_the_exporter_sweeps_ahead_of_each_of_two_steady_scrapers():
         assert all(took < 0.05 for _, _, took, _ in later), served
         assert all(age < 0.5 for _, _, _, age in later), served
         assert len(sweeps) <= 15, len(sweeps)
-    finally:
-        stopping.set()
