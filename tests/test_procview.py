@@ -314,6 +314,21 @@ def test_vms_threads_and_context_switches(tmp_path):
     assert source.activity() == (1, 1, 10 + 5 + 3 + 4 + 100 + 7 + 20)
 
 
+def test_a_one_record_file_is_read_whole_in_one_read(tmp_path, monkeypatch):
+    """vmstat and top read a status, stat or statm per task: one read each, and never
+    less than the whole file, however long."""
+    from cvm import procfs
+    reads = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, size: reads.append(size) or real_read(fd, size))
+    status = procfs.read_record("/proc/self/status")
+    assert len(reads) == 1 and status.startswith("Name:") and status.endswith("\n")
+    assert "\nnonvoluntary_ctxt_switches:" in status
+    long_record = tmp_path / "long"
+    long_record.write_text("x" * (2 * procfs.CHUNK + 100) + "\n")
+    assert procfs.read_record(str(long_record)) == long_record.read_text()
+
+
 def test_missing_cgroup_file_is_one_line(tmp_path):
     base, proc = v2_tree(str(tmp_path))
     os.unlink(os.path.join(base, "memory.stat"))

@@ -67,7 +67,7 @@ def read_task(proc, pid, shown_pid=None):
     when it is gone."""
     try:
         stat = procfs.process_stat(pid, proc)
-        statm = read_text("%s/%s/statm" % (proc, pid)).split()
+        statm = procfs.read_record("%s/%s/statm" % (proc, pid)).split()
         uid = os.stat("%s/%s" % (proc, pid)).st_uid
     except (IOError, OSError, CgroupError, IndexError):
         return None
@@ -107,7 +107,7 @@ def thread_activity(proc, tids):
     running = blocked = switches = 0
     for tid in tids:
         try:
-            status = procfs.read("%s/%s/status" % (proc, tid))
+            status = procfs.read_record("%s/%s/status" % (proc, tid))
         except (IOError, OSError):
             continue  # it ended
         state = procfs.status_field(status, "State")[:1]
@@ -121,8 +121,9 @@ def thread_activity(proc, tids):
 def ns_pid(proc, pid):
     """The PID as the VM sees it (last field of NSpid), or the host PID."""
     try:
-        ids = procfs.status_field(read_text("%s/%s/status" % (proc, pid)), "NSpid").split()
-    except CgroupError:
+        ids = procfs.status_field(procfs.read_record("%s/%s/status" % (proc, pid)),
+                                  "NSpid").split()
+    except (IOError, OSError):
         ids = []
     return int(ids[-1]) if ids else int(pid)
 
