@@ -19,19 +19,22 @@ def attach(ctx, name, nic_raw):
     raw = dict(vm.record["spec"])
     raw["nics"] = list(raw.get("nics", [])) + [nic_raw]
     new_spec = parse_spec(raw)
-    check_host(parse_spec(dict(raw, nics=[new_spec.nics[-1].to_dict()])))
-    # Probed from the host while the rest is made ready (as create does): at once, or
-    # once an ip=auto address is claimed.
-    early = start_probes(ctx, new_spec.nics[-1:]) if vm.running and \
-        new_spec.nics[-1].ip != "auto" else None
+    nic = new_spec.nics[-1]
+    check_host(parse_spec(dict(raw, nics=[nic.to_dict()])))
+    # Probed from the host while the rest is made ready (as create does): at once when the
+    # VM is meant to run (before Docker is asked whether it does), or once an ip=auto
+    # address is claimed. A stopped VM's probes are not waited for.
+    meant_to_run = vm.record.get("desired", "running") == "running"
+    early = start_probes(ctx, [nic]) if meant_to_run and nic.ip != "auto" else None
+    running = vm.running
     try:
         with ctx.store.lock():
             new_spec = claim_addresses(ctx, new_spec)
             ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=new_spec.to_dict()))
-        if vm.running and early is None:
+        if running and early is None:
             early = start_probes(ctx, new_spec.nics[-1:])
         try:
-            if vm.running:
+            if running:
                 with ctx.store.vm_lock(name):
                     wire_vm(ctx, name, new_spec, vm.pid, probe=True, early=early)
                     ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
@@ -39,7 +42,7 @@ def attach(ctx, name, nic_raw):
             ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
             raise
     finally:
-        if early is not None:
+        if early is not None and running:
             early.wait()
     return new_spec.nics[-1]
 
