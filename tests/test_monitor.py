@@ -208,24 +208,20 @@ def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
 
 
-def test_a_vm_whose_files_read_the_same_is_not_parsed_again(tmp_path, state_dir,
-                                                             monkeypatch):
-    """An idle VM's files read the same from one sweep to the next: its counters are
-    kept, not parsed again. A file that changed is parsed at once."""
+@contextlib.contextmanager
+def fixture_target(tmp_path, state_dir):
+    """(cgroup directory, Target, sweep): a VM on a v2 fixture tree, whose init is a child
+    in a network namespace of its own (its /proc/<pid>/net/dev counts only its idle lo);
+    sweep() reads it as a monitor's sweep does."""
     from cvm.cgroups import Cgroup
     from cvm.state import Store
     base, _ = v2_tree(str(tmp_path))
     monitor = Monitor(Store(state_dir))
-    parsed = []
-    parse = Monitor._parse_counters
-    monkeypatch.setattr(Monitor, "_parse_counters",
-                        staticmethod(lambda *args: parsed.append(1) or parse(*args)))
-    # Its own network namespace: /proc/<pid>/net/dev then counts only its idle lo.
     child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    target = Target("idle", {"container_id": "c1", "spec": {}})
     try:
         wait_for(lambda: os.readlink("/proc/%d/ns/net" % child.pid) !=
                  os.readlink("/proc/self/ns/net"), 5, what="the child's own netns")
-        target = Target("idle", {"container_id": "c1", "spec": {}})
         target.cgroup, target.pid, target.started_at = Cgroup.at(base, 2), child.pid, 0.0
         target.cgroup.read = target.files.read
 
@@ -234,6 +230,31 @@ def test_a_vm_whose_files_read_the_same_is_not_parsed_again(tmp_path, state_dir,
             monitor._read(target, stats)
             assert stats.status == "running"
             return stats
+        yield base, target, sweep
+    finally:
+        child.kill()
+        child.wait()
+        target.close()
+
+
+def rewrite(directory, name, old, new):
+    path = os.path.join(directory, name)
+    with open(path) as handle:
+        text = handle.read()
+    assert old in text
+    with open(path, "w") as handle:
+        handle.write(text.replace(old, new))
+
+
+def test_a_vm_whose_files_read_the_same_is_not_parsed_again(tmp_path, state_dir,
+                                                             monkeypatch):
+    """An idle VM's files read the same from one sweep to the next: its counters are
+    kept, not parsed again. A file that changed is parsed at once."""
+    parsed = []
+    parse = Monitor._parse_counters
+    monkeypatch.setattr(Monitor, "_parse_counters",
+                        staticmethod(lambda *args: parsed.append(1) or parse(*args)))
+    with fixture_target(tmp_path, state_dir) as (base, target, sweep):
         first, second = sweep(), sweep()
         assert len(parsed) == 1
         assert (second.cpu_seconds, second.memory_rss, second.pids, second.block) == \
@@ -244,10 +265,31 @@ def test_a_vm_whose_files_read_the_same_is_not_parsed_again(tmp_path, state_dir,
             handle.write("43\n")
         third = sweep()
         assert len(parsed) == 2 and third.pids == 43 and third.cpu_seconds == 90.0
-    finally:
-        child.kill()
-        child.wait()
-        target.close()
+
+
+def test_a_vm_that_did_not_run_keeps_its_breakdowns(tmp_path, state_dir):
+    """memory.stat, the costliest file, and the other breakdowns of the usage are read
+    again once the VM's CPU time or memory usage moved, or BREAKDOWN_TTL after their
+    last read; the task count and the rest at every sweep."""
+    from cvm import monitor
+    with fixture_target(tmp_path, state_dir) as (base, target, sweep):
+        assert sweep().memory_rss == 104857600
+        rewrite(base, "memory.stat", "anon 104857600", "anon 209715200")
+        rewrite(base, "pids.current", "42", "43")
+        idle = sweep()
+        assert (idle.memory_rss, idle.pids) == (104857600, 43)
+        rewrite(base, "cpu.stat", "usage_usec 90000000", "usage_usec 91000000")
+        ran = sweep()
+        assert (ran.memory_rss, ran.cpu_seconds) == (209715200, 91.0)
+        rewrite(base, "memory.stat", "anon 209715200", "anon 314572800")
+        assert sweep().memory_rss == 209715200
+        rewrite(base, "memory.current", "314572800", "419430400")
+        charged = sweep()
+        assert (charged.memory_rss, charged.memory_usage) == (314572800, 419430400)
+        rewrite(base, "memory.stat", "anon 314572800", "anon 104857600")
+        assert sweep().memory_rss == 314572800
+        target.breakdowns_read_at -= monitor.BREAKDOWN_TTL
+        assert sweep().memory_rss == 104857600
 
 
 def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_dir):
