@@ -208,27 +208,43 @@ def test_gone_and_unreadable_are_reported_not_fatal(tmp_path, state_dir):
     assert 'cvm_collector_errors_total{file="memory.stat",name="ok"} 1.0' in text
 
 
+def v1_fixture_cgroup(root):
+    """The v1 fixture's VM, with disk IO: {controller: its directory}."""
+    from .cgroupfixtures import v1_host_tree_bind, write
+    base, _ = v1_host_tree_bind(root)
+    dirs = {c: os.path.join(base, c, "docker", "abc123")
+            for c in ("memory", "cpu", "cpuacct", "pids", "blkio")}
+    write(os.path.join(dirs["pids"], "pids.current"), "42\n")
+    write(os.path.join(dirs["memory"], "memory.oom_control"),
+          "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+    write(os.path.join(dirs["blkio"], "blkio.throttle.io_service_bytes"),
+          "8:0 Read 1048576\n8:0 Write 2097152\nTotal 3145728\n")
+    write(os.path.join(dirs["blkio"], "blkio.throttle.io_serviced"),
+          "8:0 Read 10\n8:0 Write 20\nTotal 30\n")
+    return dirs
+
+
 @contextlib.contextmanager
-def fixture_target(tmp_path, state_dir):
-    """(cgroup directory, Target, sweep): a VM on a v2 fixture tree, whose init is a child
+def fixture_target(tmp_path, state_dir, version=2):
+    """(cgroup directories, Target, sweep): a VM on a fixture tree, whose init is a child
     in a network namespace of its own (its /proc/<pid>/net/dev counts only its idle lo);
-    sweep() reads it as a monitor's sweep does."""
+    sweep() reads it as a monitor's sweep does. v2: one directory; v1: by controller."""
     from cvm.cgroups import Cgroup
     from cvm.state import Store
-    base, _ = v2_tree(str(tmp_path))
+    base = v2_tree(str(tmp_path))[0] if version == 2 else v1_fixture_cgroup(str(tmp_path))
     monitor = Monitor(Store(state_dir))
     child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
     target = Target("idle", {"container_id": "c1", "spec": {}})
     try:
         wait_for(lambda: os.readlink("/proc/%d/ns/net" % child.pid) !=
                  os.readlink("/proc/self/ns/net"), 5, what="the child's own netns")
-        target.cgroup, target.pid, target.started_at = Cgroup.at(base, 2), child.pid, 0.0
+        target.cgroup, target.pid, target.started_at = Cgroup.at(base, version), child.pid, 0.0
         target.cgroup.read = target.files.read
 
         def sweep():
             stats = VMStats("idle", "c1")
             monitor._read(target, stats)
-            assert stats.status == "running"
+            assert stats.status == "running" and stats.errors == []
             return stats
         yield base, target, sweep
     finally:
@@ -267,10 +283,10 @@ def test_a_vm_whose_files_read_the_same_is_not_parsed_again(tmp_path, state_dir,
         assert len(parsed) == 2 and third.pids == 43 and third.cpu_seconds == 90.0
 
 
-def test_a_vm_that_did_not_run_keeps_its_breakdowns(tmp_path, state_dir):
-    """memory.stat, the costliest file, and the other breakdowns of the usage are read
-    again once the VM's CPU time or memory usage moved, or BREAKDOWN_TTL after their
-    last read; the task count and the rest at every sweep."""
+def test_an_idle_vm_keeps_the_files_only_its_running_moves(tmp_path, state_dir):
+    """memory.stat, the costliest file, and the others that cannot move while the VM is
+    idle are read again once its CPU time or memory usage moved, or IDLE_STEADY_TTL
+    after their last read; the task count and the rest at every sweep."""
     from cvm import monitor
     with fixture_target(tmp_path, state_dir) as (base, target, sweep):
         assert sweep().memory_rss == 104857600
@@ -288,8 +304,22 @@ def test_a_vm_that_did_not_run_keeps_its_breakdowns(tmp_path, state_dir):
         assert (charged.memory_rss, charged.memory_usage) == (314572800, 419430400)
         rewrite(base, "memory.stat", "anon 314572800", "anon 104857600")
         assert sweep().memory_rss == 314572800
-        target.breakdowns_read_at -= monitor.BREAKDOWN_TTL
+        target.steady_read_at -= monitor.IDLE_STEADY_TTL
         assert sweep().memory_rss == 104857600
+
+
+@pytest.mark.parametrize("version, kept", [(1, True), (2, False)])
+def test_an_idle_vms_disk_io_is_kept_on_cgroup_v1_only(tmp_path, state_dir, version, kept):
+    """v1 charges writeback to the flusher, so a VM's disk IO moves only while it runs;
+    v2 charges the VM, running or not: its io.stat is read at every sweep."""
+    with fixture_target(tmp_path, state_dir, version) as (base, target, sweep):
+        assert sweep().block["8:0"]["rbytes"] == 1048576
+        if version == 1:
+            rewrite(base["blkio"], "blkio.throttle.io_service_bytes", "8:0 Read 1048576",
+                    "8:0 Read 3145728")
+        else:
+            rewrite(base, "io.stat", "rbytes=1048576", "rbytes=3145728")
+        assert sweep().block["8:0"]["rbytes"] == (1048576 if kept else 3145728)
 
 
 def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_dir):

@@ -26,18 +26,20 @@ from .cgroups import Cgroup, CgroupError, docker_container_dir, read_text
 # them walks the cgroup's ancestors, which is most of a sweep's cost.
 LIMITS_TTL = 10.0
 
-# A VM whose CPU time and memory usage read the same as at the last sweep did not run,
-# and no memory was charged to it or taken from it. The files that break those down (CPU
-# time by user and system, memory by kind, OOM kills) are then kept from their last read
-# for up to this many seconds, as cAdvisor stretches its housekeeping for idle
+# A VM whose CPU time and memory usage read the same as at the last sweep is idle: it
+# did not run, and no memory was charged to it or taken from it. The files that cannot
+# move then (CPU time by user and system, memory by kind, OOM kills; disk IO on v1, which
+# charges writeback to the flusher, not to the VM) are kept from their last read for up
+# to IDLE_STEADY_TTL seconds, as cAdvisor stretches its housekeeping for idle
 # containers; only slow drifts (pages aging between the LRU lists) wait for it.
 # memory.stat is the costliest file a sweep reads (10-30 us, more than the others
 # together). What moves without the VM running (its task count: reaped from outside;
-# disks: writeback; NICs: traffic in) and throttling are read at every sweep.
-BREAKDOWN_TTL = 10.0
+# v2's disk IO: writeback; NICs: traffic in) and throttling are read at every sweep.
+IDLE_STEADY_TTL = 10.0
 USAGE_FILES = {1: ("cpuacct.usage", "memory.usage_in_bytes"), 2: ("cpu.stat", "memory.current")}
-BREAKDOWN_FILES = {1: ("cpuacct.stat", "memory.stat", "memory.oom_control"),
-                   2: ("memory.stat", "memory.events")}
+IDLE_STEADY_FILES = {1: ("cpuacct.stat", "memory.stat", "memory.oom_control",
+                         "blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced"),
+                     2: ("memory.stat", "memory.events")}
 
 # What a sweep reads from a VM's files each time (its limits are read less often).
 COUNTERS = ("cpu_seconds", "cpu_user_seconds", "cpu_system_seconds", "cpu_periods",
@@ -338,9 +340,9 @@ class Target:
         self.exits = exits
         self.last_texts = None  # {path: text} the last counters were parsed from
         self.last_counters = None
-        self.read_each_sweep = ()  # the paths of last_texts but the breakdowns
+        self.read_each_sweep = ()  # the paths of last_texts but the idle-steady ones
         self.usage_paths = ()  # of those, the VM's CPU time and memory usage
-        self.breakdowns_read_at = 0.0
+        self.steady_read_at = 0.0
 
     def locate(self):
         """Find the VM's init and cgroup, and watch for the init's end; False if it is not
@@ -375,16 +377,16 @@ class Target:
         return self.pidfd is not None or \
             self.files.still_readable("/proc/%d/stat" % self.pid)
 
-    def remember(self, texts, counters, breakdowns_read_at):
+    def remember(self, texts, counters, steady_read_at):
         """The texts a sweep parsed `counters` from."""
         if self.last_texts is None or texts.keys() != self.last_texts.keys():
             version = self.cgroup.version
             self.read_each_sweep = [path for path in texts
-                                    if os.path.basename(path) not in BREAKDOWN_FILES[version]]
+                                    if os.path.basename(path) not in IDLE_STEADY_FILES[version]]
             self.usage_paths = [path for path in texts
                                 if os.path.basename(path) in USAGE_FILES[version]]
         self.last_texts, self.last_counters = texts, counters
-        self.breakdowns_read_at = breakdowns_read_at
+        self.steady_read_at = steady_read_at
 
     def close(self):
         """Forget the init and its files: it ended, or the VM is gone or found again."""
@@ -499,21 +501,21 @@ class Monitor:
     def _counters(self, target, stats, attempt):
         """Read the VM's counters into `stats`; False if the VM is gone. They are parsed
         again only when a file they come from reads differently than at the last sweep:
-        on an idle host most VMs' files read the same from one sweep to the next. The
-        breakdowns of a VM that did not run are not read again (see BREAKDOWN_TTL)."""
+        on an idle host most VMs' files read the same from one sweep to the next. An
+        idle VM's steady files are not even read (see IDLE_STEADY_TTL)."""
         files = target.files
         now = time.monotonic()
         last = target.last_texts
         fresh = {}
-        breakdowns_kept = False
+        steady_kept = False
         if last is not None:
             try:
                 fresh = {path: files.read(path) for path in target.read_each_sweep}
             except CgroupError:
                 fresh = {}
-            if fresh and now - target.breakdowns_read_at < BREAKDOWN_TTL and \
+            if fresh and now - target.steady_read_at < IDLE_STEADY_TTL and \
                     all(fresh[path] == last[path] for path in target.usage_paths):
-                breakdowns_kept = True
+                steady_kept = True
                 for path, text in last.items():
                     fresh.setdefault(path, text)
             if fresh == last:
@@ -539,7 +541,7 @@ class Monitor:
             target.last_texts = None
         else:
             target.remember(texts, {key: stats.__dict__[key] for key in COUNTERS},
-                            target.breakdowns_read_at if breakdowns_kept else now)
+                            target.steady_read_at if steady_kept else now)
         return True
 
     @staticmethod
