@@ -341,6 +341,7 @@ class Target:
         self.last_texts = None  # {path: text} the last counters were parsed from
         self.last_counters = None
         self.read_each_sweep = ()  # the paths of last_texts but the idle-steady ones
+        self.steady_paths = ()
         self.usage_paths = ()  # of those, the VM's CPU time and memory usage
         self.steady_read_at = 0.0
 
@@ -381,8 +382,9 @@ class Target:
         """The texts a sweep parsed `counters` from."""
         if self.last_texts is None or texts.keys() != self.last_texts.keys():
             version = self.cgroup.version
-            self.read_each_sweep = [path for path in texts
-                                    if os.path.basename(path) not in IDLE_STEADY_FILES[version]]
+            steady = IDLE_STEADY_FILES[version]
+            self.read_each_sweep = [path for path in texts if os.path.basename(path) not in steady]
+            self.steady_paths = [path for path in texts if os.path.basename(path) in steady]
             self.usage_paths = [path for path in texts
                                 if os.path.basename(path) in USAGE_FILES[version]]
         self.last_texts, self.last_counters = texts, counters
@@ -513,14 +515,14 @@ class Monitor:
                 fresh = {path: files.read(path) for path in target.read_each_sweep}
             except CgroupError:
                 fresh = {}
+            changed = [path for path, text in fresh.items() if text != last[path]]
             if fresh and now - target.steady_read_at < IDLE_STEADY_TTL and \
-                    all(fresh[path] == last[path] for path in target.usage_paths):
+                    not any(path in target.usage_paths for path in changed):
+                if not changed:
+                    stats.__dict__.update(target.last_counters)
+                    return True
                 steady_kept = True
-                for path, text in last.items():
-                    fresh.setdefault(path, text)
-            if fresh == last:
-                stats.__dict__.update(target.last_counters)
-                return True
+                fresh.update((path, last[path]) for path in target.steady_paths)
         texts = {}
 
         def read(path):
