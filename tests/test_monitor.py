@@ -308,6 +308,30 @@ def test_an_idle_vm_keeps_the_files_only_its_running_moves(tmp_path, state_dir):
         assert sweep().memory_rss == 104857600
 
 
+def test_each_group_of_counters_is_parsed_again_only_when_its_own_files_changed(
+        tmp_path, state_dir, monkeypatch):
+    """Traffic moves a VM's NIC counters alone, and a task more its task count alone:
+    the other counters are kept as they were parsed, memory.stat's above all (its parse
+    is most of a VM's). A VM that ran reads memory.stat again, but parses it only if it
+    reads differently."""
+    from cvm.cgroups import Cgroup
+    parsed = []
+    memory_stat = Cgroup.memory_stat
+    monkeypatch.setattr(Cgroup, "memory_stat",
+                        lambda cgroup: parsed.append(1) or memory_stat(cgroup))
+    with fixture_target(tmp_path, state_dir) as (base, target, sweep):
+        assert sweep().memory_rss == 104857600 and len(parsed) == 1
+        rewrite(base, "pids.current", "42", "43")
+        assert sweep().pids == 43 and len(parsed) == 1
+        rewrite(base, "cpu.stat", "usage_usec 90000000", "usage_usec 91000000")
+        ran = sweep()
+        assert (ran.cpu_seconds, ran.memory_rss, ran.pids) == (91.0, 104857600, 43)
+        assert len(parsed) == 1
+        rewrite(base, "memory.stat", "anon 104857600", "anon 209715200")
+        rewrite(base, "cpu.stat", "usage_usec 91000000", "usage_usec 92000000")
+        assert sweep().memory_rss == 209715200 and len(parsed) == 2
+
+
 @pytest.mark.parametrize("version, kept", [(1, True), (2, False)])
 def test_an_idle_vms_disk_io_is_kept_on_cgroup_v1_only(tmp_path, state_dir, version, kept):
     """v1 charges writeback to the flusher, so a VM's disk IO moves only while it runs;

@@ -339,6 +339,7 @@ class Target:
         self.files = OpenFiles()
         self.exits = exits
         self.last_texts = None  # {path: text} the last counters were parsed from
+        self.last_groups = {}   # {group of counters: (the paths it read, its result)}
         self.last_counters = None
         self.read_each_sweep = ()  # the paths of last_texts but the idle-steady ones
         self.steady_paths = ()
@@ -378,8 +379,8 @@ class Target:
         return self.pidfd is not None or \
             self.files.still_readable("/proc/%d/stat" % self.pid)
 
-    def remember(self, texts, counters, steady_read_at):
-        """The texts a sweep parsed `counters` from."""
+    def remember(self, texts, groups, counters, steady_read_at):
+        """The texts a sweep parsed `counters` from, group by group."""
         if self.last_texts is None or texts.keys() != self.last_texts.keys():
             version = self.cgroup.version
             steady = IDLE_STEADY_FILES[version]
@@ -387,7 +388,7 @@ class Target:
             self.steady_paths = [path for path in texts if os.path.basename(path) in steady]
             self.usage_paths = [path for path in texts
                                 if os.path.basename(path) in USAGE_FILES[version]]
-        self.last_texts, self.last_counters = texts, counters
+        self.last_texts, self.last_groups, self.last_counters = texts, groups, counters
         self.steady_read_at = steady_read_at
 
     def close(self):
@@ -396,6 +397,7 @@ class Target:
         if self.pidfd is not None:
             self.exits.forget(self.pidfd)
         self.pid = self.pidfd = self.cgroup = self.last_texts = None
+        self.last_groups = {}
 
 
 class Monitor:
@@ -501,55 +503,74 @@ class Monitor:
         stats.pids_limit = limits["pids.max"]
 
     def _counters(self, target, stats, attempt):
-        """Read the VM's counters into `stats`; False if the VM is gone. They are parsed
-        again only when a file they come from reads differently than at the last sweep:
-        on an idle host most VMs' files read the same from one sweep to the next. An
-        idle VM's steady files are not even read (see IDLE_STEADY_TTL)."""
+        """Read the VM's counters into `stats`; False if the VM is gone. Each group of
+        them is parsed again only when a file it comes from reads differently than at
+        the last sweep: on an idle host most VMs' files read the same from one sweep to
+        the next, and traffic on a segment moves its VMs' NIC counters alone. An idle
+        VM's steady files are not even read (see IDLE_STEADY_TTL)."""
         files = target.files
         now = time.monotonic()
-        last = target.last_texts
+        last = target.last_texts or {}
         fresh = {}
         steady_kept = False
-        if last is not None:
+        if last:
             try:
                 fresh = {path: files.read(path) for path in target.read_each_sweep}
             except CgroupError:
                 fresh = {}
-            changed = [path for path, text in fresh.items() if text != last[path]]
             if fresh and now - target.steady_read_at < IDLE_STEADY_TTL and \
-                    not any(path in target.usage_paths for path in changed):
-                if not changed:
+                    all(fresh[path] == last[path] for path in target.usage_paths):
+                if all(text == last[path] for path, text in fresh.items()):
                     stats.__dict__.update(target.last_counters)
                     return True
                 steady_kept = True
                 fresh.update((path, last[path]) for path in target.steady_paths)
-        texts = {}
+        texts, groups, reading = {}, {}, []
 
         def read(path):
             text = fresh.get(path)
-            texts[path] = text = files.read(path) if text is None else text
+            if text is None:
+                text = fresh[path] = files.read(path)
+            texts[path] = text
+            reading.append(path)
             return text
+
+        def group(what, func):
+            """What func gives; the last sweep's result if its files read the same."""
+            kept = target.last_groups.get(what)
+            if kept is not None:
+                try:
+                    if all(read(path) == last.get(path) for path in kept[0]):
+                        groups[what] = kept
+                        return kept[1]
+                except CgroupError:
+                    pass
+            del reading[:]
+            result = attempt(what, func)
+            if reading:
+                groups[what] = (tuple(reading), result)
+            return result
 
         cg = target.cgroup
         cg.read = read
         try:
-            self._parse_counters(target, stats, attempt, read)
+            self._parse_counters(target, stats, group, read)
         finally:
             cg.read = files.read
         if stats.status == "gone":
             target.close()
             return False
         if stats.errors:
-            target.last_texts = None
+            target.last_texts, target.last_groups = None, {}
         else:
-            target.remember(texts, {key: stats.__dict__[key] for key in COUNTERS},
+            target.remember(texts, groups, {key: stats.__dict__[key] for key in COUNTERS},
                             target.steady_read_at if steady_kept else now)
         return True
 
     @staticmethod
-    def _parse_counters(target, stats, attempt, read):
+    def _parse_counters(target, stats, group, read):
         cg = target.cgroup
-        usage = attempt("cpu usage", cg.cpu_usage)
+        usage = group("cpu usage", cg.cpu_usage)
         if usage is None and not os.path.isdir(cg.dirs.get("cpuacct") or cg.dirs.get(
                 "unified") or "/nonexistent"):
             stats.status = "gone"  # removed or stopped between finding it and reading it
@@ -557,12 +578,12 @@ class Monitor:
             return
         if usage:
             stats.cpu_seconds, stats.cpu_user_seconds, stats.cpu_system_seconds = usage
-        throttling = attempt("cpu.stat", cg.cpu_throttling)
+        throttling = group("cpu.stat", cg.cpu_throttling)
         if throttling:
             stats.cpu_periods, stats.cpu_throttled_periods, stats.cpu_throttled_seconds = \
                 throttling
-        stats.memory_usage = attempt("memory usage", cg.memory_usage) or 0
-        memory = attempt("memory.stat", cg.memory_stat) or {}
+        stats.memory_usage = group("memory usage", cg.memory_usage) or 0
+        memory = group("memory.stat", cg.memory_stat) or {}
         stats.memory_rss = memory.get("anon", 0)
         stats.memory_cache = memory.get("file", 0)
         stats.memory_shmem = memory.get("shmem", 0)
@@ -571,11 +592,11 @@ class Monitor:
         # v1's memory.stat has it exactly (0 without swap accounting): two reads fewer
         # than memsw.usage_in_bytes less usage_in_bytes. v2's has no swap line.
         stats.memory_swap = memory["swap"] if "swap" in memory else \
-            attempt("swap usage", cg.swap_usage) or 0
-        stats.oom_kills = attempt("oom kills", cg.oom_kills) or 0
-        stats.pids = attempt("pids.current", cg.pids_current) or 0
-        stats.block = attempt("block io", cg.blkio) or {}
-        stats.nics = attempt("net/dev", lambda: net_dev(target.pid, read)) or {}
+            group("swap usage", cg.swap_usage) or 0
+        stats.oom_kills = group("oom kills", cg.oom_kills) or 0
+        stats.pids = group("pids.current", cg.pids_current) or 0
+        stats.block = group("block io", cg.blkio) or {}
+        stats.nics = group("net/dev", lambda: net_dev(target.pid, read)) or {}
 
     @staticmethod
     def _limits(target, attempt):
