@@ -332,6 +332,39 @@ def test_each_group_of_counters_is_parsed_again_only_when_its_own_files_changed(
         assert sweep().memory_rss == 209715200 and len(parsed) == 2
 
 
+def test_the_exposition_follows_every_sweep_of_an_idle_vm(tmp_path, state_dir):
+    """A VM's lines are kept from scrape to scrape while its values stay; each scrape is
+    still what prometheus_client writes for that sweep's values: a moved counter, a
+    limit read again, a new last-seen time."""
+    from cvm import monitor
+    from .test_exposition import library_text
+
+    class OneVM:
+        errors_total = {}
+
+        def sweep(self, names=None):
+            self.swept = [sweep()]
+            return self.swept
+
+    with fixture_target(tmp_path, state_dir) as (base, target, sweep):
+        one = OneVM()
+        texts = []
+        for change in (None, None, ("pids.current", "42", "43"),
+                       ("pids.max", "4096", "2048")):
+            if change:
+                rewrite(base, *change)
+            if change and change[0] == "pids.max":
+                target.limits_read_at -= monitor.LIMITS_TTL
+            texts.append(exposition(one))
+            assert texts[-1] == library_text(one.swept, {})
+        seen = [[line for line in text.splitlines()
+                 if line.startswith(b"container_last_seen{")] for text in texts]
+        assert len(seen[0]) == 1 and seen[0] != seen[1]
+        assert b'container_threads{id="/docker/c1",image="",name="idle"} 43.0' in texts[2]
+        assert b'container_threads_max{id="/docker/c1",image="",name="idle"} 2048.0' in \
+            texts[3]
+
+
 @pytest.mark.parametrize("version, kept", [(1, True), (2, False)])
 def test_an_idle_vms_disk_io_is_kept_on_cgroup_v1_only(tmp_path, state_dir, version, kept):
     """v1 charges writeback to the flusher, so a VM's disk IO moves only while it runs;

@@ -14,6 +14,7 @@ import copy
 import errno
 import fcntl
 import functools
+import itertools
 import os
 import select
 import threading
@@ -47,6 +48,10 @@ COUNTERS = ("cpu_seconds", "cpu_user_seconds", "cpu_system_seconds", "cpu_period
             "memory_working_set", "memory_rss", "memory_cache", "memory_shmem",
             "memory_swap", "memory_mapped", "oom_kills", "pids", "block", "nics")
 
+# Each VM's counters and limits as last read are one revision of them: numbered from
+# one sequence, so that no two (of any VMs) share a number.
+_REVISIONS = itertools.count(1)
+
 NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets",
               "tx_errors", "tx_dropped")
 
@@ -78,6 +83,7 @@ class VMStats:
         self.limits = {}               # what was asked: cpus, memory, pids
         self.image = None
         self.errors = []               # (file, problem) that could not be read
+        self.revision = None           # the same for two sweeps whose values are the same
 
     @property
     def uptime(self):
@@ -345,6 +351,7 @@ class Target:
         self.steady_paths = ()
         self.usage_paths = ()  # of those, the VM's CPU time and memory usage
         self.steady_read_at = 0.0
+        self.revision = next(_REVISIONS)  # a new one whenever counters or limits change
 
     def locate(self):
         """Find the VM's init and cgroup, and watch for the init's end; False if it is not
@@ -379,8 +386,8 @@ class Target:
         return self.pidfd is not None or \
             self.files.still_readable("/proc/%d/stat" % self.pid)
 
-    def remember(self, texts, groups, counters, steady_read_at):
-        """The texts a sweep parsed `counters` from, group by group."""
+    def remember(self, texts, groups, steady_read_at):
+        """The texts a sweep parsed the last counters from, group by group."""
         if self.last_texts is None or texts.keys() != self.last_texts.keys():
             version = self.cgroup.version
             steady = IDLE_STEADY_FILES[version]
@@ -388,7 +395,7 @@ class Target:
             self.steady_paths = [path for path in texts if os.path.basename(path) in steady]
             self.usage_paths = [path for path in texts
                                 if os.path.basename(path) in USAGE_FILES[version]]
-        self.last_texts, self.last_groups, self.last_counters = texts, groups, counters
+        self.last_texts, self.last_groups = texts, groups
         self.steady_read_at = steady_read_at
 
     def close(self):
@@ -396,7 +403,7 @@ class Target:
         self.files.close()
         if self.pidfd is not None:
             self.exits.forget(self.pidfd)
-        self.pid = self.pidfd = self.cgroup = self.last_texts = None
+        self.pid = self.pidfd = self.cgroup = self.last_texts = self.last_counters = None
         self.last_groups = {}
 
 
@@ -501,6 +508,7 @@ class Monitor:
         stats.memory_limit = limits["memory limit"]
         stats.swap_limit = limits["swap limit"]
         stats.pids_limit = limits["pids.max"]
+        stats.revision = target.revision
 
     def _counters(self, target, stats, attempt):
         """Read the VM's counters into `stats`; False if the VM is gone. Each group of
@@ -560,11 +568,13 @@ class Monitor:
         if stats.status == "gone":
             target.close()
             return False
+        counters = {key: stats.__dict__[key] for key in COUNTERS}
+        if counters != target.last_counters:
+            target.last_counters, target.revision = counters, next(_REVISIONS)
         if stats.errors:
             target.last_texts, target.last_groups = None, {}
         else:
-            target.remember(texts, groups, {key: stats.__dict__[key] for key in COUNTERS},
-                            target.steady_read_at if steady_kept else now)
+            target.remember(texts, groups, target.steady_read_at if steady_kept else now)
         return True
 
     @staticmethod
@@ -603,10 +613,12 @@ class Monitor:
         now = time.monotonic()
         if target.limits is None or now - target.limits_read_at > LIMITS_TTL:
             cg = target.cgroup
-            target.limits = {"cpu quota": attempt("cpu quota", cg.cpu_quota),
-                             "memory limit": attempt("memory limit", cg.memory_limit),
-                             "swap limit": attempt("swap limit", cg.swap_limit),
-                             "pids.max": attempt("pids.max", cg.pids_limit)}
+            limits = {"cpu quota": attempt("cpu quota", cg.cpu_quota),
+                      "memory limit": attempt("memory limit", cg.memory_limit),
+                      "swap limit": attempt("swap limit", cg.swap_limit),
+                      "pids.max": attempt("pids.max", cg.pids_limit)}
+            if limits != target.limits:
+                target.limits, target.revision = limits, next(_REVISIONS)
             target.limits_read_at = now
         return target.limits
 
@@ -700,11 +712,18 @@ def _label_value(text):
     return str(text).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+# Every family of a VM's samples, in the order they are written: (type, name, help).
+FAMILIES = tuple((kind, metric, help_text) for kind, metric, help_text, _, _ in VM_METRICS) + \
+    tuple(("counter", metric, help_text) for metric, help_text, _ in BLOCK_METRICS + NIC_METRICS)
+LAST_SEEN = [metric for _, metric, _ in FAMILIES].index("container_last_seen")
+
+
 class _VMSeries:
-    """A VM's time series: its label set, escaped once, and each series' last sample
-    line, written again only when its value changed (on an idle host most values stay:
-    limits, start times, idle NICs' counters). Kept from scrape to scrape (see
-    `_series_of`)."""
+    """A VM's time series: its label set, escaped once, each series' last sample line,
+    written again only when its value changed, and the VM's lines family by family,
+    made again only when a sweep may have changed its values (VMStats.revision). On an
+    idle host most values stay: limits, start times, idle VMs' counters. Kept from scrape
+    to scrape (see `_series_of`)."""
 
     def __init__(self, name, container_id, image):
         self.id_image = 'id="%s",image="%s"' % (_label_value("/docker/" + (
@@ -712,6 +731,8 @@ class _VMSeries:
         self.name = 'name="%s"' % _label_value(name)
         self._series = {}
         self.of_vm = [self.series(metric, label) for _, metric, _, _, label in VM_METRICS]
+        self.revision = None
+        self.by_family = None
 
     def series(self, metric, label=None):
         """[line prefix, last value, last line] of `metric` with one further `label`
@@ -727,6 +748,33 @@ class _VMSeries:
                 "%s{%s} " % (metric, ",".join(parts)), None, None]
         return series
 
+    def lines(self, stats, sample_text):
+        """The VM's sample lines, one string per family of FAMILIES ('' where it has
+        none); the last-seen family's is left for the caller, as it moves every sweep."""
+        if stats.revision is not None and stats.revision == self.revision:
+            return self.by_family
+
+        def line(series, value):
+            if value is None:
+                return ""
+            if series[1] != value:
+                series[1], series[2] = value, series[0] + sample_text(value) + "\n"
+            return series[2]
+
+        by_family = [line(series, value(stats)) if index != LAST_SEEN else ""
+                     for index, (series, (_, _, _, value, _)) in
+                     enumerate(zip(self.of_vm, VM_METRICS))]
+        for metric, _, key in BLOCK_METRICS:
+            by_family.append("".join(line(self.series(metric, ("device", device)),
+                                          stats.block[device][key])
+                                     for device in sorted(stats.block)))
+        for metric, _, key in NIC_METRICS:
+            by_family.append("".join(line(self.series(metric, ("interface", nic)),
+                                          stats.nics[nic][key])
+                                     for nic in sorted(stats.nics)))
+        self.revision, self.by_family = stats.revision, by_family
+        return by_family
+
 
 @functools.lru_cache(maxsize=4096)
 def _series_of(name, container_id, image):
@@ -741,39 +789,31 @@ def exposition(monitor, names=None):
     from prometheus_client.utils import floatToGoString
     running = [(stats, _series_of(stats.name, stats.container_id, stats.image))
                for stats in monitor.sweep(names) if stats.status == "running"]
-    out = []
     written = {}  # value -> its text: most samples are 0 or a limit many VMs share
 
-    def new_line(series, value):
+    def sample_text(value):
         text = written.get(value)
         if text is None:
             text = written[value] = floatToGoString(value)
-        series[1], series[2] = value, series[0] + text + "\n"
-        return series[2]
+        return text
 
-    def family(kind, metric, help_text, samples, always=False):
-        lines = [series[2] if series[1] == value else new_line(series, value)
-                 for series, value in samples if value is not None]
-        if lines or always:
+    by_family = zip(*[vm.lines(stats, sample_text) for stats, vm in running]) if running \
+        else [()] * len(FAMILIES)
+    out = []
+    for index, ((kind, metric, help_text), lines) in enumerate(zip(FAMILIES, by_family)):
+        if index == LAST_SEEN:
+            text = "".join(["%s%s\n" % (vm.of_vm[index][0], sample_text(stats.when))
+                            for stats, vm in running])
+        else:
+            text = "".join(lines)
+        if text:
             out.append("# HELP %s %s\n# TYPE %s %s\n" % (metric, help_text, metric, kind))
-            out.extend(lines)
-
-    for index, (kind, metric, help_text, value, _) in enumerate(VM_METRICS):
-        family(kind, metric, help_text, [(vm.of_vm[index], value(stats))
-                                         for stats, vm in running])
-    for metric, help_text, key in BLOCK_METRICS:
-        family("counter", metric, help_text, [
-            (vm.series(metric, ("device", device)), stats.block[device][key])
-            for stats, vm in running for device in sorted(stats.block)])
-    for metric, help_text, key in NIC_METRICS:
-        family("counter", metric, help_text, [
-            (vm.series(metric, ("interface", nic)), stats.nics[nic][key])
-            for stats, vm in running for nic in sorted(stats.nics)])
-    family("counter", "cvm_collector_errors_total", "cgroup or /proc files cvm could not "
-           "read, per VM and file", [
-               (['cvm_collector_errors_total{file="%s",name="%s"} ' % (
-                   _label_value(what), _label_value(vm)), None, None], count)
-               for (vm, what), count in sorted(monitor.errors_total.items())], always=True)
+            out.append(text)
+    out.append("# HELP cvm_collector_errors_total cgroup or /proc files cvm could not read, "
+               "per VM and file\n# TYPE cvm_collector_errors_total counter\n")
+    out.extend('cvm_collector_errors_total{file="%s",name="%s"} %s\n' % (
+        _label_value(what), _label_value(vm), sample_text(count))
+        for (vm, what), count in sorted(monitor.errors_total.items()))
     return "".join(out).encode()
 
 
