@@ -371,12 +371,33 @@ def test_an_idle_vms_disk_io_is_kept_on_cgroup_v1_only(tmp_path, state_dir, vers
     v2 charges the VM, running or not: its io.stat is read at every sweep."""
     with fixture_target(tmp_path, state_dir, version) as (base, target, sweep):
         assert sweep().block["8:0"]["rbytes"] == 1048576
+        target.ran_by -= 1.0  # it last ran long before: its throttling settled (see below)
         if version == 1:
             rewrite(base["blkio"], "blkio.throttle.io_service_bytes", "8:0 Read 1048576",
                     "8:0 Read 3145728")
         else:
             rewrite(base, "io.stat", "rbytes=1048576", "rbytes=3145728")
         assert sweep().block["8:0"]["rbytes"] == (1048576 if kept else 3145728)
+
+
+@pytest.mark.parametrize("quota, settling", [("150000", 0.2), ("-1", 0.0)])
+def test_an_idle_vms_throttling_is_kept_once_it_settled_on_cgroup_v1(
+        tmp_path, state_dir, quota, settling):
+    """v1 counts a VM's CFS periods for up to two periods after it last ran: an idle VM's
+    cpu.stat is read again until a sweep has read it more than that after its CPU time
+    last moved, and kept from then on until the VM runs again. A VM with no quota counts
+    none: its cpu.stat is kept at once."""
+    with fixture_target(tmp_path, state_dir, 1) as (base, target, sweep):
+        rewrite(base["cpu"], "cpu.cfs_quota_us", "150000", quota)
+        assert sweep().cpu_periods == 100 and target.settling() == settling
+        rewrite(base["cpu"], "cpu.stat", "nr_periods 100", "nr_periods 101")
+        assert sweep().cpu_periods == (101 if settling else 100)
+        target.ran_by -= 1.0  # as if it last ran a second before those sweeps
+        rewrite(base["cpu"], "cpu.stat", "nr_periods 101", "nr_periods 102")
+        assert sweep().cpu_periods == (101 if settling else 100)
+        rewrite(base["cpuacct"], "cpuacct.usage", "30000000000", "31000000000")
+        ran = sweep()
+        assert (ran.cpu_seconds, ran.cpu_periods) == (31.0, 102)
 
 
 def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_dir):

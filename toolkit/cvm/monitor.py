@@ -29,17 +29,21 @@ LIMITS_TTL = 10.0
 
 # A VM whose CPU time and memory usage read the same as at the last sweep is idle: it
 # did not run, and no memory was charged to it or taken from it. The files that cannot
-# move then (CPU time by user and system, memory by kind, OOM kills; disk IO on v1, which
-# charges writeback to the flusher, not to the VM) are kept from their last read for up
-# to IDLE_STEADY_TTL seconds, as cAdvisor stretches its housekeeping for idle
-# containers; only slow drifts (pages aging between the LRU lists) wait for it.
+# move then (CPU time by user and system, memory by kind, OOM kills; on v1 disk IO,
+# which v1 charges to the flusher, not to the VM, and throttling) are kept from their
+# last read for up to IDLE_STEADY_TTL seconds, as cAdvisor stretches its housekeeping
+# for idle containers; only slow drifts (pages aging between the LRU lists) wait for it.
 # memory.stat is the costliest file a sweep reads (10-30 us, more than the others
-# together). What moves without the VM running (its task count: reaped from outside;
-# v2's disk IO: writeback; NICs: traffic in) and throttling are read at every sweep.
+# together). v1 counts a VM's CFS periods (its cpu.stat) for up to two periods after the
+# VM last ran: they are kept only once read later than that (see Target.settling).
+# What moves without the VM running (its task count: reaped from outside; v2's disk IO:
+# writeback; NICs: traffic in) is read at every sweep.
 IDLE_STEADY_TTL = 10.0
+CPU_TIME_FILE = {1: "cpuacct.usage", 2: "cpu.stat"}
 USAGE_FILES = {1: ("cpuacct.usage", "memory.usage_in_bytes"), 2: ("cpu.stat", "memory.current")}
 IDLE_STEADY_FILES = {1: ("cpuacct.stat", "memory.stat", "memory.oom_control",
-                         "blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced"),
+                         "blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced",
+                         "cpu.stat"),
                      2: ("memory.stat", "memory.events")}
 
 # What a sweep reads from a VM's files each time (its limits are read less often).
@@ -350,7 +354,9 @@ class Target:
         self.read_each_sweep = ()  # the paths of last_texts but the idle-steady ones
         self.steady_paths = ()
         self.usage_paths = ()  # of those, the VM's CPU time and memory usage
+        self.cpu_time_path = None
         self.steady_read_at = 0.0
+        self.ran_by = 0.0       # the sweep that first read its CPU time as it is now
         self.revision = next(_REVISIONS)  # a new one whenever counters or limits change
 
     def locate(self):
@@ -395,8 +401,21 @@ class Target:
             self.steady_paths = [path for path in texts if os.path.basename(path) in steady]
             self.usage_paths = [path for path in texts
                                 if os.path.basename(path) in USAGE_FILES[version]]
+            self.cpu_time_path = next(path for path in self.usage_paths
+                                      if os.path.basename(path) == CPU_TIME_FILE[version])
         self.last_texts, self.last_groups = texts, groups
         self.steady_read_at = steady_read_at
+
+    def settling(self):
+        """Seconds after the VM last ran in which its kept files may still move: on v1,
+        CFS counts periods of a VM under a quota for up to two periods (as long as 2 s)
+        after it last ran; with no quota it counts none."""
+        if self.cgroup.version == 2:
+            return 0.0
+        if self.limits is None:
+            return 2.0
+        quota = self.limits["cpu quota"]
+        return 2 * quota[1] / 1e6 if quota else 0.0
 
     def close(self):
         """Forget the init and its files: it ended, or the VM is gone or found again."""
@@ -526,13 +545,19 @@ class Monitor:
                 fresh = {path: files.read(path) for path in target.read_each_sweep}
             except CgroupError:
                 fresh = {}
+            cpu_time = target.cpu_time_path
+            if not fresh or fresh[cpu_time] != last[cpu_time]:
+                target.ran_by = now
             if fresh and now - target.steady_read_at < IDLE_STEADY_TTL and \
+                    target.steady_read_at >= target.ran_by + target.settling() and \
                     all(fresh[path] == last[path] for path in target.usage_paths):
                 if all(text == last[path] for path, text in fresh.items()):
                     stats.__dict__.update(target.last_counters)
                     return True
                 steady_kept = True
                 fresh.update((path, last[path]) for path in target.steady_paths)
+        else:
+            target.ran_by = now
         texts, groups, reading = {}, {}, []
 
         def read(path):
