@@ -400,6 +400,42 @@ def test_an_idle_vms_throttling_is_kept_once_it_settled_on_cgroup_v1(
         assert (ran.cpu_seconds, ran.cpu_periods) == (31.0, 102)
 
 
+def test_the_vms_shared_ancestors_limits_are_read_once_a_sweep(tmp_path, state_dir,
+                                                                 monkeypatch):
+    """Each limit is the smallest on a VM's lineage, and the VMs share their ancestors
+    (docker's cgroup, the root): a sweep reads each ancestor's files once for all of
+    them, a missing one (the root has no pids.max) included."""
+    import shutil
+    from collections import Counter
+    from cvm.cgroups import Cgroup
+    from cvm.monitor import OpenFiles
+    from cvm.state import Store
+    first = v1_fixture_cgroup(str(tmp_path))
+    second = {}
+    for controller, directory in first.items():
+        second[controller] = directory.replace("abc123", "def456")
+        shutil.copytree(directory, second[controller])
+    rewrite(second["memory"], "memory.limit_in_bytes", "536870912", "268435456")
+    reads = Counter()
+    read = OpenFiles.read
+    monkeypatch.setattr(OpenFiles, "read",
+                        lambda files, path: reads.update([path]) or read(files, path))
+    monitor, shared, limits = Monitor(Store(state_dir)), {}, {}
+    for name, dirs in (("one", first), ("two", second)):
+        target = Target(name, {"container_id": name, "spec": {}})
+        target.cgroup, target.pid, target.started_at = Cgroup.at(dirs, 1), os.getpid(), 0.0
+        target.cgroup.read = target.files.read
+        stats = VMStats(name, name)
+        monitor._read(target, stats, shared)
+        target.close()
+        limits[name] = (stats.memory_limit, stats.cpu_quota, stats.pids_limit)
+    assert limits == {"one": (536870912, 1.5, None), "two": (268435456, 1.5, None)}
+    ancestors = [path for path in reads if "/sys/fs/cgroup/" in path and
+                 "abc123" not in path and "def456" not in path]
+    assert any(path.endswith("/pids/pids.max") for path in ancestors)
+    assert len(ancestors) >= 6 and all(reads[path] == 1 for path in ancestors), reads
+
+
 def test_swap_is_read_from_v1_memory_stat_and_v2_swap_current(tmp_path, state_dir):
     """v1's memory.stat counts swap exactly (memsw.usage_in_bytes less usage_in_bytes is
     two reads and fuzzier); v2's memory.stat has no swap line: memory.swap.current."""

@@ -487,6 +487,7 @@ class Monitor:
             self._refresh()
             self._notice_exits()
             result = []
+            limit_texts = {}  # read this sweep: most are the VMs' shared ancestors' limits
             for name in sorted(self.targets):
                 if names and name not in names:
                     continue
@@ -501,11 +502,11 @@ class Monitor:
                         docker_container_dir(target.container_id)) else "missing"
                     result.append(stats)
                     continue
-                self._read(target, stats)
+                self._read(target, stats, limit_texts)
                 result.append(stats)
             return result
 
-    def _read(self, target, stats):
+    def _read(self, target, stats, limit_texts=None):
         stats.started_at = target.started_at
 
         def attempt(what, func):
@@ -519,7 +520,7 @@ class Monitor:
 
         if not self._counters(target, stats, attempt):
             return
-        limits = self._limits(target, attempt)
+        limits = self._limits(target, attempt, {} if limit_texts is None else limit_texts)
         quota = limits["cpu quota"]
         if quota:
             stats.cpu_quota_us, stats.cpu_period_us = quota
@@ -634,14 +635,33 @@ class Monitor:
         stats.nics = group("net/dev", lambda: net_dev(target.pid, read)) or {}
 
     @staticmethod
-    def _limits(target, attempt):
+    def _limits(target, attempt, texts):
+        """The VM's limits: the smallest on its cgroup's lineage. Its ancestors' files are
+        read once a sweep for all the VMs, through `texts` ({path: text, or the error
+        reading it gave})."""
         now = time.monotonic()
         if target.limits is None or now - target.limits_read_at > LIMITS_TTL:
+            def read(path):
+                text = texts.get(path)
+                if text is None:
+                    try:
+                        text = target.files.read(path)
+                    except CgroupError as exc:
+                        text = exc
+                    texts[path] = text
+                if isinstance(text, CgroupError):
+                    raise CgroupError(str(text))
+                return text
+
             cg = target.cgroup
-            limits = {"cpu quota": attempt("cpu quota", cg.cpu_quota),
-                      "memory limit": attempt("memory limit", cg.memory_limit),
-                      "swap limit": attempt("swap limit", cg.swap_limit),
-                      "pids.max": attempt("pids.max", cg.pids_limit)}
+            cg.read = read
+            try:
+                limits = {"cpu quota": attempt("cpu quota", cg.cpu_quota),
+                          "memory limit": attempt("memory limit", cg.memory_limit),
+                          "swap limit": attempt("swap limit", cg.swap_limit),
+                          "pids.max": attempt("pids.max", cg.pids_limit)}
+            finally:
+                cg.read = target.files.read
             if limits != target.limits:
                 target.limits, target.revision = limits, next(_REVISIONS)
             target.limits_read_at = now
