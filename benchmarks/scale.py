@@ -4,7 +4,8 @@ creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_V
 
 - `cvm create` of the first and the last tenth of N systemd VMs (whole process), the
   last tenth once the host has settled (the VMs before it booted), as the first had an
-  idle host; beside `docker run --net=none` of the same image at both points, and
+  idle host; beside `docker run --net=none` of the same image at both points (on the
+  settled host, and one just before each create of both tenths: the same load), and
   with a few creates at each point made in-process, split into the time Docker took to
   answer cvm's requests and cvm's own;
 - a NIC attached to each (IPv6, on a host-only bridge);
@@ -72,6 +73,19 @@ def docker_runs(env, rounds=ROUNDS):
         subprocess.run(["docker", "rm", "-f"] + names, capture_output=True)
 
 
+def docker_run_beside(env, index):
+    """Seconds of one `docker run -d --net=none` of the VMs' image, made between two cvm
+    creates, so under the same load as they are (the VMs just created still booting);
+    the caller removes its container."""
+    return _timed(["docker", "run", "-d", "--net=none", "--memory", "64m", "--name",
+                   "scale-beside-%d" % index, DEBIAN, "sleep", "100000"], env)
+
+
+def remove_beside(indexes):
+    subprocess.run(["docker", "rm", "-f"] + ["scale-beside-%d" % i for i in indexes],
+                   capture_output=True)
+
+
 def create_split(ctx, prefix, rounds=ROUNDS):
     """Median (seconds of a create, seconds of it spent waiting for Docker's answers) of
     `rounds` creates made in this process (the VMs stay, with the others)."""
@@ -116,21 +130,32 @@ def main(count=None):
         tenth = max(1, count // 10)
         docker_first = docker_runs(env)
         split_first = create_split(ctx, "sc-a")
-        creates = []
-        for index in range(count):
-            if index == count - tenth:
-                print("the host settled %.0f s after VM %d's create" % (settle(), index))
-                docker_last = docker_runs(env)
-                split_last = create_split(ctx, "sc-b")
-            started = time.perf_counter()
-            cvm(env, "create", "sc%d" % index, "--image", DEBIAN, "--memory", "64m")
-            creates.append(time.perf_counter() - started)
+        creates, beside = [], []
+        try:
+            for index in range(count):
+                if index == count - tenth:
+                    print("the host settled %.0f s after VM %d's create" % (settle(), index))
+                    docker_last = docker_runs(env)
+                    split_last = create_split(ctx, "sc-b")
+                if index < tenth or index >= count - tenth:
+                    beside.append(docker_run_beside(env, index))
+                started = time.perf_counter()
+                cvm(env, "create", "sc%d" % index, "--image", DEBIAN, "--memory", "64m")
+                creates.append(time.perf_counter() - started)
+                if index == tenth - 1:
+                    remove_beside(range(tenth))
+        finally:
+            remove_beside(list(range(tenth)) + list(range(count - tenth, count)))
         first, last = statistics.median(creates[:tenth]), statistics.median(creates[-tenth:])
         print("cvm create: first %d %.0f ms, last %d %.0f ms (x%.2f)" % (
             tenth, first * 1000, tenth, last * 1000, last / first))
-        print("docker run --net=none: with no VM %.0f ms, with %d %.0f ms (x%.2f)" % (
-            docker_first * 1000, count - tenth, docker_last * 1000,
-            docker_last / docker_first))
+        docker_beside = statistics.median(beside[:tenth]), statistics.median(beside[tenth:])
+        print("docker run --net=none, each just before one of those creates: first %.0f ms, "
+              "last %.0f ms (x%.2f)" % (docker_beside[0] * 1000, docker_beside[1] * 1000,
+                                        docker_beside[1] / docker_beside[0]))
+        print("docker run --net=none, on a settled host: with no VM %.0f ms, with %d %.0f ms "
+              "(x%.2f)" % (docker_first * 1000, count - tenth, docker_last * 1000,
+                           docker_last / docker_first))
         for label, (total, in_docker) in (("with no VM", split_first),
                                           ("with %d" % (count - tenth), split_last)):
             print("in-process create %-11s %4.0f ms: Docker answering %4.0f ms, cvm's own "
