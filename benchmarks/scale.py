@@ -66,24 +66,25 @@ def docker_runs(env, rounds=ROUNDS):
     removed after)."""
     names = ["scale-docker-%d" % i for i in range(rounds)]
     try:
-        return statistics.median(
-            _timed(["docker", "run", "-d", "--net=none", "--memory", "64m", "--name", name,
-                    DEBIAN, "sleep", "100000"], env) for name in names)
+        return statistics.median(docker_run(env, name) for name in names)
     finally:
-        subprocess.run(["docker", "rm", "-f"] + names, capture_output=True)
+        remove_containers(names)
 
 
-def docker_run_beside(env, index):
-    """Seconds of one `docker run -d --net=none` of the VMs' image, made between two cvm
-    creates, so under the same load as they are (the VMs just created still booting);
-    the caller removes its container."""
-    return _timed(["docker", "run", "-d", "--net=none", "--memory", "64m", "--name",
-                   "scale-beside-%d" % index, DEBIAN, "sleep", "100000"], env)
+def docker_run(env, name):
+    """Seconds of one `docker run -d --net=none` of the VMs' image, as container `name`."""
+    return _timed(["docker", "run", "-d", "--net=none", "--memory", "64m", "--name", name,
+                   DEBIAN, "sleep", "100000"], env)
 
 
-def remove_beside(indexes):
-    subprocess.run(["docker", "rm", "-f"] + ["scale-beside-%d" % i for i in indexes],
-                   capture_output=True)
+def remove_containers(names):
+    subprocess.run(["docker", "rm", "-f"] + list(names), capture_output=True)
+
+
+def beside(indexes):
+    """The names of the containers of `docker run`s made just before creates `indexes`:
+    under the same load as those creates (the VMs just created still booting)."""
+    return ["scale-beside-%d" % i for i in indexes]
 
 
 def create_split(ctx, prefix, rounds=ROUNDS):
@@ -130,7 +131,7 @@ def main(count=None):
         tenth = max(1, count // 10)
         docker_first = docker_runs(env)
         split_first = create_split(ctx, "sc-a")
-        creates, beside = [], []
+        creates, docker_beside = [], []
         try:
             for index in range(count):
                 if index == count - tenth:
@@ -138,21 +139,22 @@ def main(count=None):
                     docker_last = docker_runs(env)
                     split_last = create_split(ctx, "sc-b")
                 if index < tenth or index >= count - tenth:
-                    beside.append(docker_run_beside(env, index))
+                    docker_beside.append(docker_run(env, beside([index])[0]))
                 started = time.perf_counter()
                 cvm(env, "create", "sc%d" % index, "--image", DEBIAN, "--memory", "64m")
                 creates.append(time.perf_counter() - started)
                 if index == tenth - 1:
-                    remove_beside(range(tenth))
+                    remove_containers(beside(range(tenth)))
         finally:
-            remove_beside(list(range(tenth)) + list(range(count - tenth, count)))
+            remove_containers(beside(list(range(tenth)) + list(range(count - tenth, count))))
         first, last = statistics.median(creates[:tenth]), statistics.median(creates[-tenth:])
         print("cvm create: first %d %.0f ms, last %d %.0f ms (x%.2f)" % (
             tenth, first * 1000, tenth, last * 1000, last / first))
-        docker_beside = statistics.median(beside[:tenth]), statistics.median(beside[tenth:])
+        docker_first_tenth = statistics.median(docker_beside[:tenth])
+        docker_last_tenth = statistics.median(docker_beside[tenth:])
         print("docker run --net=none, each just before one of those creates: first %.0f ms, "
-              "last %.0f ms (x%.2f)" % (docker_beside[0] * 1000, docker_beside[1] * 1000,
-                                        docker_beside[1] / docker_beside[0]))
+              "last %.0f ms (x%.2f)" % (docker_first_tenth * 1000, docker_last_tenth * 1000,
+                                        docker_last_tenth / docker_first_tenth))
         print("docker run --net=none, on a settled host: with no VM %.0f ms, with %d %.0f ms "
               "(x%.2f)" % (docker_first * 1000, count - tenth, docker_last * 1000,
                            docker_last / docker_first))

@@ -842,8 +842,7 @@ def exposition(monitor, names=None):
             text = written[value] = floatToGoString(value)
         return text
 
-    by_family = zip(*[vm.lines(stats, sample_text) for stats, vm in running]) if running \
-        else [()] * len(FAMILIES)
+    by_family = zip(*[vm.lines(stats, sample_text) for stats, vm in running])
     out = []
     for index, ((kind, metric, help_text), lines) in enumerate(zip(FAMILIES, by_family)):
         if index == LAST_SEEN:
