@@ -74,7 +74,7 @@ def main(argv=None, source=None):
             return 0
         reader = source or default_source()
         if flags & {"-s", "--since"}:
-            since = time.time() - reader.uptime()
+            since = int(time.time() - reader.uptime() + 0.5)  # rounded, as procps does
             sys.stdout.write(time.strftime("%Y-%m-%d %H:%M:%S\n", time.localtime(since)))
         elif flags & {"-p", "--pretty"}:
             sys.stdout.write("up %s\n" % duration(reader.uptime(), True))
