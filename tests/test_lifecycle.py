@@ -56,6 +56,29 @@ def test_create_applies_limits_and_identity(ctx, images, name):
     assert os.stat(ctx.store.root).st_mode & 0o777 == 0o700
 
 
+def test_the_vm_owns_its_hosts_and_resolv_conf(ctx, images, name):
+    """Docker makes no network sandbox for a VM, not even "none"'s: the VM's namespace has
+    lo up, its /etc/hosts and /etc/resolv.conf are cvm's, from its spec, and the VM's own
+    edits to them outlive a restart, as on any machine."""
+    vm = api.create(busybox_spec(name, hostname="box.example.com", dns=["198.51.100.53"],
+                                 search=["example.com"]), ctx=ctx)
+    info = ctx.engine.inspect(vm.container_id)
+    assert info["Config"]["NetworkDisabled"] is True
+    assert info["NetworkSettings"]["SandboxKey"] == ""
+    code, out, _ = vm.exec(["sh", "-c", "cat /etc/resolv.conf /etc/hosts; ip -o link show lo"])
+    assert code == 0
+    out = out.decode()
+    assert "\nnameserver 198.51.100.53\nsearch example.com\n" in out
+    assert "127.0.1.1\tbox.example.com box\n" in out and "<LOOPBACK,UP," in out
+    edit = "echo nameserver 198.51.100.54 >> /etc/resolv.conf; echo '198.51.100.9 db' >> " \
+        "/etc/hosts"
+    assert vm.exec(["sh", "-c", edit])[0] == 0
+    vm.restart(timeout=1)
+    out = vm.exec(["sh", "-c", "cat /etc/resolv.conf /etc/hosts"])[1].decode()
+    assert "nameserver 198.51.100.53\n" in out and "nameserver 198.51.100.54\n" in out
+    assert "198.51.100.9 db\n" in out
+
+
 def test_volumes_are_created_and_survive_rm(ctx, images, name, scratch):
     host_dir = os.path.join(scratch, "deep", "data")
     vm = api.create(busybox_spec(name, volumes=["%s:/data" % host_dir,
@@ -177,11 +200,11 @@ def test_apply_plans_creates_changes_and_refuses_recreates(cvm, ctx, images, nam
     spec_file = tmp_path / "vms.yml"
     other = name + "b"
 
-    def write(memory, image=BUSYBOX, snapshots="daily"):
+    def write(memory, image=BUSYBOX, snapshots="daily", dns="[]"):
         spec_file.write_text(
             "defaults:\n  image: %s\n  init: none\n  command: [sleep, '100000']\n"
-            "vms:\n  - name: %s\n    memory: %s\n    snapshots: %s\n  - name: %s\n" % (
-                image, name, memory, snapshots, other))
+            "vms:\n  - name: %s\n    memory: %s\n    snapshots: %s\n    dns: %s\n"
+            "  - name: %s\n" % (image, name, memory, snapshots, dns, other))
 
     write("64m")
     dry = cvm("apply", "-f", spec_file, "--dry-run", check=True)
@@ -202,6 +225,11 @@ def test_apply_plans_creates_changes_and_refuses_recreates(cvm, ctx, images, nam
     assert "changed 1" in rescheduled.stdout
     assert api.get(name, ctx).spec.snapshots.to_dict() == {"schedule": "hourly", "keep": 24}
     assert api.get(name, ctx).container_id == container_id
+    write("96m", snapshots="'hourly:24'", dns="[198.51.100.53]")  # the VM's resolv.conf
+    cvm("apply", "-f", spec_file, check=True)
+    vm = api.get(name, ctx)
+    assert vm.container_id == container_id
+    assert "\nnameserver 198.51.100.53\n" in vm.exec(["cat", "/etc/resolv.conf"])[1].decode()
     write("96m", image="cvm/debian12:latest")
     blocked = cvm("apply", "-f", spec_file)
     assert blocked.returncode != 0 and "needs a recreate (image changed); rerun with " \

@@ -6,7 +6,6 @@ import pytest
 
 from cvm.errors import Conflict, KernelFeatureMissing, NetError, SpecError
 from cvm.net import DRIVERS, addresses
-from cvm.net.wiring import hosts_file
 from cvm.net.base import HostView, Transaction, Wiring
 from cvm.net.sriov import Sysfs
 from cvm.spec import HostFacts, parse_spec
@@ -341,15 +340,6 @@ def test_address_claims_and_pools():
         addresses.claim(auto, full, bridges)
     with pytest.raises(SpecError, match="ip=auto needs an address pool on bridge br0"):
         addresses.claim(auto, {}, {})
-
-
-def test_hosts_file_names_the_vm_on_its_first_address():
-    spec = parse_spec({"name": "vm1", "image": "x", "hostname": "vm1.example.com", "nics": [
-        {"mode": "bridge", "link": "br0", "ip6": "2001:db8::5/64"},
-        {"mode": "bridge", "link": "br0", "ip": "198.51.100.5/24"}]}, host=HOST)
-    text = hosts_file(spec).decode()
-    assert "127.0.0.1\tlocalhost\n" in text
-    assert "2001:db8::5\tvm1.example.com vm1\n" in text and "198.51.100.5" not in text
 
 
 def test_unused_vlans_are_looked_for_only_after_a_nic_on_one(monkeypatch, tmp_path):

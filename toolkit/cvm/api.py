@@ -174,9 +174,9 @@ class VM:
         pid = self.pid
         with self.ctx.store.vm_lock(self.name):
             if spec.nics:
-                net = _net()
-                net.wire_vm(self.ctx, self.name, spec, pid, probe=probe, early=early)
-                ns.overwrite_mounted_file(pid, "/etc/hosts", net.hosts_file(spec))
+                _net().wire_vm(self.ctx, self.name, spec, pid, probe=probe, early=early)
+                if not self.owns_resolver_files:  # Docker's, made again on every start
+                    self.write_hosts(spec, pid)
             if self.record.get("init") in ("systemd", "compat"):
                 if cgroup_version() == 2 and self.record.get("init") == "systemd" and \
                         self.record.get("profile", "vm") == "vm":
@@ -186,6 +186,27 @@ class VM:
                     ns.new_boot_id(pid)
                 ns.write_file(pid, READY_FILE, b"ready\n")
         return self
+
+    @property
+    def owns_resolver_files(self):
+        """Are the VM's /etc/hosts and /etc/resolv.conf cvm's files (every VM made since
+        cvm gave them), not Docker's?"""
+        return self.record.get("resolver_files") == "bound"
+
+    def write_hosts(self, spec, pid=None):
+        """/etc/hosts naming the VM on the first address of `spec` (its NICs changed);
+        `pid`: the running VM's, for a VM whose file is still Docker's."""
+        content = guestfiles.hosts_file(spec)
+        if self.owns_resolver_files:
+            guestfiles.write(self.ctx.store, self.name, {"/etc/hosts": content})
+        elif pid:
+            ns.overwrite_mounted_file(pid, "/etc/hosts", content)
+
+    def write_resolv_conf(self, spec):
+        """/etc/resolv.conf from the new dns and search of `spec`: the VM's edits give way
+        to what its spec now says."""
+        guestfiles.write(self.ctx.store, self.name,
+                         {"/etc/resolv.conf": guestfiles.resolv_conf(spec)})
 
     def stop(self, timeout=None):
         with self.ctx.store.vm_lock(self.name):
@@ -513,7 +534,9 @@ def _build(ctx, spec, record, start, made, early=None):
         _make_dirs(missing)
     pause_point("create", "volumes")
     files = guestfiles.bound_files(spec, made["init"], HostFacts.read(), record["lxcfs"])
+    files.update(guestfiles.resolver_files(spec))
     guestfiles.write(ctx.store, spec.name, files)
+    record["resolver_files"] = "bound"
     _update_record(ctx, spec.name, record)
     pause_point("create", "files")
     # Docker refuses a taken name (409), so there is no separate check. Until the

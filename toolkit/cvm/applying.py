@@ -57,8 +57,10 @@ def plan(specs, recreate=False, ctx=None, wheres=None):
         old, new = record["spec"], spec.to_dict()
         changes = {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
                    if old.get(key) != new.get(key)}
+        # Docker wrote the resolver files of VMs made before cvm did: a recreate.
+        resolver = VMSpec.RESOLVER_FIELDS if record.get("resolver_files") == "bound" else ()
         needs_recreate = [k for k in changes
-                          if k not in LIVE + VMSpec.HOST_FIELDS and k != "nics"]
+                          if k not in LIVE + VMSpec.HOST_FIELDS + resolver and k != "nics"]
         if not changes:
             items.append(PlanItem(spec.name, "unchanged", spec=spec))
         elif needs_recreate:
@@ -207,13 +209,17 @@ def _set_live(ctx, name, spec, nics_changed):
         if vm.container_id and vm.status != "missing":
             ctx.engine.update(vm.container_id, spec)
         vm.record = ctx.store.write_vm(name, dict(vm.record, spec=spec.to_dict()))
+    if (old_spec.dns, old_spec.search) != (spec.dns, spec.search):
+        vm.write_resolv_conf(spec)
     if nics_changed:
         from .net import wiring as net
         net.check_host(spec)
         with ctx.store.lock():
             spec = net.claim_addresses(ctx, spec)
             vm.record = ctx.store.write_vm(name, dict(vm.record, spec=spec.to_dict()))
-        net.reconcile(ctx, name, old_spec, spec, vm.pid if vm.running else None)
+        pid = vm.pid if vm.running else None
+        net.reconcile(ctx, name, old_spec, spec, pid)
+        vm.write_hosts(spec, pid)
 
 
 def _recreate(ctx, item):

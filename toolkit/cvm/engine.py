@@ -112,8 +112,6 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         "restart_policy": _restart_policy(spec.restart),
         "pids_limit": spec.pids if spec.pids and spec.pids > 0 else -1,
         "binds": [v.bind() for v in spec.volumes] + list(file_binds),
-        "dns": spec.dns or None,
-        "dns_search": spec.search or None,
     }
     if log_driver == "json-file":
         host["log_config"] = CONSOLE_LOG
@@ -145,6 +143,10 @@ def container_config(spec, realm, state_root, init_mode, init_command, host_cgro
         "labels": labels,
         "environment": env,
         "detach": True,
+        # No sandbox in Docker's "none" network either: runc gives the VM a new network
+        # namespace with lo up, cvm wires it, and /etc/hosts and /etc/resolv.conf are
+        # cvm's files among `file_binds` (see cvm.guestfiles).
+        "network_disabled": True,
     }
     if init_mode in ("systemd", "compat"):
         host["tmpfs"] = {"/run": "rw,nosuid,nodev,mode=755", "/run/lock": "rw,nosuid,nodev,noexec"}

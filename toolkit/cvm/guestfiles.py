@@ -7,6 +7,12 @@ stays the VM's own directory). Writing them costs a host file write: no copy int
 container at create (Docker's put_archive mounts the container's filesystem, ~40 ms),
 no entering the VM on resize. They are rewritten in place, never replaced, since a bind
 mount holds on to the file it was given.
+
+/etc/hosts and /etc/resolv.conf are cvm's too, bound read-write: the VM's container is
+made with no network at all in Docker (not even its "none" network, whose sandbox costs
+each create and start ~100 ms), so Docker writes neither. They are written when the VM is
+made, /etc/hosts again when its NICs change and /etc/resolv.conf when its dns or search
+do (`cvm apply`); the VM's own edits outlive its reboots.
 """
 
 import os
@@ -20,6 +26,11 @@ from .errors import NotFound
 # cvm.stopsignal). See os-images/common and the compat init.
 REPORT_DIR = "/run/cvm/report"
 REPORT_KEYS = ("shutdown", "initiator", "stopping")
+# Bound read-write: the VM's admin edits them as on any machine.
+RESOLVER_FILES = ("/etc/hosts", "/etc/resolv.conf")
+HOST_RESOLV_CONF = "/etc/resolv.conf"
+# systemd-resolved's list of the real servers, when the host's file names only its stub.
+RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 
 
 def bound_files(spec, init_mode, host, lxcfs=False):
@@ -36,6 +47,82 @@ def bound_files(spec, init_mode, host, lxcfs=False):
     if lxcfs:
         files[LXCFS_MARKER] = ("LXCFS serves this VM's %s\n" % " ".join(LXCFS_FILES)).encode()
     return files
+
+
+def resolver_files(spec, host_resolv_conf=HOST_RESOLV_CONF):
+    """{guest path: bytes} of the VM's /etc/hosts and /etc/resolv.conf."""
+    return {"/etc/hosts": hosts_file(spec),
+            "/etc/resolv.conf": resolv_conf(spec, host_resolv_conf)}
+
+
+def hosts_file(spec):
+    """/etc/hosts as a VM needs it: localhost, and its name on its first address."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"]
+    fqdn = spec.effective_hostname
+    names = fqdn if "." not in fqdn else "%s %s" % (fqdn, fqdn.split(".")[0])
+    for nic in spec.nics:
+        for address in nic.addresses():
+            lines.append("%s\t%s" % (address.ip, names))
+            break
+        else:
+            continue
+        break
+    else:
+        lines.append("127.0.1.1\t%s" % names)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def resolv_conf(spec, host_resolv_conf=HOST_RESOLV_CONF):
+    """The spec's servers and search domains; what it leaves out, the host's. Servers on
+    the host's loopback (a local cache, systemd-resolved's stub) answer nobody inside the
+    VM: with only those, systemd-resolved's upstream list is used instead, and a host
+    with no other server gives the VM none, rather than a public resolver it never chose."""
+    host = _parse_resolv_conf(host_resolv_conf)
+    if host["nameserver"] and not _reachable_from_vm(host["nameserver"]):
+        host = _parse_resolv_conf(RESOLVED_UPSTREAM) if os.path.exists(RESOLVED_UPSTREAM) \
+            else dict(host, nameserver=[])
+    servers = spec.dns or _reachable_from_vm(host["nameserver"])
+    search = spec.search or host["search"]
+    lines = ["# made by cvm for VM %s from its dns and search, else the host's" % spec.name]
+    lines += ["nameserver %s" % server for server in servers]
+    if search:
+        lines.append("search %s" % " ".join(search))
+    if host["options"]:
+        lines.append("options %s" % " ".join(host["options"]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _parse_resolv_conf(path):
+    found = {"nameserver": [], "search": [], "options": []}
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        words = line.split("#")[0].split(";")[0].split()
+        if len(words) < 2:
+            continue
+        if words[0] == "nameserver":
+            found["nameserver"].append(words[1])
+        elif words[0] in ("search", "domain"):
+            found["search"] = words[1:]  # the last one wins, as in the resolver
+        elif words[0] == "options":
+            found["options"] += words[1:]
+    return found
+
+
+def _reachable_from_vm(servers):
+    import ipaddress
+    reachable = []
+    for server in servers:
+        try:
+            if not ipaddress.ip_address(server.split("%")[0]).is_loopback:
+                reachable.append(server)
+        except ValueError:
+            continue
+    return reachable
 
 
 def host_path(store, name, guest_path):
@@ -62,7 +149,8 @@ def write(store, name, files):
 
 def binds(store, name, files, report=False):
     """Docker bind specs for the files (and the shutdown report's directory)."""
-    specs = ["%s:%s:ro" % (host_path(store, name, guest_path), guest_path)
+    specs = ["%s:%s:%s" % (host_path(store, name, guest_path), guest_path,
+                           "rw" if guest_path in RESOLVER_FILES else "ro")
              for guest_path in sorted(files)]
     if report:
         os.makedirs(report_dir(store, name), mode=0o755, exist_ok=True)

@@ -3,11 +3,11 @@ of cvm.net (which knows nothing of VMs' records and lifecycle)."""
 
 import os
 
-from . import api, ns
+from . import api
 from .errors import CvmError, NotFound
 from .net import DRIVERS
-from .net.wiring import (check_host, claim_addresses, hosts_file, start_probes, unwire_vm,
-                         wire_vm, wiring_for)
+from .net.wiring import (check_host, claim_addresses, start_probes, unwire_vm, wire_vm,
+                         wiring_for)
 from .net.netlink import Netlink, open_netns
 from .spec import parse_spec
 
@@ -37,10 +37,10 @@ def attach(ctx, name, nic_raw):
             if running:
                 with ctx.store.vm_lock(name):
                     wire_vm(ctx, name, new_spec, vm.pid, probe=True, early=early)
-                    ns.overwrite_mounted_file(vm.pid, "/etc/hosts", hosts_file(new_spec))
         except BaseException:
             ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
             raise
+        vm.write_hosts(new_spec, vm.pid if running else None)
     finally:
         if early is not None and running:
             early.wait()
@@ -67,6 +67,7 @@ def detach(ctx, name, ifname):
         ctx.store.write_vm(name, dict(record, spec=new_spec.to_dict(), net={}))
         if pid:
             wire_vm(ctx, name, new_spec, pid)
+        vm.write_hosts(new_spec, pid)
     return new_spec
 
 

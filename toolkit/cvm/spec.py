@@ -443,6 +443,8 @@ class VMSpec:
                    "restart")
     # Fields only cvm on the host reads: a change is a new record, nothing more.
     HOST_FIELDS = ("snapshots",)
+    # Fields of a file cvm gives the VM (/etc/resolv.conf): a change rewrites it.
+    RESOLVER_FIELDS = ("dns", "search")
 
     def to_dict(self):
         """The canonical, JSON-safe form that is persisted and compared."""

@@ -230,24 +230,6 @@ def filter_report(ctx, running, nft):
             "stale": sorted(present - set(expected))}
 
 
-def hosts_file(spec):
-    """/etc/hosts as a VM needs it: localhost, and its name on its first address."""
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-             "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"]
-    fqdn = spec.effective_hostname
-    names = fqdn if "." not in fqdn else "%s %s" % (fqdn, fqdn.split(".")[0])
-    for nic in spec.nics:
-        for address in nic.addresses():
-            lines.append("%s\t%s" % (address.ip, names))
-            break
-        else:
-            continue
-        break
-    else:
-        lines.append("127.0.1.1\t%s" % names)
-    return ("\n".join(lines) + "\n").encode()
-
-
 def reconcile(ctx, name, old_spec, new_spec, pid):
     """NICs changed in a spec (cvm apply): unwire the old set, wire the new one."""
     with ctx.store.vm_lock(name):
