@@ -230,6 +230,12 @@ def test_apply_plans_creates_changes_and_refuses_recreates(cvm, ctx, images, nam
     vm = api.get(name, ctx)
     assert vm.container_id == container_id
     assert "\nnameserver 198.51.100.53\n" in vm.exec(["cat", "/etc/resolv.conf"])[1].decode()
+    record = ctx.store.read_vm(name)  # a VM made when Docker wrote its resolv.conf
+    ctx.store.write_vm(name, {k: v for k, v in record.items() if k != "resolver_files"})
+    write("96m", snapshots="'hourly:24'", dns="[198.51.100.54]")
+    legacy = cvm("apply", "-f", spec_file)
+    assert legacy.returncode != 0 and "needs a recreate (dns changed)" in legacy.stderr
+    ctx.store.write_vm(name, record)
     write("96m", image="cvm/debian12:latest")
     blocked = cvm("apply", "-f", spec_file)
     assert blocked.returncode != 0 and "needs a recreate (image changed); rerun with " \
