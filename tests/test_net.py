@@ -69,6 +69,12 @@ def test_bridge_mode_traffic_between_vms_host_and_lan(ctx, images, lab, name):
     assert in_vm(one, "sh", "-c", "echo $CVM_GATEWAY")[1].strip() == "%s.1" % SUBNET
     for key, value in (("ipv4/conf/eth0/arp_notify", "1"), ("ipv6/conf/eth0/ndisc_notify", "1")):
         assert in_vm(two, "cat", "/proc/sys/net/" + key)[1].strip() == value
+    # IPv6 only where the NIC has ip6: no link-local address, no router advertisements
+    # taken from the LAN on an IPv4 NIC. lo keeps ::1.
+    assert in_vm(one, "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")[1].strip() == "1"
+    assert in_vm(two, "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")[1].strip() == "0"
+    assert "::1/128" in in_vm(one, "ip", "-6", "addr")[1] and \
+        "fe80::" not in in_vm(one, "ip", "-6", "addr", "show", "eth0")[1]
     info = json.loads(subprocess.run(["ip", "-j", "-d", "link", "show", name + "a-e0"],
                                      capture_output=True, text=True).stdout)[0]
     assert info["master"] == bridge and info["ifalias"].startswith("cvm:%s:" % ctx.realm)

@@ -66,6 +66,18 @@ class EarlyProbes:
                 future.exception()
 
 
+def ipv6_off_by_default(netns_fd):
+    """Interfaces made in (or moved into) the VM's namespace from now on start with IPv6
+    off, as Docker's "none" network left them: a NIC gets it only with ip6, so an IPv4
+    NIC neither takes addresses from the LAN's router advertisements nor sends its own
+    solicitations. lo keeps ::1, as on any machine. A host without IPv6 has nothing to
+    turn off."""
+    try:
+        write_sysctl(netns_fd, "net/ipv6/conf/default/disable_ipv6", 1)
+    except FileNotFoundError:
+        pass
+
+
 def configure(tx, w, nic, driver, probe=True, early=None):
     """Bring up the VM-side interface `nic.name` (already in the VM's namespace).
 
@@ -90,7 +102,7 @@ def configure(tx, w, nic, driver, probe=True, early=None):
         tx.step("arp_notify on %s" % nic.name, lambda: write_sysctl(
             w.vm.netns_fd, "net/ipv4/conf/%s/arp_notify" % nic.name, 1))
     if v6:
-        # Docker turns IPv6 off in namespaces it did not give an IPv6 network.
+        # Off until now: see ipv6_off_by_default.
         tx.step("IPv6 on %s" % nic.name, lambda: write_sysctl(
             w.vm.netns_fd, "net/ipv6/conf/%s/disable_ipv6" % nic.name, 0))
         tx.step("ndisc_notify on %s" % nic.name, lambda: write_sysctl(
