@@ -84,3 +84,19 @@ def test_the_resolver_files_are_the_vms_to_edit(tmp_path):
     binds = guestfiles.binds(Store(), "vm1", files)
     assert sorted(bind.rsplit(":", 2)[1:] for bind in binds) == [
         ["/etc/cvm/limits.env", "ro"], ["/etc/hosts", "rw"], ["/etc/resolv.conf", "rw"]]
+
+
+def test_an_archived_vm_keeps_the_files_that_still_fit_its_new_spec():
+    """An import (cvm move, a restored snapshot) keeps the VM's own /etc/hosts and
+    resolv.conf, each unless what cvm makes it from changed."""
+    nic = {"mode": "bridge", "link": "br0", "ip": "198.51.100.5/24"}
+    old = spec(nics=[nic], dns=["198.51.100.53"])
+    files = {"/etc/hosts": "edited hosts\n", "/etc/resolv.conf": "edited resolv\n"}
+    both = {"/etc/hosts": b"edited hosts\n", "/etc/resolv.conf": b"edited resolv\n"}
+    assert guestfiles.still_fitting(files, old, spec(nics=[nic], dns=["198.51.100.53"],
+                                                     memory="1g")) == both
+    renamed = parse_spec(dict(old.to_dict(), name="vm2"), host=HOST)
+    assert guestfiles.still_fitting(files, old, renamed) == {
+        "/etc/resolv.conf": b"edited resolv\n"}
+    moved = spec(nics=[dict(nic, ip="198.51.100.6/24")], dns=["198.51.100.54"])
+    assert guestfiles.still_fitting(files, old, moved) == {}

@@ -53,8 +53,11 @@ def test_export_rm_import_here_and_in_another_realm(ctx, images, lab, name, scra
     bridge = lab.bridge("%s.1/24" % SUBNET)
     volume = os.path.join(scratch, "vol")
     make_vm(ctx, name, volume, bridge, 70)
-    in_vm(ctx, name, "echo layer > /etc/marker; head -c 3000000 /dev/urandom > /data/big")
+    in_vm(ctx, name, "echo layer > /etc/marker; head -c 3000000 /dev/urandom > /data/big; "
+                     "echo nameserver 198.51.100.54 >> /etc/resolv.conf; "
+                     "echo '198.51.100.9 db' >> /etc/hosts")
     before, mac = files_of(ctx, name), mac_of(ctx, name)
+    resolver = in_vm(ctx, name, "cat /etc/resolv.conf /etc/hosts")  # the VM's own edits
     archive = str(tmp_path / "vm.cvm")
     with open(archive, "wb") as out:
         bundle.export(name, out, ctx)
@@ -63,6 +66,7 @@ def test_export_rm_import_here_and_in_another_realm(ctx, images, lab, name, scra
     with open(archive, "rb") as source:
         bundle.import_archive(source, ctx)
     assert files_of(ctx, name) == before and mac_of(ctx, name) == mac
+    assert in_vm(ctx, name, "cat /etc/resolv.conf /etc/hosts") == resolver
     assert wait_pingable("%s.70" % SUBNET)
 
     other = api.Context(state_root=tempfile.mkdtemp(prefix="cvm-realm2-"))
@@ -71,6 +75,7 @@ def test_export_rm_import_here_and_in_another_realm(ctx, images, lab, name, scra
         with open(archive, "rb") as source:
             bundle.import_archive(source, other)
         assert api.get(name, other).running and files_of(other, name) == before
+        assert in_vm(other, name, "cat /etc/resolv.conf /etc/hosts") == resolver
         assert wait_pingable("%s.70" % SUBNET)
     finally:
         remove_realm(other)

@@ -4,7 +4,8 @@ streams from one host to another.
 The archive is a tar stream (zstd when the `zstandard` package is there, gzip
 otherwise), written as it is read, with no copy on disk:
 
-    cvm-vm.json      first: format, the VM's spec and how it was made, its image
+    cvm-vm.json      first: format, the VM's spec and how it was made, its image, its
+                     /etc/hosts and /etc/resolv.conf (see guestfiles.still_fitting)
     layer/...        its writable layer (the overlay2 upper directory), whiteouts and
                      opaque directories (trusted.overlay.* xattrs) kept (a move may have
                      copied it to the target already: the header's layer_kept)
@@ -30,7 +31,7 @@ import stat
 import tarfile
 import time
 
-from . import paths
+from . import guestfiles, paths
 from .errors import Conflict, CvmError, NotFound, SpecError
 
 FORMAT = 1
@@ -248,7 +249,7 @@ def header_of(name, ctx, with_image=False, volumes=True):
     image = ctx.engine.image(vm.spec.image)
     sizes = [tree_size(upper)] + [tree_size(v.host) for v in vm.spec.volumes
                                    if volumes and os.path.isdir(v.host)]
-    return vm, upper, {
+    header = {
         "format": FORMAT, "name": name, "spec": vm.record["spec"],
         "made": {key: vm.record.get(key) for key in (
             "init", "init_reason", "lxcfs", "reports_shutdown", "profile")},
@@ -257,6 +258,9 @@ def header_of(name, ctx, with_image=False, volumes=True):
         "volumes": [v.to_text() for v in vm.spec.volumes], "volumes_carried": volumes,
         "bytes": sum(sizes),
         "host": os.uname().nodename, "created": time.time()}
+    if vm.owns_resolver_files:
+        header["resolver_files"] = guestfiles.read_resolver_files(ctx.store, name)
+    return vm, upper, header
 
 
 def export(name, out, ctx, stop=False, with_image=False, compression=None,
@@ -486,6 +490,8 @@ def import_archive(source, ctx, name=None, nics=None, start=True, check_only=Fal
         try:
             operations.pause_point("import", "created")
             _fill(ctx, vm, staging, spec)
+            guestfiles.write(ctx.store, spec.name, guestfiles.still_fitting(
+                header.get("resolver_files") or {}, parse_spec(header["spec"]), spec))
             operations.clear(ctx, spec.name)
             if start:
                 vm.start()

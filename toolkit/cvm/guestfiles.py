@@ -12,7 +12,8 @@ mount holds on to the file it was given.
 made with no network at all in Docker (not even its "none" network, whose sandbox costs
 each create and start ~100 ms), so Docker writes neither. They are written when the VM is
 made, /etc/hosts again when its NICs change and /etc/resolv.conf when its dns or search
-do (`cvm apply`); the VM's own edits outlive its reboots.
+do (`cvm apply`); the VM's own edits outlive its reboots, and travel in its archive
+(export and import, cvm move, snapshots).
 """
 
 import os
@@ -53,6 +54,28 @@ def resolver_files(spec, host_resolv_conf=HOST_RESOLV_CONF):
     """{guest path: bytes} of the VM's /etc/hosts and /etc/resolv.conf."""
     return {"/etc/hosts": hosts_file(spec),
             "/etc/resolv.conf": resolv_conf(spec, host_resolv_conf)}
+
+
+def read_resolver_files(store, name):
+    """{guest path: text} of the VM's /etc/hosts and /etc/resolv.conf as they are now,
+    its own edits included: what an archive of the VM carries."""
+    files = {}
+    for guest_path in RESOLVER_FILES:
+        try:
+            with open(host_path(store, name, guest_path), "rb") as handle:
+                files[guest_path] = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+    return files
+
+
+def still_fitting(files, old_spec, new_spec):
+    """{guest path: bytes}: those of the resolver files `files` of a VM of `old_spec`
+    that a VM of `new_spec` keeps (an import, cvm move, a restored snapshot), each unless
+    what cvm makes it from changed: the name and first address, or dns and search."""
+    made_from = {"/etc/hosts": hosts_file, "/etc/resolv.conf": lambda s: (s.dns, s.search)}
+    return {path: text.encode() for path, text in files.items()
+            if path in made_from and made_from[path](old_spec) == made_from[path](new_spec)}
 
 
 def hosts_file(spec):
