@@ -86,17 +86,35 @@ def test_the_resolver_files_are_the_vms_to_edit(tmp_path):
         ["/etc/cvm/limits.env", "ro"], ["/etc/hosts", "rw"], ["/etc/resolv.conf", "rw"]]
 
 
-def test_an_archived_vm_keeps_the_files_that_still_fit_its_new_spec():
-    """An import (cvm move, a restored snapshot) keeps the VM's own /etc/hosts and
-    resolv.conf, each unless what cvm makes it from changed."""
+def test_a_new_address_or_name_replaces_only_the_line_naming_the_vm():
+    """The VM's own lines in /etc/hosts outlive a NIC change (and an import under
+    another name): only the line naming the VM is made again, in its place."""
+    nic = {"mode": "bridge", "link": "br0", "ip": "198.51.100.5/24"}
+    old = spec(hostname="vm1.example.com", nics=[nic])
+    edited = guestfiles.hosts_file(old).decode().replace(
+        "198.51.100.5\tvm1.example.com vm1\n",
+        "198.51.100.5\tvm1.example.com vm1 www\n198.51.100.9 db # mine\n")
+    moved = spec(hostname="vm1.example.com", nics=[dict(nic, ip="198.51.100.6/24")])
+    lines = guestfiles.hosts_file(moved, edited).decode().splitlines()
+    assert lines[4:] == ["198.51.100.6\tvm1.example.com vm1", "198.51.100.9 db # mine"]
+    assert lines[:4] == edited.splitlines()[:4]
+    renamed = spec(name="vm2", nics=[nic])
+    lines = guestfiles.hosts_file(renamed, edited, was=old).decode().splitlines()
+    assert lines[4:] == ["198.51.100.5\tvm2", "198.51.100.9 db # mine"]
+    no_line = "127.0.0.1\tlocalhost\n"  # the VM's admin removed it: it comes back
+    assert guestfiles.hosts_file(spec(), no_line) == b"127.0.0.1\tlocalhost\n127.0.1.1\tvm1\n"
+
+
+def test_an_archived_vm_keeps_its_files_as_they_fit_its_new_spec():
+    """An import (cvm move, a restored snapshot) keeps the VM's own resolv.conf unless
+    its dns or search changed, and its own /etc/hosts with the line naming it renewed."""
     nic = {"mode": "bridge", "link": "br0", "ip": "198.51.100.5/24"}
     old = spec(nics=[nic], dns=["198.51.100.53"])
-    files = {"/etc/hosts": "edited hosts\n", "/etc/resolv.conf": "edited resolv\n"}
-    both = {"/etc/hosts": b"edited hosts\n", "/etc/resolv.conf": b"edited resolv\n"}
-    assert guestfiles.still_fitting(files, old, spec(nics=[nic], dns=["198.51.100.53"],
-                                                     memory="1g")) == both
-    renamed = parse_spec(dict(old.to_dict(), name="vm2"), host=HOST)
-    assert guestfiles.still_fitting(files, old, renamed) == {
-        "/etc/resolv.conf": b"edited resolv\n"}
+    hosts = guestfiles.hosts_file(old).decode() + "198.51.100.9 db\n"
+    files = {"/etc/hosts": hosts, "/etc/resolv.conf": "edited resolv\n"}
+    same = spec(nics=[nic], dns=["198.51.100.53"], memory="1g")
+    assert guestfiles.still_fitting(files, old, same) == {
+        "/etc/hosts": hosts.encode(), "/etc/resolv.conf": b"edited resolv\n"}
     moved = spec(nics=[dict(nic, ip="198.51.100.6/24")], dns=["198.51.100.54"])
-    assert guestfiles.still_fitting(files, old, moved) == {}
+    assert guestfiles.still_fitting(files, old, moved) == {
+        "/etc/hosts": hosts.replace("198.51.100.5\t", "198.51.100.6\t").encode()}

@@ -529,11 +529,13 @@ def test_attach_detach_and_ls(cvm, ctx, images, lab, name):
     subprocess.run(in_netns + ["up"], check=True)
     table = cvm("net", "ls", check=True).stdout
     assert "eth1" in table and "%s.141/24" % SUBNET in table
+    api.get(name, ctx).exec(["sh", "-c", "echo '%s.9 db' >> /etc/hosts" % SUBNET])
     cvm("net", "detach", name, "eth0", check=True)
     assert not ping("%s.140" % SUBNET) and ping("%s.141" % SUBNET)
     assert [n.name for n in api.get(name, ctx).spec.nics] == ["eth1"]
     hosts = api.get(name, ctx).exec(["cat", "/etc/hosts"])[1].decode()
     assert "%s.141\t%s\n" % (SUBNET, name) in hosts and "%s.140" % SUBNET not in hosts
+    assert "%s.9 db\n" % SUBNET in hosts  # the VM's own line stays
     missing = cvm("net", "detach", name, "eth9")
     assert missing.returncode == 2 and "VM %s has no NIC eth9 (it has eth1)" % name in \
         missing.stderr

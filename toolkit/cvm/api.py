@@ -194,13 +194,15 @@ class VM:
         return self.record.get("resolver_files") == "bound"
 
     def write_hosts(self, spec, pid=None):
-        """/etc/hosts naming the VM on the first address of `spec` (its NICs changed);
-        `pid`: the running VM's, for a VM whose file is still Docker's."""
-        content = guestfiles.hosts_file(spec)
+        """/etc/hosts naming the VM on the first address of `spec` (its NICs changed),
+        the VM's other lines kept; `pid`: the running VM's, for a VM whose file is still
+        Docker's (made again on every start)."""
         if self.owns_resolver_files:
-            guestfiles.write(self.ctx.store, self.name, {"/etc/hosts": content})
+            edited = guestfiles.read_resolver_files(self.ctx.store, self.name)
+            guestfiles.write(self.ctx.store, self.name, {"/etc/hosts": guestfiles.hosts_file(
+                spec, edited.get("/etc/hosts"))})
         elif pid:
-            ns.overwrite_mounted_file(pid, "/etc/hosts", content)
+            ns.overwrite_mounted_file(pid, "/etc/hosts", guestfiles.hosts_file(spec))
 
     def write_resolv_conf(self, spec):
         """/etc/resolv.conf from the new dns and search of `spec`: the VM's edits give way

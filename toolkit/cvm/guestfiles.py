@@ -11,9 +11,9 @@ mount holds on to the file it was given.
 /etc/hosts and /etc/resolv.conf are cvm's too, bound read-write: the VM's container is
 made with no network at all in Docker (not even its "none" network, whose sandbox costs
 each create and start ~100 ms), so Docker writes neither. They are written when the VM is
-made, /etc/hosts again when its NICs change and /etc/resolv.conf when its dns or search
-do (`cvm apply`); the VM's own edits outlive its reboots, and travel in its archive
-(export and import, cvm move, snapshots).
+made, /etc/hosts's line naming the VM again when its NICs change and /etc/resolv.conf
+when its dns or search do (`cvm apply`); the VM's own edits outlive its reboots, and
+travel in its archive (export and import, cvm move, snapshots).
 """
 
 import os
@@ -70,30 +70,54 @@ def read_resolver_files(store, name):
 
 
 def still_fitting(files, old_spec, new_spec):
-    """{guest path: bytes}: those of the resolver files `files` of a VM of `old_spec`
-    that a VM of `new_spec` keeps (an import, cvm move, a restored snapshot), each unless
-    what cvm makes it from changed: the name and first address, or dns and search."""
-    made_from = {"/etc/hosts": hosts_file, "/etc/resolv.conf": lambda s: (s.dns, s.search)}
-    return {path: text.encode() for path, text in files.items()
-            if path in made_from and made_from[path](old_spec) == made_from[path](new_spec)}
+    """{guest path: bytes}: the resolver files `files` of a VM of `old_spec` as a VM of
+    `new_spec` keeps them (an import, cvm move, a restored snapshot): /etc/hosts with
+    the line naming the VM made for its name and address now; /etc/resolv.conf unless
+    the spec's dns or search changed."""
+    kept = {}
+    if "/etc/hosts" in files:
+        kept["/etc/hosts"] = hosts_file(new_spec, files["/etc/hosts"], was=old_spec)
+    if "/etc/resolv.conf" in files and \
+            (old_spec.dns, old_spec.search) == (new_spec.dns, new_spec.search):
+        kept["/etc/resolv.conf"] = files["/etc/resolv.conf"].encode()
+    return kept
 
 
-def hosts_file(spec):
-    """/etc/hosts as a VM needs it: localhost, and its name on its first address."""
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-             "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"]
+def hosts_file(spec, edited=None, was=None):
+    """/etc/hosts as a VM needs it: localhost, and its name on its first address.
+
+    `edited`: the VM's file as it is now. Its own lines are kept, and only those naming
+    the VM (or, with `was`, naming it as the VM of that spec was named) give way to the
+    line naming it on its new address, in the first one's place."""
+    names = _names(spec)
+    own = "%s\t%s" % (_first_address(spec) or "127.0.1.1", " ".join(names))
+    if edited is None:
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters", own]
+    else:
+        naming_the_vm = set(names) | set(_names(was) if was is not None else ())
+        lines = []
+        for line in edited.splitlines():
+            if naming_the_vm & set(line.split("#")[0].split()[1:]):
+                if own not in lines:
+                    lines.append(own)
+            else:
+                lines.append(line)
+        if own not in lines:
+            lines.append(own)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _names(spec):
     fqdn = spec.effective_hostname
-    names = fqdn if "." not in fqdn else "%s %s" % (fqdn, fqdn.split(".")[0])
+    return [fqdn] if "." not in fqdn else [fqdn, fqdn.split(".")[0]]
+
+
+def _first_address(spec):
     for nic in spec.nics:
         for address in nic.addresses():
-            lines.append("%s\t%s" % (address.ip, names))
-            break
-        else:
-            continue
-        break
-    else:
-        lines.append("127.0.1.1\t%s" % names)
-    return ("\n".join(lines) + "\n").encode()
+            return address.ip
+    return None
 
 
 def resolv_conf(spec, host_resolv_conf=HOST_RESOLV_CONF):
