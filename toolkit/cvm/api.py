@@ -198,7 +198,7 @@ class VM:
         the VM's other lines kept; `pid`: the running VM's, for a VM whose file is still
         Docker's (made again on every start)."""
         if self.owns_resolver_files:
-            edited = guestfiles.read_resolver_files(self.ctx.store, self.name)
+            edited = guestfiles.read_resolver_files(self.ctx.store, self.name, ["/etc/hosts"])
             guestfiles.write(self.ctx.store, self.name, {"/etc/hosts": guestfiles.hosts_file(
                 spec, edited.get("/etc/hosts"))})
         elif pid:

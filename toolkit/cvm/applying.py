@@ -58,7 +58,8 @@ def plan(specs, recreate=False, ctx=None, wheres=None):
         changes = {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
                    if old.get(key) != new.get(key)}
         # Docker wrote the resolver files of VMs made before cvm did: a recreate.
-        resolver = VMSpec.RESOLVER_FIELDS if record.get("resolver_files") == "bound" else ()
+        resolver = VMSpec.RESOLVER_FIELDS if api.VM(ctx, spec.name, record).owns_resolver_files \
+            else ()
         needs_recreate = [k for k in changes
                           if k not in LIVE + VMSpec.HOST_FIELDS + resolver and k != "nics"]
         if not changes:

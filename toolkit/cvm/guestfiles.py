@@ -50,17 +50,17 @@ def bound_files(spec, init_mode, host, lxcfs=False):
     return files
 
 
-def resolver_files(spec, host_resolv_conf=HOST_RESOLV_CONF):
+def resolver_files(spec):
     """{guest path: bytes} of the VM's /etc/hosts and /etc/resolv.conf."""
-    return {"/etc/hosts": hosts_file(spec),
-            "/etc/resolv.conf": resolv_conf(spec, host_resolv_conf)}
+    return {"/etc/hosts": hosts_file(spec), "/etc/resolv.conf": resolv_conf(spec)}
 
 
-def read_resolver_files(store, name):
-    """{guest path: text} of the VM's /etc/hosts and /etc/resolv.conf as they are now,
-    its own edits included: what an archive of the VM carries."""
+def read_resolver_files(store, name, guest_paths=RESOLVER_FILES):
+    """{guest path: text} of the VM's /etc/hosts and /etc/resolv.conf (or those of
+    `guest_paths`) as they are now, its own edits included: what an archive of the VM
+    carries."""
     files = {}
-    for guest_path in RESOLVER_FILES:
+    for guest_path in guest_paths:
         try:
             with open(host_path(store, name, guest_path), "rb") as handle:
                 files[guest_path] = handle.read().decode("utf-8", "replace")

@@ -66,18 +66,6 @@ class EarlyProbes:
                 future.exception()
 
 
-def ipv6_off_by_default(netns_fd):
-    """Interfaces made in (or moved into) the VM's namespace from now on start with IPv6
-    off, as Docker's "none" network left them: a NIC gets it only with ip6, so an IPv4
-    NIC neither takes addresses from the LAN's router advertisements nor sends its own
-    solicitations. lo keeps ::1, as on any machine. A host without IPv6 has nothing to
-    turn off."""
-    try:
-        write_sysctl(netns_fd, "net/ipv6/conf/default/disable_ipv6", 1)
-    except FileNotFoundError:
-        pass
-
-
 def configure(tx, w, nic, driver, probe=True, early=None):
     """Bring up the VM-side interface `nic.name` (already in the VM's namespace).
 
@@ -101,8 +89,11 @@ def configure(tx, w, nic, driver, probe=True, early=None):
     if v4:
         tx.step("arp_notify on %s" % nic.name, lambda: write_sysctl(
             w.vm.netns_fd, "net/ipv4/conf/%s/arp_notify" % nic.name, 1))
-    if v6:
-        # Off until now: see ipv6_off_by_default.
+    if not v6:
+        # A namespace Docker did not make has IPv6 on: set before the link is up, this
+        # keeps an IPv4 NIC from taking addresses from the LAN's router advertisements.
+        tx.step("IPv6 off on %s" % nic.name, lambda: _ipv6_off(w.vm.netns_fd, nic.name))
+    else:
         tx.step("IPv6 on %s" % nic.name, lambda: write_sysctl(
             w.vm.netns_fd, "net/ipv6/conf/%s/disable_ipv6" % nic.name, 0))
         tx.step("ndisc_notify on %s" % nic.name, lambda: write_sysctl(
@@ -141,6 +132,13 @@ def configure(tx, w, nic, driver, probe=True, early=None):
         for address in v6:
             tx.step("advertise %s" % address.ip,
                     lambda a=address: arp.advertise6(w.vm.netns_fd, nic.name, mac, str(a.ip)))
+
+
+def _ipv6_off(netns_fd, ifname):
+    try:
+        write_sysctl(netns_fd, "net/ipv6/conf/%s/disable_ipv6" % ifname, 1)
+    except FileNotFoundError:
+        pass  # a host without IPv6: nothing to turn off
 
 
 def _probe(tx, w, nic, driver, mac, v4):

@@ -81,7 +81,6 @@ def wire_vm(ctx, name, spec, pid, probe=False, early=None):
     netns_fd = open_netns(pid)
     done = []
     try:
-        inside.ipv6_off_by_default(netns_fd)
         with Netlink.open() as host, Netlink.open(netns_fd, "VM %s" % name) as vm:
             try:
                 for index, nic in enumerate(spec.nics):
