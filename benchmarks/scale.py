@@ -9,9 +9,13 @@ creating and removing many (python benchmarks/run.py scale; N from BENCH_SCALE_V
   with a few creates at each point made in-process, split into the time Docker took to
   answer cvm's requests and cvm's own;
 - a NIC attached to each (IPv6, on a host-only bridge);
-- with N running, once they have booted and the host is mostly idle: `cvm ls`, `cvm net ls`, `cvm stats`, `cvm stats --json` against
-  `docker ps -a` and `docker stats --no-stream`; an exporter scrape cold and warm;
-- `cvm rm -f` of all N at once (one command; netd removes them in parallel).
+- with N running, once they have booted and the host is mostly idle: `cvm ls`,
+  `cvm net ls`, `cvm stats`, `cvm stats --json` against `docker ps -a` and
+  `docker stats --no-stream`; an exporter scrape cold and warm;
+- `cvm rm -f` of all N at once (one command; netd removes them in parallel);
+- the host's mount table at both points, and what reading it once costs: runc reads all
+  of it five times per container start, and it holds a line per running container (its
+  overlay root), so this is a share of Docker's start that grows with the VMs.
 """
 
 import contextlib
@@ -52,6 +56,18 @@ def settle(busy=0.2, at_most=600):
     while quiet < 2 and time.monotonic() - started < at_most:
         quiet = quiet + 1 if busy_fraction() <= busy else 0
     return time.monotonic() - started
+
+
+def mount_table():
+    """(lines, bytes, median seconds to read it) of this host's mount table, as runc reads
+    it (/proc/self/mountinfo, from the host's mount namespace)."""
+    took = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        with open("/proc/self/mountinfo", "rb") as table:
+            text = table.read()
+        took.append(time.perf_counter() - started)
+    return text.count(b"\n"), len(text), statistics.median(took)
 
 
 def scrape(url):
@@ -130,6 +146,7 @@ def main(count=None):
     with realm() as (ctx, env):
         tenth = max(1, count // 10)
         docker_first = docker_runs(env)
+        table_first = mount_table()
         split_first = create_split(ctx, "sc-a")
         creates, docker_beside = [], []
         try:
@@ -137,6 +154,7 @@ def main(count=None):
                 if index == count - tenth:
                     print("the host settled %.0f s after VM %d's create" % (settle(), index))
                     docker_last = docker_runs(env)
+                    table_last = mount_table()
                     split_last = create_split(ctx, "sc-b")
                 if index < tenth or index >= count - tenth:
                     docker_beside.append(docker_run(env, beside([index])[0]))
@@ -163,6 +181,10 @@ def main(count=None):
             print("in-process create %-11s %4.0f ms: Docker answering %4.0f ms, cvm's own "
                   "%3.0f ms" % (label, total * 1000, in_docker * 1000,
                                 (total - in_docker) * 1000))
+        for label, (lines, size, took) in (("with no VM", table_first),
+                                           ("with %d" % (count - tenth + ROUNDS), table_last)):
+            print("host mount table %-11s %4d lines, %4.0f KB, read once in %.1f ms (runc "
+                  "reads it 5 times per start)" % (label, lines, size / 1024, took * 1000))
         with lan_nics(ctx, ["sc%d" % i for i in range(count)]) as attached:
             print("cvm net attach, in-process, into every VM: median %.0f ms" % (
                 attached * 1000))
