@@ -210,7 +210,7 @@ def _set_live(ctx, name, spec, nics_changed):
         if vm.container_id and vm.status != "missing":
             ctx.engine.update(vm.container_id, spec)
         vm.record = ctx.store.write_vm(name, dict(vm.record, spec=spec.to_dict()))
-    if (old_spec.dns, old_spec.search) != (spec.dns, spec.search):
+    if old_spec.resolver() != spec.resolver():
         vm.write_resolv_conf(spec)
     if nics_changed:
         from .net import wiring as net

@@ -77,8 +77,7 @@ def still_fitting(files, old_spec, new_spec):
     kept = {}
     if "/etc/hosts" in files:
         kept["/etc/hosts"] = hosts_file(new_spec, files["/etc/hosts"], was=old_spec)
-    if "/etc/resolv.conf" in files and \
-            (old_spec.dns, old_spec.search) == (new_spec.dns, new_spec.search):
+    if "/etc/resolv.conf" in files and old_spec.resolver() == new_spec.resolver():
         kept["/etc/resolv.conf"] = files["/etc/resolv.conf"].encode()
     return kept
 

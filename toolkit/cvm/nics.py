@@ -27,6 +27,7 @@ def attach(ctx, name, nic_raw):
     meant_to_run = vm.record.get("desired", "running") == "running"
     early = start_probes(ctx, [nic]) if meant_to_run and nic.ip != "auto" else None
     running = vm.running
+    pid = vm.pid if running else None
     try:
         with ctx.store.lock():
             new_spec = claim_addresses(ctx, new_spec)
@@ -36,11 +37,11 @@ def attach(ctx, name, nic_raw):
         try:
             if running:
                 with ctx.store.vm_lock(name):
-                    wire_vm(ctx, name, new_spec, vm.pid, probe=True, early=early)
+                    wire_vm(ctx, name, new_spec, pid, probe=True, early=early)
         except BaseException:
             ctx.store.write_vm(name, dict(ctx.store.read_vm(name), spec=spec.to_dict()))
             raise
-        vm.write_hosts(new_spec, vm.pid if running else None)
+        vm.write_hosts(new_spec, pid)
     finally:
         if early is not None and running:
             early.wait()

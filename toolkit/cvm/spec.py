@@ -446,6 +446,10 @@ class VMSpec:
     # Fields of a file cvm gives the VM (/etc/resolv.conf): a change rewrites it.
     RESOLVER_FIELDS = ("dns", "search")
 
+    def resolver(self):
+        """The values of RESOLVER_FIELDS: /etc/resolv.conf changes when these do."""
+        return tuple(getattr(self, field) for field in self.RESOLVER_FIELDS)
+
     def to_dict(self):
         """The canonical, JSON-safe form that is persisted and compared."""
         data = {}
