@@ -239,9 +239,20 @@ def vm_tarball(tmp_path, images):
 @pytest.mark.engine
 def test_import_a_vm_root_filesystem(cvm, ctx, engine, vm_tarball, name):
     tag = "cvm-test/imported:latest"
+
+    def import_steps_left():
+        return [ref for image in engine.images() for ref in image.get("RepoTags") or ()
+                if ref.startswith("cvm-base/debian12-import:")]
+
+    def dangling():
+        return {image["Id"] for image in engine.api.images(filters={"dangling": True})}
+
+    dangling_before = dangling()
     result = cvm("image", "import", "--rootfs", vm_tarball, "--distro", "debian12", "--tag", tag,
                  timeout=600)
     assert result.returncode == 0, result.stderr
+    assert import_steps_left() == []              # the imported base is not left named
+    assert dangling() <= dangling_before          # nor unnamed
     try:
         vm = api.create(parse_spec({"name": name, "image": tag}), ctx=ctx)
         wait_booted(vm, timeout=30, states=(b"running",))

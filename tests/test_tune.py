@@ -113,9 +113,11 @@ def test_set_validation():
 @pytest.fixture(scope="module")
 def web_image():
     from cvm import images
+    from cvm.engine import Engine
     images.build("debian12", rootfs="debootstrap", tag=WEB_IMAGE,
                  extra_packages=["nginx", "redis-server"])
-    return WEB_IMAGE
+    yield WEB_IMAGE
+    Engine().remove_image(WEB_IMAGE, force=True)
 
 
 @pytest.fixture

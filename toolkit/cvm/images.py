@@ -454,9 +454,15 @@ def import_vm(tarball, distro, tag, ctx=None, progress=None):
         base = "cvm-base/%s-import:%s" % (distro, key)
         log.step = "import"
         import_base(ctx.engine, tarball, base, log)
-        rendered = render(recipe, base, "VM root filesystem %s" % os.path.basename(tarball),
-                          install_packages=False, strip_vm=True)
-        _build_layer(ctx.engine, recipe, rendered, tag, log, progress)
+        try:
+            rendered = render(recipe, base, "VM root filesystem %s" % os.path.basename(tarball),
+                              install_packages=False, strip_vm=True)
+            _build_layer(ctx.engine, recipe, rendered, tag, log, progress)
+        finally:
+            # The imported base is a step, not a product: the built image holds its layer,
+            # and a later import of the same tarball would leave this one dangling.
+            with contextlib.suppress(Exception):
+                ctx.engine.remove_image(base)
     return tag
 
 
