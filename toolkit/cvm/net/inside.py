@@ -2,14 +2,16 @@
 routes, and announcements so that the segment learns the MAC at once."""
 
 import ipaddress
-import os
 import time
 
 from ..errors import Conflict, NetError
 from . import arp
 from .netlink import write_sysctl
 
-PROBE_TIMEOUT = float(os.environ.get("CVM_PROBE_TIMEOUT", "0.1"))
+# How long an ARP probe listens for a holder of the address. RFC 5227's timings take
+# seconds; on a LAN an answer comes in about a millisecond, and the probe is sent again
+# halfway through. One value for netd and for in-process cvm alike.
+PROBE_TIMEOUT = 0.1
 IFA_F_NODAD = 0x02
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
