@@ -115,16 +115,29 @@ def test_the_launcher_leaves_what_it_is_not_sure_of_to_click(argv):
     assert args.find(served.COMMANDS, argv) is None
 
 
-def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
-    probe = ("import sys; sys.argv = ['cvm', 'ls']; import cvm.launcher, os\n"
+HEAVY_MODULES = ("click", "docker", "pyroute2", "yaml", "jinja2", "socket", "selectors")
+
+
+def heavy_modules_imported(state_dir, argv):
+    """The heavy modules that `cvm ARGV`, served by netd, imported in the launcher."""
+    probe = ("import sys; sys.argv = ['cvm'] + %r; import cvm.launcher, os\n"
              "os._exit = lambda code: (print(sorted(m for m in sys.modules if m.split('.')[0]"
-             " in ('click', 'docker', 'pyroute2', 'yaml', 'jinja2'))), sys.exit(code))\n"
-             "cvm.launcher.main()")
+             " in %r)), sys.exit(code))\n"
+             "cvm.launcher.main()" % (list(argv), HEAVY_MODULES))
     result = subprocess.run([os.path.join(os.path.dirname(CVM), "python"), "-c", probe],
                             capture_output=True, text=True, timeout=60,
                             env=dict(os.environ, CVM_STATE_DIR=state_dir))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]", result.stdout
+    return result.stdout.splitlines()[-1]
+
+
+def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
+    assert heavy_modules_imported(state_dir, ["ls"]) == "[]"
+
+
+def test_exec_relays_without_heavy_imports(cvm, state_dir, netd, images, name):
+    cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000", check=True)
+    assert heavy_modules_imported(state_dir, ["exec", name, "--", "true"]) == "[]"
 
 
 # ---------------------------------------------------------------- with the real netd
