@@ -8,12 +8,17 @@ the VM (a loop around the command), so that the exec's start-up is not counted: 
 back, as a script's loop runs them (each run then pays for the CPU the last one took from
 the quota), and 0.25 s apart, as a user or an agent runs one (each starts with the quota
 an idle VM has).
+
+Then the same tools from the host (`cvm free -m NAME`...: whole process, through netd),
+against `docker exec NAME free -m`, which is what a sysadmin runs instead.
 """
 
 import os
+import statistics
+import subprocess
 import time
 
-from common import DEBIAN, header, realm
+from common import CVM, DEBIAN, header, realm
 
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 PROCESSES = int(os.environ.get("BENCH_PROCESSES", "300"))
@@ -46,7 +51,7 @@ def timed(vm, argv, gap=0.0):
 CVMS = ["env", "CVM_PROCVIEW=cgroup"]
 
 
-def main():
+def in_the_vm():
     from cvm import api
     from cvm.spec import parse_spec
     header("tools: inside a VM (0.5 CPU, 1 GiB, LXCFS), median of %d runs" % RUNS)
@@ -96,6 +101,47 @@ def main():
             print("%-54s %10.1f ms %6.2f %10.1f ms %6.2f %9.1f ms" % (
                 label, value * 1000, value / baselines[tool][0], spaced * 1000,
                 spaced / baselines[tool][1], cpu * 1000))
+
+
+HOST_SIDE = [["free", "-m"], ["uptime"], ["vmstat"], ["mpstat"], ["top", "-b", "-n1"]]
+
+
+def whole_process(argv, env):
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True)
+    return time.perf_counter() - started
+
+
+def from_the_host():
+    from cvm import api
+    from cvm.spec import parse_spec
+    header("tools: from the host, `cvm TOOL NAME` against `docker exec NAME TOOL`, whole "
+           "process, median of %d interleaved" % RUNS)
+    with realm() as (ctx, env):
+        vm = api.create(parse_spec({"name": "benchhost", "image": DEBIAN, "cpus": 0.5,
+                                    "memory": "1g"}), ctx=ctx)
+        booted = time.monotonic()
+        while vm.exec(["systemctl", "is-system-running"])[1].strip() not in (b"running",
+                                                                            b"degraded"):
+            if time.monotonic() - booted > 60:
+                raise SystemExit("bench: the VM did not finish booting in 60 s")
+            time.sleep(0.2)
+        container = vm.container_id
+        print("%-22s %12s %16s %7s" % ("", "cvm", "docker exec", "ratio"))
+        for argv in HOST_SIDE:
+            ours, theirs = [], []
+            for _ in range(RUNS):
+                ours.append(whole_process([CVM, argv[0], vm.name] + argv[1:], env))
+                theirs.append(whole_process(["docker", "exec", container] + argv, env))
+            mine, baseline = statistics.median(ours), statistics.median(theirs)
+            print("%-22s %9.1f ms %13.1f ms %7.2f" % (" ".join(argv), mine * 1000,
+                                                     baseline * 1000, mine / baseline))
+
+
+def main():
+    in_the_vm()
+    from_the_host()
 
 
 if __name__ == "__main__":

@@ -135,9 +135,12 @@ def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
     assert heavy_modules_imported(state_dir, ["ls"]) == "[]"
 
 
-def test_exec_relays_without_heavy_imports(cvm, state_dir, netd, images, name):
+def test_exec_and_the_host_side_tools_run_without_heavy_imports(cvm, state_dir, netd, images,
+                                                                 name):
     cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000", check=True)
     assert heavy_modules_imported(state_dir, ["exec", name, "--", "true"]) == "[]"
+    assert heavy_modules_imported(state_dir, ["free", "-m", name]) == "[]"
+    assert "named_vm" in netd.log()  # the VM was found by netd, not by this process
 
 
 # ---------------------------------------------------------------- with the real netd

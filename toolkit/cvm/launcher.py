@@ -3,8 +3,9 @@
 A command that netd serves (cvm.cli.served) is parsed here without click (~20 ms to
 import), its operation sent to cvm netd (or run here when none of the same code
 answers) and its result rendered: `cvm ls` through netd costs little more than
-Python's own start. Everything else, and every command line this parser is not sure
-of (help, an unknown option...), goes to the click CLI (cvm.cli.main).
+Python's own start. So are the host-side tools (`cvm free NAME`: cvm.cli.hosttools).
+Everything else, and every command line this parser is not sure of (help, an unknown
+option...), goes to the click CLI (cvm.cli.main).
 """
 
 import os
@@ -13,16 +14,20 @@ import sys
 
 def main():
     argv = sys.argv[1:]
-    from .cli import args, calls, served
+    from .cli import args, calls, hosttools, served
     verbose = argv[:1] == ["--verbose"]
-    found = args.find(served.COMMANDS, argv[1:] if verbose else argv)
-    if found is None:
-        from .cli.main import main as click_main
-        click_main()
-        return
-    command, params = found
+    words = argv[1:] if verbose else argv
     calls.verbose = verbose
-    code = calls.guarded(lambda: command.run(params))
+    if words[:1] and words[0] in hosttools.TOOLS and hosttools.CLICK_HELP not in words:
+        code = calls.guarded(lambda: hosttools.run(words[0], words[1:]))
+    else:
+        found = args.find(served.COMMANDS, words)
+        if found is None:
+            from .cli.main import main as click_main
+            click_main()
+            return
+        command, params = found
+        code = calls.guarded(lambda: command.run(params))
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -141,6 +141,19 @@ def inspect(ctx, name):
 
 
 @operation
+def named_vm(ctx, words):
+    """The first of `words` that names a VM, and the host PID of its init (NotFound if it
+    is not running): {"name", "pid"}, or {"name": None}. For the host-side tools, whose
+    flags stand on either side of the VM's name and which read its /proc and cgroup."""
+    names = set(ctx.store.vm_names())
+    name = next((word for word in words if word in names), None)
+    if name is None:
+        return {"name": None}
+    from . import api
+    return {"name": name, "pid": api.get(name, ctx).pid}
+
+
+@operation
 def resize(ctx, name, **limits):
     from . import api
     api.get(name, ctx).resize(**limits)

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from . import hosttools
 from .group import CONTEXT_SETTINGS, cli
 
 
@@ -46,39 +47,17 @@ def nsrun(name, namespaces, drop_caps, command):
 
 def _tool_command(tool):
     def command(args):
-        """The original's flags on either side of the VM's name (`cvm free -m web1`, `cvm
-        free web1 -m`); the name is the word that names a VM. Without one, --help and
-        --version are the tool's own."""
-        from ..context import default_context
-        from ..errors import SpecError
-        from ..procview.sources import VMSource
-        import importlib
-        module = importlib.import_module("cvm.procview." + tool)
-        sys.argv[0] = tool
-        names = set(default_context().store.vm_names())
-        name = next((word for word in args if word in names), None)
-        if name is None:
-            if any(word in ("--help", "-V", "--version") for word in args):
-                sys.exit(module.main(list(args)))
-            words = [word for word in args if not word.startswith("-")]
-            if words:
-                from ..errors import NotFound
-                raise NotFound("no VM named %r (see `cvm ls`)" % words[0])
-            raise SpecError("name", "give the VM: cvm %s [OPTIONS] NAME" % tool)
-        rest = list(args)
-        rest.remove(name)
-        vm = _running_vm(name)
-        sys.exit(module.main(rest, source=VMSource.of_pid(vm.pid)))
+        sys.exit(hosttools.run(tool, args))
 
     command.__name__ = tool
     command.__doc__ = ("%s of a VM, from the host: the VM's cgroup, the original's layout "
                        "and flags (cvm %s --help for them)." % (tool, tool))
     command = click.argument("args", nargs=-1, type=click.UNPROCESSED)(command)
     return cli.command(tool, context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True,
-                                                   help_option_names=["--cvm-help"]))(command)
+                                                   help_option_names=[hosttools.CLICK_HELP]))(command)
 
 
-for _tool in ("free", "top", "mpstat", "uptime", "vmstat"):
+for _tool in hosttools.TOOLS:
     _tool_command(_tool)
 
 
