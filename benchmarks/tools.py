@@ -10,7 +10,9 @@ the quota), and 0.25 s apart, as a user or an agent runs one (each starts with t
 an idle VM has).
 
 Then the same tools from the host (`cvm free -m NAME`...: whole process, through netd),
-against `docker exec NAME free -m`, which is what a sysadmin runs instead.
+against `docker exec NAME free -m`, which is what a sysadmin runs instead; and a host
+binary in the VM's network namespace, `cvm nsrun NAME -- ss -lnt`, against
+`nsenter -t $(docker inspect -f {{.State.Pid}} NAME) -n ss -lnt`.
 """
 
 import os
@@ -128,15 +130,21 @@ def from_the_host():
                 raise SystemExit("bench: the VM did not finish booting in 60 s")
             time.sleep(0.2)
         container = vm.container_id
-        print("%-22s %12s %16s %7s" % ("", "cvm", "docker exec", "ratio"))
-        for argv in HOST_SIDE:
+        rows = [(" ".join(argv), [CVM, argv[0], vm.name] + argv[1:],
+                 ["docker", "exec", container] + argv) for argv in HOST_SIDE]
+        rows.append(("nsrun -- ss -lnt (baseline: nsenter)", [CVM, "nsrun", vm.name, "--", "ss",
+                                                               "-lnt"],
+                     ["sh", "-c", "nsenter -t $(docker inspect -f '{{.State.Pid}}' %s) -n "
+                                  "ss -lnt" % container]))
+        print("%-38s %12s %16s %7s" % ("", "cvm", "baseline", "ratio"))
+        for label, argv, baseline_argv in rows:
             ours, theirs = [], []
             for _ in range(RUNS):
-                ours.append(whole_process([CVM, argv[0], vm.name] + argv[1:], env))
-                theirs.append(whole_process(["docker", "exec", container] + argv, env))
+                ours.append(whole_process(argv, env))
+                theirs.append(whole_process(baseline_argv, env))
             mine, baseline = statistics.median(ours), statistics.median(theirs)
-            print("%-22s %9.1f ms %13.1f ms %7.2f" % (" ".join(argv), mine * 1000,
-                                                     baseline * 1000, mine / baseline))
+            print("%-38s %9.1f ms %13.1f ms %7.2f" % (label, mine * 1000, baseline * 1000,
+                                                     mine / baseline))
 
 
 def main():

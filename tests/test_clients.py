@@ -86,7 +86,8 @@ PARSED_ALIKE = [
     ["create", "web1", "--ssh-key", "id.pub", "--tune", "nginx", "--init", "none"],
     ["apply", "-f", "vms.yml", "--dry-run"], ["apply", "--file=vms.yml", "--recreate"],
     ["exec", "web1", "--", "sh", "-c", "exit 3"], ["exec", "-t", "web1", "--", "top"],
-    ["exec", "web1", "ls", "/"], ["enter", "web1"],
+    ["exec", "web1", "ls", "/"], ["enter", "web1"], ["nsrun", "web1", "--", "ss", "-lnt"],
+    ["nsrun", "--mount", "--uts", "--keep-caps", "web1", "ip", "a"],
     ["net", "attach", "web1", "--nic", "mode=bridge,link=br0"], ["net", "detach", "a", "eth1"],
     ["net", "ls"], ["net", "ls", "web1", "--json"], ["bridge", "ls"],
     ["bridge", "add", "br9", "--address", "198.51.100.1/24", "--mtu", "1400"],
@@ -119,10 +120,12 @@ HEAVY_MODULES = ("click", "docker", "pyroute2", "yaml", "jinja2", "socket", "sel
 
 
 def heavy_modules_imported(state_dir, argv):
-    """The heavy modules that `cvm ARGV`, served by netd, imported in the launcher."""
+    """The heavy modules that `cvm ARGV`, served by netd, imported in the launcher (up to
+    its exit, or its exec of another program: `cvm nsrun`)."""
     probe = ("import sys; sys.argv = ['cvm'] + %r; import cvm.launcher, os\n"
              "os._exit = lambda code: (print(sorted(m for m in sys.modules if m.split('.')[0]"
              " in %r)), sys.exit(code))\n"
+             "os.execve = lambda path, argv, env: os._exit(0)\n"
              "cvm.launcher.main()" % (list(argv), HEAVY_MODULES))
     result = subprocess.run([os.path.join(os.path.dirname(CVM), "python"), "-c", probe],
                             capture_output=True, text=True, timeout=60,
@@ -135,11 +138,12 @@ def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
     assert heavy_modules_imported(state_dir, ["ls"]) == "[]"
 
 
-def test_exec_and_the_host_side_tools_run_without_heavy_imports(cvm, state_dir, netd, images,
+def test_exec_nsrun_and_the_host_side_tools_run_without_heavy_imports(cvm, state_dir, netd, images,
                                                                  name):
     cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000", check=True)
     assert heavy_modules_imported(state_dir, ["exec", name, "--", "true"]) == "[]"
     assert heavy_modules_imported(state_dir, ["free", "-m", name]) == "[]"
+    assert heavy_modules_imported(state_dir, ["nsrun", name, "--", "true"]) == "[]"
     assert "named_vm" in netd.log()  # the VM was found by netd, not by this process
 
 

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from cvm import guestfiles, ns, procfs, stopsignal
-from cvm.engine import READY_FILE, WAIT_SCRIPT_TEXT
+from cvm.engine import WAIT_SCRIPT_TEXT
+from cvm.paths import READY_FILE
 
 from .conftest import wait_booted, wait_for
 

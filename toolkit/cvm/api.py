@@ -17,8 +17,9 @@ import time
 
 from . import guestfiles, ns
 from .context import Context, default_context  # noqa: F401 (part of the API)
-from .engine import READY_FILE, cgroup_version, host_stop_signal, lxcfs_running
+from .engine import cgroup_version, host_stop_signal, lxcfs_running
 from .errors import Conflict, CvmError, NotFound, SpecError
+from .paths import READY_FILE
 from .spec import HostFacts, VMSpec, host_path_danger, parse_spec
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"

@@ -141,8 +141,11 @@ def check_vms_without_lxcfs(store):
 
 
 def check_nsenter():
-    path = shutil.which("nsenter")
-    if not path:
+    from .errors import CvmError
+    from .ns import nsenter_path  # the one `cvm nsrun` runs
+    try:
+        path = nsenter_path()
+    except CvmError:
         return Check("nsenter", FAIL, "not installed", "apt-get install util-linux")
     version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
     return Check("nsenter", OK, version, "")

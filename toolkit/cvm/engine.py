@@ -13,6 +13,7 @@ import tarfile
 import time
 
 from .errors import Conflict, CvmError, EngineUnavailable, NotFound, SpecError
+from .paths import READY_FILE
 
 LABEL_VM = "io.cvm.vm"
 LABEL_REALM = "io.cvm.realm"
@@ -21,7 +22,6 @@ LABEL_STATE = "io.cvm.state"
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 STOP_TIMEOUT_SYSTEMD = 90  # long enough for a clean shutdown of a fat VM
 CPU_PERIOD = 100000
-READY_FILE = "/run/cvm/ready"
 WAIT_SCRIPT = "/usr/lib/cvm/wait-ready"
 
 # Shipped into VMs that boot an init: PID 1 waits until the host says the VM's

@@ -11,8 +11,8 @@ VM has (--keep-caps gives it the host's: it is then as powerful as root on the h
 import os
 
 from .cgroups import Cgroup, CgroupError, read_text
-from .engine import READY_FILE
 from .errors import CvmError, NotFound, PermissionDenied
+from .paths import READY_FILE
 from .procfs import start_ticks, status_field
 
 NAMESPACE_FLAGS = {"mount": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net",
@@ -25,12 +25,17 @@ def require_root(what):
                                "it as root or with sudo" % what)
 
 
+SYSTEM_BIN_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+
+
 def _host_tool(name, package="util-linux"):
-    import shutil
-    path = shutil.which(name)
-    if path is None:
-        raise CvmError("%s is not installed; install %s" % (name, package))
-    return path
+    """The system's own binary, run as root: found in the system's directories, not on
+    the caller's PATH (nor through shutil.which, whose imports cost `cvm nsrun` ~7 ms)."""
+    for directory in SYSTEM_BIN_DIRS:
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    raise CvmError("%s is not installed; install %s" % (name, package))
 
 
 def nsenter_path():

@@ -141,6 +141,13 @@ def inspect(ctx, name):
 
 
 @operation
+def init_pid(ctx, name):
+    """The host PID of a running VM's init (for `cvm nsrun`, which enters its namespaces)."""
+    from . import api
+    return api.get(name, ctx).pid
+
+
+@operation
 def named_vm(ctx, words):
     """The first of `words` that names a VM, and the host PID of its init (NotFound if it
     is not running): {"name", "pid"}, or {"name": None}. For the host-side tools, whose

@@ -5,6 +5,7 @@ import os
 
 DEFAULT_ROOT = "/var/lib/cvm"
 NETD_SOCKET = "netd.sock"
+READY_FILE = "/run/cvm/ready"  # inside a VM: the host has wired its NICs (see cvm.engine)
 
 
 def default_root():

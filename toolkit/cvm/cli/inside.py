@@ -1,5 +1,6 @@
-"""Commands about what runs inside VMs, from the host: nsrun, the VM's own numbers
-(free, top, mpstat, uptime, vmstat), the tools in other containers, service sizing."""
+"""Commands about what runs inside VMs, from the host: the VM's own numbers (free, top,
+mpstat, uptime, vmstat), the tools in other containers, service sizing. (`cvm nsrun`,
+`cvm exec` and `cvm enter` are in cvm.cli.served.)"""
 
 import contextlib
 import os
@@ -9,37 +10,6 @@ import click
 
 from . import hosttools
 from .group import CONTEXT_SETTINGS, cli
-
-
-def _running_vm(name):
-    from .. import api
-    from ..errors import NotFound
-    vm = api.get(name)
-    if not vm.container_id:
-        raise NotFound("VM %s has no container" % name)
-    return vm
-
-
-@cli.command(context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True))
-@click.argument("name")
-@click.option("--net", "namespaces", flag_value="net", multiple=True)
-@click.option("--uts", "namespaces", flag_value="uts", multiple=True)
-@click.option("--ipc", "namespaces", flag_value="ipc", multiple=True)
-@click.option("--pid", "namespaces", flag_value="pid", multiple=True)
-@click.option("--mount", "namespaces", flag_value="mount", multiple=True)
-@click.option("--drop-caps/--keep-caps", default=True, show_default=True,
-              help="Run with the VM's capability set, or with the host's (full power).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def nsrun(name, namespaces, drop_caps, command):
-    """Run a HOST binary in the VM's namespaces (default: --net): cvm nsrun NAME -- ss -lnt
-
-    \b
-    Host-privileged by design: it stays in the host's cgroups, root and environment.
-    By default it has no more capabilities than the VM's processes; --keep-caps gives
-    it all of root's on the host. With --mount, the binary comes from the VM."""
-    from .. import ns
-    vm = _running_vm(name)
-    ns.nsrun(vm.pid, list(namespaces), list(command), keep_caps=not drop_caps)
 
 
 # ---------------------------------------------------------------- the VM's own numbers

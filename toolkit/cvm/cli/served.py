@@ -160,6 +160,19 @@ def run_enter(params):
     return run_attached(params["name"], None, sys.stdin.isatty())
 
 
+NAMESPACES = ("net", "uts", "ipc", "pid", "mount")
+
+
+def run_nsrun(params):
+    """Replace this process with the host binary, in the VM's namespaces (netd only says
+    where the VM's init is)."""
+    require_root("cvm nsrun")
+    from .. import ns
+    pid = call("init_pid", name=params["name"])
+    ns.nsrun(pid, [n for n in NAMESPACES if params[n]], list(params["command"]),
+             keep_caps=not params["drop_caps"])
+
+
 def run_each(op, **fixed):
     def run(params):
         return render.each(call(op, names=list(params["names"]),
@@ -287,6 +300,16 @@ COMMANDS = [
             "Run CMD inside the VM; stdio and exit code pass through: cvm exec NAME -- CMD..."
             "\n\nThe command has the VM's capabilities, seccomp profile and cgroups, as the "
             "VM's own processes do (Docker's exec starts it).", run_exec),
+    Command(["nsrun"], [Option(["--" + n], n, value=False, help="Join the VM's %s namespace."
+                               % n) for n in NAMESPACES] + [
+        Option(["--drop-caps"], "drop_caps", value=False, off="--keep-caps", default=True,
+               help="Run with the VM's capability set (the default), or with the host's "
+                    "(full power)."),
+        Argument("name"), Argument("command", rest=True, metavar="CMD...")],
+        "Run a HOST binary in the VM's namespaces (default: --net): cvm nsrun NAME -- ss -lnt"
+        "\n\nHost-privileged by design: it stays in the host's cgroups, root and environment. "
+        "By default it has no more capabilities than the VM's processes; --keep-caps gives it "
+        "all of root's on the host. With --mount, the binary comes from the VM.", run_nsrun),
     Command(["enter"], [Argument("name")],
             "An interactive login shell inside the VM, with the VM's own privileges and "
             "limits.", run_enter),
