@@ -87,7 +87,8 @@ PARSED_ALIKE = [
     ["apply", "-f", "vms.yml", "--dry-run"], ["apply", "--file=vms.yml", "--recreate"],
     ["exec", "web1", "--", "sh", "-c", "exit 3"], ["exec", "-t", "web1", "--", "top"],
     ["exec", "web1", "ls", "/"], ["enter", "web1"], ["nsrun", "web1", "--", "ss", "-lnt"],
-    ["nsrun", "--mount", "--uts", "--keep-caps", "web1", "ip", "a"],
+    ["nsrun", "--mount", "--uts", "--keep-caps", "web1", "ip", "a"], ["logs", "-f", "web1"],
+    ["logs", "web1", "--boot"],
     ["net", "attach", "web1", "--nic", "mode=bridge,link=br0"], ["net", "detach", "a", "eth1"],
     ["net", "ls"], ["net", "ls", "web1", "--json"], ["bridge", "ls"],
     ["bridge", "add", "br9", "--address", "198.51.100.1/24", "--mtu", "1400"],
@@ -138,12 +139,13 @@ def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
     assert heavy_modules_imported(state_dir, ["ls"]) == "[]"
 
 
-def test_exec_nsrun_and_the_host_side_tools_run_without_heavy_imports(cvm, state_dir, netd, images,
-                                                                 name):
+def test_the_host_helpers_run_without_heavy_imports(cvm, state_dir, netd, images, name):
+    """exec, nsrun, logs and the host-side tools: netd does what needs Docker."""
     cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000", check=True)
     assert heavy_modules_imported(state_dir, ["exec", name, "--", "true"]) == "[]"
     assert heavy_modules_imported(state_dir, ["free", "-m", name]) == "[]"
     assert heavy_modules_imported(state_dir, ["nsrun", name, "--", "true"]) == "[]"
+    assert heavy_modules_imported(state_dir, ["logs", name]) == "[]"
     assert "named_vm" in netd.log()  # the VM was found by netd, not by this process
 
 

@@ -101,6 +101,37 @@ def test_logs_show_each_boot_and_keep_the_previous_one(cvm, ctx, booted):
     assert this_boot in every
 
 
+def test_logs_follow_what_the_vm_prints_until_the_reader_leaves(cvm, images, netd, name):
+    """Through netd. The VM then prints nothing more: only the reader's leaving can end
+    netd's copy of Docker's stream."""
+    def netd_threads():
+        return len(os.listdir("/proc/%d/task" % netd.process.pid))
+
+    cvm("create", name, "--image", images["busybox"], "--init", "none", "--", "sh", "-c",
+        "sleep 1; echo followed-line; exec sleep 100000", check=True)
+    try:
+        counts = []
+        for _ in range(3):  # netd's own threads, not a request's that is ending
+            counts.append(netd_threads())
+            time.sleep(0.1)
+        before = min(counts)
+        follower = cvm.popen("logs", "--follow", name, stdout=subprocess.PIPE)
+        try:
+            seen, deadline = b"", time.monotonic() + 20
+            while b"followed-line" not in seen and time.monotonic() < deadline:
+                if select.select([follower.stdout], [], [], 1)[0]:
+                    seen += os.read(follower.stdout.fileno(), 65536)
+            assert seen == b"followed-line\n"
+            assert follower.poll() is None  # still following
+        finally:
+            follower.kill()
+            follower.wait()
+        wait_for(lambda: netd_threads() <= before, timeout=5,
+                 what="netd to stop reading the log for a reader that left")
+    finally:
+        cvm("rm", "-f", name)
+
+
 def test_console_and_logs_of_what_cannot_have_them(cvm, ctx, images, name):
     cvm("create", name, "--image", images["busybox"], "--init", "none", "--", "sleep",
         "100000", check=True)

@@ -231,6 +231,10 @@ def _restart_policy(text):
     return policy
 
 
+def _chunks(*pieces):
+    yield from pieces
+
+
 class Engine:
     """Low-level access to the Docker engine. Methods take container ids or names."""
 
@@ -505,10 +509,15 @@ class Engine:
 
     def logs(self, container, follow=False, since=None):
         """The container's output (stdout and stderr interleaved as written) as chunks of
-        bytes; from Unix time `since`; with `follow`, until the container stops."""
+        bytes, from Unix time `since`; with `follow`, until the container stops. What it
+        returns has close(), which ends a followed stream."""
         with self._translated("logs of %s" % container[:12]):
-            return self.api.logs(container, stdout=True, stderr=True, stream=True,
-                                 follow=follow, since=since)
+            if follow:
+                # The SDK streams a terminal's output a byte at a time: right for
+                # following, ~100 ms for a boot's worth of console.
+                return self.api.logs(container, stdout=True, stderr=True, stream=True,
+                                     follow=True, since=since)
+            return _chunks(self.api.logs(container, stdout=True, stderr=True, since=since))
 
     def exec_start(self, container, argv, tty=False, env=None):
         """Start `argv` in a running container exactly as `docker exec` does: with the

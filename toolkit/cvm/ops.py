@@ -237,6 +237,39 @@ def exec_start(ctx, name, argv=None, tty=False, env=None):
 
 
 @operation
+def logs(ctx, name, follow=False, this_boot=False):
+    """What the VM printed on its console (VM.logs), as a socket to read to its end. A
+    thread copies Docker's stream into it, so a followed log holds no request open; when
+    the reader leaves, Docker's stream is closed too."""
+    import contextlib
+    import socket
+    import threading
+    from . import api
+    from .readiness import readable
+    stream = api.get(name, ctx).logs(follow, this_boot)
+    ours, theirs = socket.socketpair()
+
+    def copy():
+        try:
+            for chunk in stream:
+                ours.sendall(chunk)
+        except Exception:  # noqa: BLE001 the reader went away, and the watcher closed both
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                ours.shutdown(socket.SHUT_RDWR)  # wakes the watcher
+
+    def watch():  # the reader closes its end (or the copy ended): stop reading Docker's
+        readable([ours])
+        stream.close()
+        ours.close()
+
+    threading.Thread(target=copy, name="logs-copy", daemon=True).start()
+    threading.Thread(target=watch, name="logs-watch", daemon=True).start()
+    return WithSockets({}, [theirs])
+
+
+@operation
 def exec_wait(ctx, process):
     """The exit code of a process from exec_start, once its stream has ended."""
     return ctx.engine.exec_exit_code(process)

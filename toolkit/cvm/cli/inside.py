@@ -75,23 +75,8 @@ def tune(name, service, show, apply_, reload, sets):
     click.echo(diff.rstrip() if diff else "(the VM already has these settings)")
 
 
-# ---------------------------------------------------------------- export and import
-
-
-@cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("name")
-@click.option("-f", "--follow", is_flag=True, help="Go on printing what the VM prints.")
-@click.option("-b", "--boot", "this_boot", is_flag=True,
-              help="Only this boot (default: every boot since the VM's container was made).")
-def logs(name, follow, this_boot):
-    """What the VM printed on its console: its init's boot and shutdown messages, and
-    what its services log to the console."""
-    from .. import api
-    out = sys.stdout.buffer
-    for chunk in api.get(name).logs(follow, this_boot):
-        out.write(chunk)
-        if follow:
-            out.flush()
+# ---------------------------------------------------------------- the console (`cvm logs`:
+# cvm.cli.served)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -105,6 +90,9 @@ def console(name):
                "prompt." % name, err=True)
     relay.attach(sock, tty=True, resize=resize)
     click.echo("\r\nLeft the console of %s." % name, err=True)
+
+
+# ---------------------------------------------------------------- export and import
 
 
 @cli.command("export", context_settings=CONTEXT_SETTINGS)

@@ -150,6 +150,16 @@ def run_attached(name, argv, tty):
     return call("exec_wait", process=process)
 
 
+def run_logs(params):
+    from .. import relay
+    _, (sock,) = call_with_sockets("logs", name=params["name"], follow=params["follow"],
+                                   this_boot=params["this_boot"])
+    try:
+        relay.relay(sock, tty=True, stdin_fd=None)  # the console's bytes as they are
+    finally:
+        sock.close()
+
+
 def run_exec(params):
     require_root("cvm exec")
     return run_attached(params["name"], list(params["command"]), params["tty"])
@@ -310,6 +320,14 @@ COMMANDS = [
         "\n\nHost-privileged by design: it stays in the host's cgroups, root and environment. "
         "By default it has no more capabilities than the VM's processes; --keep-caps gives it "
         "all of root's on the host. With --mount, the binary comes from the VM.", run_nsrun),
+    Command(["logs"], [Option(["-f", "--follow"], "follow", value=False,
+                              help="Go on printing what the VM prints."),
+                       Option(["-b", "--boot"], "this_boot", value=False,
+                              help="Only this boot (default: every boot since the VM's "
+                                   "container was made)."),
+                       Argument("name")],
+            "What the VM printed on its console: its init's boot and shutdown messages, and "
+            "what its services log to the console.", run_logs),
     Command(["enter"], [Argument("name")],
             "An interactive login shell inside the VM, with the VM's own privileges and "
             "limits.", run_enter),
