@@ -88,7 +88,7 @@ PARSED_ALIKE = [
     ["exec", "web1", "--", "sh", "-c", "exit 3"], ["exec", "-t", "web1", "--", "top"],
     ["exec", "web1", "ls", "/"], ["enter", "web1"], ["nsrun", "web1", "--", "ss", "-lnt"],
     ["nsrun", "--mount", "--uts", "--keep-caps", "web1", "ip", "a"], ["logs", "-f", "web1"],
-    ["logs", "web1", "--boot"],
+    ["logs", "web1", "--boot"], ["image", "ls"], ["image", "ls", "--json"],
     ["net", "attach", "web1", "--nic", "mode=bridge,link=br0"], ["net", "detach", "a", "eth1"],
     ["net", "ls"], ["net", "ls", "web1", "--json"], ["bridge", "ls"],
     ["bridge", "add", "br9", "--address", "198.51.100.1/24", "--mtu", "1400"],
@@ -100,7 +100,7 @@ LEFT_TO_CLICK = [
     ["ls", "--help"], ["ls", "--bogus"], ["stop", "-t", "five", "a"], ["start"],
     ["exec", "web1", "ls", "-la"], ["exec", "web1"], ["inspect"], ["inspect", "a", "b"],
     ["bridge", "add", "br9", "--mtu"], ["net", "attach", "web1"], ["rm", "-fx", "a"],
-    ["image", "ls"], ["--version"], [], ["stats", "--watch"], ["stats", "--watch", "5", "a"],
+    ["--version"], [], ["stats", "--watch"], ["stats", "--watch", "5", "a"],
 ]
 
 
@@ -140,12 +140,13 @@ def test_the_launcher_imports_neither_click_nor_the_docker_sdk(state_dir, netd):
 
 
 def test_the_host_helpers_run_without_heavy_imports(cvm, state_dir, netd, images, name):
-    """exec, nsrun, logs and the host-side tools: netd does what needs Docker."""
+    """exec, nsrun, logs, image ls and the host-side tools: netd does what needs Docker."""
     cvm("create", name, "--image", BUSYBOX, "--init", "none", "--", "sleep", "1000", check=True)
     assert heavy_modules_imported(state_dir, ["exec", name, "--", "true"]) == "[]"
     assert heavy_modules_imported(state_dir, ["free", "-m", name]) == "[]"
     assert heavy_modules_imported(state_dir, ["nsrun", name, "--", "true"]) == "[]"
     assert heavy_modules_imported(state_dir, ["logs", name]) == "[]"
+    assert heavy_modules_imported(state_dir, ["image", "ls"]) == "[]"
     assert "named_vm" in netd.log()  # the VM was found by netd, not by this process
 
 

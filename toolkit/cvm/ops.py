@@ -303,6 +303,12 @@ def net_ls(ctx, name=None):
 
 
 @operation
+def image_ls(ctx):
+    from . import images
+    return images.ls(ctx)
+
+
+@operation
 def bridge_add(ctx, name, address=None, uplink=None, pool=None, mtu=None, vxlan=None,
                allow_overlap=False):
     from .net import hostbridge

@@ -36,5 +36,10 @@ def net():
 
 
 @cli.group(context_settings=CONTEXT_SETTINGS)
+def image():
+    """Build, import, list and remove OS images."""
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
 def bridge():
     """Host bridges for VMs (persisted and recreated at boot by cvm netd)."""

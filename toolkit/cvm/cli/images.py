@@ -1,16 +1,11 @@
-"""`cvm image`: build, import, render, list, remove and ensure OS images."""
+"""`cvm image`: build, import, render, remove and ensure OS images (`cvm image ls` is in
+cvm.cli.served)."""
 
 import os
 
 import click
 
-from .group import CONTEXT_SETTINGS, cli
-from .render import as_json as _echo_json
-
-
-@cli.group(context_settings=CONTEXT_SETTINGS)
-def image():
-    """Build, import, list and remove OS images."""
+from .group import CONTEXT_SETTINGS, image
 
 
 @image.command("build", context_settings=CONTEXT_SETTINGS)
@@ -54,22 +49,6 @@ def image_render(distro, base, out):
         os.makedirs(out, exist_ok=True)
         images.write_context(out, recipe, rendered)
     click.echo(rendered["Dockerfile"], nl=False)
-
-
-@image.command("ls", context_settings=CONTEXT_SETTINGS)
-@click.option("--json", "as_json", is_flag=True)
-def image_ls(as_json):
-    """List cvm images."""
-    from .. import images
-    from ..sizes import format_size
-    from ..table import render
-    rows = images.ls()
-    if as_json:
-        _echo_json(rows)
-        return
-    click.echo(render(["TAG", "ID", "DISTRO", "VERSION", "INIT", "BUILT", "SIZE"],
-                      [[r["tag"], r["id"], r["distro"], r["version"], r["init"], r["built"],
-                        format_size(r["size"] or 0)] for r in rows]))
 
 
 @image.command("rm", context_settings=CONTEXT_SETTINGS)

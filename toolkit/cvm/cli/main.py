@@ -7,7 +7,7 @@ import click
 
 from . import calls, served
 from .args import Argument
-from .group import CONTEXT_SETTINGS, bridge, cli, net
+from .group import CONTEXT_SETTINGS, bridge, cli, image, net
 
 def to_click(command):
     """A click command for a declared one (cvm.cli.args): same flags, same values."""
@@ -44,7 +44,7 @@ def to_click(command):
                          help=command.help, context_settings=settings)
 
 
-GROUPS = {(): cli, ("net",): net, ("bridge",): bridge}
+GROUPS = {(): cli, ("net",): net, ("bridge",): bridge, ("image",): image}
 for _command in served.COMMANDS:
     GROUPS[_command.path[:-1]].add_command(to_click(_command))
 

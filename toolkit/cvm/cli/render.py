@@ -91,6 +91,12 @@ def nics(rows):
                 ",".join(r["addresses"]) or "-", r["mac"], r["state"]] for r in rows]))
 
 
+def images(rows):
+    out(table(["TAG", "ID", "DISTRO", "VERSION", "INIT", "BUILT", "SIZE"],
+              [[r["tag"], r["id"], r["distro"], r["version"], r["init"], r["built"],
+                format_size(r["size"] or 0)] for r in rows]))
+
+
 def bridges(rows):
     out(table(["NAME", "STATE", "ADDRESS", "POOL", "UPLINK", "PORTS"],
               [[r["name"], r["state"], r["address"] or "-", r["pool"] or "-",

@@ -364,6 +364,7 @@ COMMANDS = [
             run_bridge_rm),
     Command(["bridge", "ls"], [JSON], "List the bridges cvm manages.",
             listing("bridge_ls", render.bridges)),
+    Command(["image", "ls"], [JSON], "List cvm images.", listing("image_ls", render.images)),
     Command(["stats"], [
         Argument("names", nargs=-1, required=False),
         Option(["--watch"], "watch", kind=float, bare=2.0, metavar="[SECONDS]",
