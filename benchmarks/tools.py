@@ -9,10 +9,12 @@ back, as a script's loop runs them (each run then pays for the CPU the last one 
 the quota), and 0.25 s apart, as a user or an agent runs one (each starts with the quota
 an idle VM has).
 
-Then the same tools from the host (`cvm free -m NAME`...: whole process, through netd),
-against `docker exec NAME free -m`, which is what a sysadmin runs instead; and a host
-binary in the VM's network namespace, `cvm nsrun NAME -- ss -lnt`, against
-`nsenter -t $(docker inspect -f {{.State.Pid}} NAME) -n ss -lnt`.
+Then the host helpers a sysadmin runs in loops, whole process, through netd, each
+against what they would run instead: the same tools from the host (`cvm free -m NAME`
+against `docker exec NAME free -m`...); a host binary in the VM's network namespace
+(`cvm nsrun NAME -- ss -lnt` against `nsenter -t $(docker inspect -f {{.State.Pid}}
+NAME) -n ss -lnt`); `cvm exec NAME -- true`, `cvm logs NAME` and `cvm image ls` against
+`docker exec`, `docker logs` and `docker images`.
 """
 
 import os
@@ -118,8 +120,8 @@ def whole_process(argv, env):
 def from_the_host():
     from cvm import api
     from cvm.spec import parse_spec
-    header("tools: from the host, `cvm TOOL NAME` against `docker exec NAME TOOL`, whole "
-           "process, median of %d interleaved" % RUNS)
+    header("host helpers: cvm against what a sysadmin runs instead (docker exec unless "
+           "said), whole process, median of %d interleaved" % RUNS)
     with realm() as (ctx, env):
         vm = api.create(parse_spec({"name": "benchhost", "image": DEBIAN, "cpus": 0.5,
                                     "memory": "1g"}), ctx=ctx)
@@ -132,10 +134,14 @@ def from_the_host():
         container = vm.container_id
         rows = [(" ".join(argv), [CVM, argv[0], vm.name] + argv[1:],
                  ["docker", "exec", container] + argv) for argv in HOST_SIDE]
-        rows.append(("nsrun -- ss -lnt (baseline: nsenter)", [CVM, "nsrun", vm.name, "--", "ss",
-                                                               "-lnt"],
-                     ["sh", "-c", "nsenter -t $(docker inspect -f '{{.State.Pid}}' %s) -n "
-                                  "ss -lnt" % container]))
+        rows += [
+            ("nsrun -- ss -lnt (baseline: nsenter)", [CVM, "nsrun", vm.name, "--", "ss", "-lnt"],
+             ["sh", "-c", "nsenter -t $(docker inspect -f '{{.State.Pid}}' %s) -n ss -lnt"
+              % container]),
+            ("exec -- true", [CVM, "exec", vm.name, "--", "true"],
+             ["docker", "exec", container, "true"]),
+            ("logs (its boot's console)", [CVM, "logs", vm.name], ["docker", "logs", container]),
+            ("image ls (baseline: docker images)", [CVM, "image", "ls"], ["docker", "images"])]
         print("%-38s %12s %16s %7s" % ("", "cvm", "baseline", "ratio"))
         for label, argv, baseline_argv in rows:
             ours, theirs = [], []
