@@ -156,8 +156,7 @@ def named_vm(ctx, words):
     name = next((word for word in words if word in names), None)
     if name is None:
         return {"name": None}
-    from . import api
-    return {"name": name, "pid": api.get(name, ctx).pid}
+    return {"name": name, "pid": init_pid(ctx, name)}
 
 
 @operation
