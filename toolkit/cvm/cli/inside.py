@@ -23,8 +23,9 @@ def _tool_command(tool):
     command.__doc__ = ("%s of a VM, from the host: the VM's cgroup, the original's layout "
                        "and flags (cvm %s --help for them)." % (tool, tool))
     command = click.argument("args", nargs=-1, type=click.UNPROCESSED)(command)
-    return cli.command(tool, context_settings=dict(CONTEXT_SETTINGS, ignore_unknown_options=True,
-                                                   help_option_names=[hosttools.CLICK_HELP]))(command)
+    settings = dict(CONTEXT_SETTINGS, ignore_unknown_options=True,
+                    help_option_names=[hosttools.CLICK_HELP])
+    return cli.command(tool, context_settings=settings)(command)
 
 
 for _tool in hosttools.TOOLS:
